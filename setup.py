@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="uploader",
+    version="0.1.0",
+    description="Resumable chunked uploads of large files over HTTP (Tornado)",
+    python_requires=">=3.10",
+    packages=find_packages(include=["uploader", "uploader.*"]),
+    include_package_data=True,
+    install_requires=[
+        "tornado>=6.4,<7",
+        "aiomysql>=0.2,<0.4",
+        "aiosqlite>=0.20,<0.23",
+        "jinja2>=3.1,<4",
+        "redis>=5.0,<9",
+        "PyYAML>=6.0,<7",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-tornasync>=0.6,<0.7",
+            "pytest-timeout>=2.3,<3",
+        ],
+    },
+    entry_points={"console_scripts": ["uploader = uploader.cli:main"]},
+)

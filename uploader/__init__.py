@@ -1,0 +1,3 @@
+"""uploader: resumable chunked uploads of large files over HTTP."""
+
+__version__ = "0.1.0"

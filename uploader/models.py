@@ -1,0 +1,101 @@
+"""Plain data of an upload, shared by every layer (no I/O here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+IN_PROGRESS = "in_progress"
+MERGING = "merging"
+COMPLETED = "completed"
+FAILED = "failed"
+ABORTED = "aborted"
+STATUSES = (IN_PROGRESS, MERGING, COMPLETED, FAILED, ABORTED)
+# Uploads the expiry sweep may remove once idle past the TTL.
+EXPIRABLE = (IN_PROGRESS, FAILED)
+
+
+def utcnow() -> datetime:
+    """Naive UTC with microseconds: what DATETIME(6) stores in both databases."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(ts: datetime) -> str:
+    return ts.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return math.ceil(size / chunk_size) if size else 0
+
+
+@dataclass
+class ChunkRecord:
+    index: int
+    size: int
+    md5: str
+    received_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class Upload:
+    upload_id: str
+    owner: str
+    filename: str
+    size: int
+    chunk_size: int
+    total_chunks: int
+    md5: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    merge_version: int = 0
+    storage_key: str | None = None
+    # Sorted indices of the chunks recorded so far (filled by the store).
+    received: list[int] = field(default_factory=list)
+    # Newest chunk arrival: activity that counts for expiry besides updated_at.
+    last_chunk_at: datetime | None = None
+    # Last merge failure, e.g. a whole-file checksum mismatch (JSON-able).
+    error: dict[str, Any] | None = None
+
+    def chunk_length(self, index: int) -> int:
+        """Bytes in chunk ``index``: chunk_size except for a shorter last one."""
+        start = index * self.chunk_size
+        return min(self.chunk_size, self.size - start)
+
+    def missing(self) -> list[int]:
+        have = set(self.received)
+        return [i for i in range(self.total_chunks) if i not in have]
+
+    @property
+    def last_activity(self) -> datetime:
+        if self.last_chunk_at and self.last_chunk_at > self.updated_at:
+            return self.last_chunk_at
+        return self.updated_at
+
+    def replace(self, **changes: Any) -> "Upload":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self, ttl_seconds: int | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "upload_id": self.upload_id,
+            "filename": self.filename,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "total_chunks": self.total_chunks,
+            "md5": self.md5,
+            "status": self.status,
+            "received": self.received,
+            "created_at": isoformat(self.created_at),
+            "updated_at": isoformat(self.last_activity),
+            "expires_at": None,
+        }
+        if ttl_seconds is not None and self.status in EXPIRABLE:
+            doc["expires_at"] = isoformat(self.last_activity + timedelta(seconds=ttl_seconds))
+        if self.status == COMPLETED:
+            doc["location"] = f"/files/{self.upload_id}"
+        if self.error:
+            doc["error"] = self.error
+        return doc

@@ -1,0 +1,77 @@
+"""The metadata store interface: uploads and their chunk records.
+
+Two implementations (``sqlite``, ``mysql``) pass one conformance suite
+(``tests/store/test_conformance.py``). Every method may raise
+:class:`uploader.errors.Unavailable` when the database cannot be reached;
+nothing else escapes except programming errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol, Sequence
+
+from ..models import ChunkRecord, Upload
+
+
+class MetadataStore(Protocol):
+    async def open(self) -> None:
+        """Connect, then create or migrate the schema (idempotent)."""
+
+    async def close(self) -> None:
+        ...
+
+    async def migrate(self) -> int:
+        """Bring the schema to the newest version; return that version.
+        Safe when several processes run it at once."""
+
+    async def create_upload(self, upload: Upload) -> None:
+        ...
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        """The upload with ``received`` and ``last_chunk_at`` filled, or None."""
+
+    async def list_uploads(self, owner: str, *, status: str | None = None,
+                           filename: str | None = None, limit: int = 100) -> list[Upload]:
+        """The owner's uploads, newest first, each with ``received`` filled."""
+
+    async def get_chunks(self, upload_id: str) -> list[ChunkRecord]:
+        """Chunk records sorted by index."""
+
+    async def record_chunk(self, upload_id: str, chunk: ChunkRecord) -> bool:
+        """Insert or replace one chunk record in a single statement, only while
+        the upload is ``in_progress``. False when it is not (merging,
+        completed, aborted, gone): the caller answers 409 and nothing was
+        written."""
+
+    async def delete_chunk(self, upload_id: str, index: int) -> None:
+        ...
+
+    async def begin_merge(self, upload_id: str, from_statuses: Sequence[str]) -> int | None:
+        """Set ``merging`` and bump ``merge_version`` atomically if the status
+        is one of ``from_statuses``; return the new version (the fencing
+        token), or None when the status did not allow it."""
+
+    async def finish_merge(self, upload_id: str, version: int, *, status: str,
+                           md5: str | None = None, storage_key: str | None = None,
+                           error: dict | None = None) -> bool:
+        """Publish a merge's outcome only if ``merge_version`` still equals
+        ``version``. False means another merger took over: discard the result."""
+
+    async def set_status(self, upload_id: str, status: str,
+                         from_statuses: Sequence[str]) -> bool:
+        """Change the status if it is one of ``from_statuses``."""
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Remove the upload row and all its chunk records."""
+
+    async def find_expired(self, cutoff: datetime, statuses: Sequence[str],
+                           limit: int = 500) -> list[Upload]:
+        """Uploads in ``statuses`` with no activity (row update or chunk
+        arrival) since ``cutoff``; ``received`` is not filled."""
+
+    async def find_by_status(self, status: str, limit: int = 500) -> list[Upload]:
+        ...
+
+    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
+        """Which of these ids have a row (to spot orphaned temp folders)."""

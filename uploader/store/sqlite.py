@@ -1,0 +1,215 @@
+"""The embedded default metadata store: SQLite through aiosqlite.
+
+One connection (aiosqlite runs it in its own thread) in WAL mode; writers are
+serialized by SQLite itself, so the conditional chunk insert and the merge
+fence are atomic without extra locking.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import aiosqlite
+
+from ..errors import Unavailable
+from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
+from .rows import dump_error, text_to_ts, ts_to_text, upload_from_row, upload_params
+from .schema import SQLITE_STEPS, UPLOAD_COLUMNS
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, *, synchronous_full: bool = True) -> None:
+        self.path = Path(path)
+        self._sync = "FULL" if synchronous_full else "NORMAL"
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise Unavailable("metadata store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # isolation_level=None: autocommit; multi-statement units use BEGIN.
+        self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute(f"PRAGMA synchronous={self._sync}")
+        await self._db.execute("PRAGMA foreign_keys=OFF")
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def migrate(self) -> int:
+        db = self.db
+        # IMMEDIATE takes the write lock first, so two processes starting at
+        # once apply each step exactly once.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
+                row = await cur.fetchone()
+            current = row[0] or 0
+            for number, step in enumerate(SQLITE_STEPS, start=1):
+                if number <= current:
+                    continue
+                for statement in step:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+                current = number
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return current
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.db.execute(sql, params) as cur:
+            return cur.rowcount
+
+    async def create_upload(self, upload: Upload) -> None:
+        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
+                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+
+    async def _fill_chunks(self, upload: Upload) -> Upload:
+        rows = await self._all("SELECT chunk_index, received_at FROM upload_chunks "
+                               "WHERE upload_id = ? ORDER BY chunk_index", (upload.upload_id,))
+        upload.received = [r[0] for r in rows]
+        upload.last_chunk_at = text_to_ts(max((r[1] for r in rows), default=None))
+        return upload
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        row = await self._one(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?",
+                              (upload_id,))
+        if row is None:
+            return None
+        return await self._fill_chunks(upload_from_row(row, text_to_ts))
+
+    async def list_uploads(self, owner: str, *, status: str | None = None,
+                           filename: str | None = None, limit: int = 100) -> list[Upload]:
+        sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner = ?"
+        params: list[Any] = [owner]
+        if status:
+            sql += " AND status = ?"
+            params.append(status)
+        if filename:
+            sql += " AND filename = ?"
+            params.append(filename)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(limit)
+        uploads = [upload_from_row(r, text_to_ts) for r in await self._all(sql, params)]
+        return [await self._fill_chunks(u) for u in uploads]
+
+    async def get_chunks(self, upload_id: str) -> list[ChunkRecord]:
+        rows = await self._all("SELECT chunk_index, size, md5, received_at FROM upload_chunks "
+                               "WHERE upload_id = ? ORDER BY chunk_index", (upload_id,))
+        return [ChunkRecord(r[0], r[1], r[2], text_to_ts(r[3])) for r in rows]
+
+    async def record_chunk(self, upload_id: str, chunk: ChunkRecord) -> bool:
+        # One statement: the status check and the upsert cannot be split by
+        # a merge starting in between.
+        count = await self._write(
+            "INSERT INTO upload_chunks (upload_id, chunk_index, size, md5, received_at) "
+            "SELECT upload_id, ?, ?, ?, ? FROM uploads WHERE upload_id = ? AND status = ? "
+            "ON CONFLICT (upload_id, chunk_index) DO UPDATE SET size = excluded.size, "
+            "md5 = excluded.md5, received_at = excluded.received_at",
+            (chunk.index, chunk.size, chunk.md5, ts_to_text(chunk.received_at), upload_id,
+             IN_PROGRESS))
+        return count > 0
+
+    async def delete_chunk(self, upload_id: str, index: int) -> None:
+        await self._write("DELETE FROM upload_chunks WHERE upload_id = ? AND chunk_index = ?",
+                          (upload_id, index))
+
+    async def begin_merge(self, upload_id: str, from_statuses: Sequence[str]) -> int | None:
+        marks = ",".join("?" * len(from_statuses))
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            count = await self._write(
+                f"UPDATE uploads SET status = 'merging', merge_version = merge_version + 1, "
+                f"updated_at = ? WHERE upload_id = ? AND status IN ({marks})",
+                (ts_to_text(utcnow()), upload_id, *from_statuses))
+            row = await self._one("SELECT merge_version FROM uploads WHERE upload_id = ?",
+                                  (upload_id,)) if count else None
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return int(row[0]) if row else None
+
+    async def finish_merge(self, upload_id: str, version: int, *, status: str,
+                           md5: str | None = None, storage_key: str | None = None,
+                           error: dict | None = None) -> bool:
+        count = await self._write(
+            "UPDATE uploads SET status = ?, md5 = COALESCE(?, md5), storage_key = ?, "
+            "last_error = ?, updated_at = ? WHERE upload_id = ? AND merge_version = ? "
+            "AND status = 'merging'",
+            (status, md5, storage_key, dump_error(error), ts_to_text(utcnow()), upload_id,
+             version))
+        return count > 0
+
+    async def set_status(self, upload_id: str, status: str,
+                         from_statuses: Sequence[str]) -> bool:
+        marks = ",".join("?" * len(from_statuses))
+        count = await self._write(
+            f"UPDATE uploads SET status = ?, updated_at = ? WHERE upload_id = ? "
+            f"AND status IN ({marks})",
+            (status, ts_to_text(utcnow()), upload_id, *from_statuses))
+        return count > 0
+
+    async def delete_upload(self, upload_id: str) -> None:
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
+            await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def find_expired(self, cutoff: datetime, statuses: Sequence[str],
+                           limit: int = 500) -> list[Upload]:
+        marks = ",".join("?" * len(statuses))
+        cut = ts_to_text(cutoff)
+        rows = await self._all(
+            f"SELECT {UPLOAD_COLUMNS} FROM uploads u WHERE status IN ({marks}) "
+            f"AND updated_at < ? AND NOT EXISTS (SELECT 1 FROM upload_chunks c "
+            f"WHERE c.upload_id = u.upload_id AND c.received_at >= ?) LIMIT ?",
+            (*statuses, cut, cut, limit))
+        return [upload_from_row(r, text_to_ts) for r in rows]
+
+    async def find_by_status(self, status: str, limit: int = 500) -> list[Upload]:
+        rows = await self._all(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE status = ? LIMIT ?",
+                               (status, limit))
+        return [upload_from_row(r, text_to_ts) for r in rows]
+
+    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(upload_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            rows = await self._all(f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks})",
+                                   part)
+            found.update(r[0] for r in rows)
+        return found
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
