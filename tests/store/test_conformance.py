@@ -93,6 +93,18 @@ async def test_list_uploads_filters_isolation_and_order(io_loop, store):
     assert await store.list_uploads("alice", filename="%.bin") == []
 
 
+async def test_get_without_chunks_and_count(io_loop, store):
+    upload = new_upload()
+    await store.create_upload(upload)
+    for index in (4, 1):
+        assert await store.record_chunk(upload.upload_id, chunk(index))
+    bare = await store.get_upload(upload.upload_id, with_chunks=False)
+    assert bare.received == [] and bare.last_chunk_at is None
+    assert bare.status == IN_PROGRESS and bare.size == upload.size
+    assert await store.count_chunks(upload.upload_id) == 2
+    assert await store.count_chunks(uuid.uuid4().hex) == 0
+
+
 async def test_record_chunk_upserts(io_loop, store):
     upload = new_upload()
     await store.create_upload(upload)

@@ -283,13 +283,15 @@ class MySQLStore:
         await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(13)})",
                           upload_params(upload))
 
-    async def get_upload(self, upload_id: str) -> Upload | None:
+    async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         async def work(cur: aiomysql.Cursor) -> Upload | None:
             await cur.execute(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = %s",
                               (upload_id,))
             row = await cur.fetchone()
             if row is None:
                 return None
+            if not with_chunks:
+                return upload_from_row(row)
             return (await self._fill_received(cur, [upload_from_row(row)]))[0]
         return await self._run(work, idempotent=True)
 
@@ -330,6 +332,11 @@ class MySQLStore:
             (chunk.index, chunk.size, chunk.md5, chunk.received_at, upload_id, IN_PROGRESS),
             idempotent=True)
         return count > 0
+
+    async def count_chunks(self, upload_id: str) -> int:
+        rows = await self._all("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = %s",
+                               (upload_id,))
+        return int(rows[0][0])
 
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         await self._write("DELETE FROM upload_chunks WHERE upload_id = %s AND chunk_index = %s",
