@@ -192,3 +192,15 @@ async def test_redis_body_errors_are_not_translated(io_loop, redis_locks, lock_n
     with pytest.raises(KeyError):
         async with redis_locks.lock(lock_name, ttl=30):
             raise KeyError("from the body")
+
+
+async def test_ping(io_loop, locks):
+    assert await locks.ping() is True
+
+
+async def test_redis_ping_when_down_is_false(io_loop):
+    locks = RedisLocks("redis://127.0.0.1:1/0", socket_timeout=2)
+    try:
+        assert await locks.ping() is False
+    finally:
+        await locks.close()

@@ -308,3 +308,19 @@ async def test_concurrent_migrate_on_fresh_database(io_loop, fresh_mysql_store_f
     await stores[0].create_upload(upload)
     assert await stores[1].record_chunk(upload.upload_id, chunk(0))
     assert (await stores[2].get_upload(upload.upload_id)).received == [0]
+
+
+async def test_ping(io_loop, store):
+    await store.ping()  # an open store answers; outages: test_mysql_outage.py
+
+
+async def test_count_by_status(io_loop, store):
+    assert await store.count_by_status() == {}
+    for status in (IN_PROGRESS, IN_PROGRESS, COMPLETED, ABORTED):
+        await store.create_upload(new_upload(status=status))
+    other = new_upload(owner="bob", status=MERGING)
+    await store.create_upload(other)
+    counts = await store.count_by_status()
+    assert counts == {IN_PROGRESS: 2, COMPLETED: 1, ABORTED: 1, MERGING: 1}
+    await store.delete_upload(other.upload_id)
+    assert (await store.count_by_status()).get(MERGING, 0) == 0

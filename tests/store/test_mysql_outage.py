@@ -194,3 +194,12 @@ async def test_connection_killed_mid_query(io_loop, mysql_store, mysql_dsn, capl
         assert await store.begin_merge(upload.upload_id, [IN_PROGRESS]) == 1
     finally:
         admin.close()
+
+
+async def test_ping_closed_port_is_unavailable(io_loop):
+    store = MySQLStore("mysql://root@127.0.0.1:1/test", connect_timeout=2)
+    try:
+        with pytest.raises(Unavailable):
+            await store.ping()
+    finally:
+        await store.close()

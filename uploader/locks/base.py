@@ -24,5 +24,9 @@ class Locks(Protocol):
         when not acquired in time and ``Unavailable`` when the backend is down.
         """
 
+    async def ping(self) -> bool:
+        """True when the lock service answers (readiness checks); never
+        raises for an outage, it answers False."""
+
     async def close(self) -> None:
         ...

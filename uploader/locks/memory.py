@@ -54,5 +54,8 @@ class MemoryLocks:
             if entry.users == 0:
                 del self._entries[name]
 
+    async def ping(self) -> bool:
+        return True  # in-process: up as long as we are
+
     async def close(self) -> None:
         self._entries.clear()

@@ -49,6 +49,10 @@ class Storage(Protocol):
     async def close(self) -> None:
         ...
 
+    async def ping(self) -> None:
+        """Check the storage is there and writable (readiness checks);
+        raises ``Unavailable`` when it cannot. Creates nothing that stays."""
+
     async def open_chunk(self, upload: Upload, index: int) -> ChunkWriter:
         ...
 

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from ..errors import UploadError
+from ..errors import Unavailable, UploadError
 from ..models import Upload
 from ..naming import is_upload_id
 from .base import StagedFile
@@ -169,6 +169,22 @@ class LocalStorage:
 
     async def close(self) -> None:
         pass
+
+    async def ping(self) -> None:
+        def probe() -> None:
+            # A real create + unlink in tmp/ (where chunks land), not
+            # os.access: that says yes to root on a read-only mount, and
+            # a vanished data_dir is never recreated here (only start() does).
+            if not self.store.is_dir():
+                raise FileNotFoundError(self.store)
+            probe_path = self.tmp / f".ping.{secrets.token_hex(6)}"
+            os.close(os.open(probe_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             FILE_MODE))
+            os.unlink(probe_path)
+        try:
+            await self.run(probe)
+        except OSError as exc:
+            raise Unavailable("storage is not writable") from exc
 
     async def open_chunk(self, upload: Upload, index: int) -> LocalChunkWriter:
         final = self.chunk_path(upload.upload_id, index)

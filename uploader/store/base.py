@@ -21,6 +21,10 @@ class MetadataStore(Protocol):
     async def close(self) -> None:
         ...
 
+    async def ping(self) -> None:
+        """One cheap round trip (readiness checks); raises ``Unavailable``
+        when the database cannot answer."""
+
     async def migrate(self) -> int:
         """Bring the schema to the newest version; return that version.
         Safe when several processes run it at once."""
@@ -80,3 +84,7 @@ class MetadataStore(Protocol):
 
     async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
         """Which of these ids have a row (to spot orphaned temp folders)."""
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many uploads are in each status (statuses with none may be
+        absent); read at every metrics scrape, so one indexed GROUP BY."""

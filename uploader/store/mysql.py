@@ -140,6 +140,14 @@ class MySQLStore:
                 self._pool = pool
         return self._pool
 
+    async def ping(self, timeout: float = 5.0) -> None:
+        async def work(cur: aiomysql.Cursor) -> None:
+            await cur.execute("SELECT 1")
+            await cur.fetchall()
+        # Idempotent: a pooled connection the server dropped is retried once
+        # on a fresh one, so a healed database reads as ready at once.
+        await self._run(work, idempotent=True, timeout=timeout)
+
     # -- running units of work ---------------------------------------------
 
     async def _run(self, work: Work[T], *, idempotent: bool = False, transaction: bool = False,
@@ -414,6 +422,10 @@ class MySQLStore:
                 f"SELECT upload_id FROM uploads WHERE upload_id IN ({_marks(len(part))})", part)
             found.update(r[0] for r in rows)
         return found
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._all("SELECT status, COUNT(*) FROM uploads GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
 
 
 def _marks(count: int) -> str:

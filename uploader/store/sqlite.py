@@ -49,6 +49,12 @@ class SQLiteStore:
             await self._db.close()
             self._db = None
 
+    async def ping(self) -> None:
+        try:
+            await self._one("SELECT 1")
+        except sqlite3.Error as exc:
+            raise Unavailable("database unavailable") from exc
+
     async def migrate(self) -> int:
         db = self.db
         # IMMEDIATE takes the write lock first, so two processes starting at
@@ -218,6 +224,10 @@ class SQLiteStore:
                                    part)
             found.update(r[0] for r in rows)
         return found
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._all("SELECT status, COUNT(*) FROM uploads GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
 
 
 def is_locked_error(exc: BaseException) -> bool:
