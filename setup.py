@@ -14,6 +14,7 @@ setup(
         "jinja2>=3.1,<4",
         "redis>=5.0,<9",
         "PyYAML>=6.0,<7",
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         "test": [

@@ -38,6 +38,9 @@ class ServerConfig:
     max_json_body: int = 64 * KiB
     # Trust X-Forwarded-For / X-Real-Ip from a reverse proxy.
     xheaders: bool = False
+    # Seconds SIGTERM/SIGINT waits for in-flight requests (chunk PUTs) to
+    # finish before cutting them; cut chunks are dropped, never recorded.
+    shutdown_timeout: float = 30.0
 
 
 @dataclass
@@ -100,6 +103,18 @@ class ExpiryConfig:
     jitter: float = 0.1
 
 
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass
+class LoggingConfig:
+    # text: human-readable lines; json: one JSON object per line (for log
+    # shippers). Access lines carry the same fields in both.
+    format: str = "text"
+    level: str = "INFO"
+
+
 @dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -109,6 +124,7 @@ class Config:
     locks: LocksConfig = field(default_factory=LocksConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     expiry: ExpiryConfig = field(default_factory=ExpiryConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -143,6 +159,10 @@ class Config:
             (self.expiry.ttl >= 1, "expiry.ttl must be >= 1"),
             (self.expiry.interval >= 1, "expiry.interval must be >= 1"),
             (0 <= self.expiry.jitter < 1, "expiry.jitter must be >= 0 and < 1"),
+            (self.server.shutdown_timeout >= 0, "server.shutdown_timeout must be >= 0"),
+            (self.logging.format in LOG_FORMATS, "logging.format must be one of: text, json"),
+            (self.logging.level.upper() in LOG_LEVELS,
+             "logging.level must be one of: " + ", ".join(LOG_LEVELS)),
         ]
         for ok, message in checks:
             if not ok:
