@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 import tornado.httpserver
+import tornado.httputil
 import tornado.web
 
 from .cleanup import Expirer
@@ -17,12 +18,16 @@ from .config import Config
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
 from .handlers.files import FileHandler
+from .handlers.ops import DrainingHandler, MetricsHandler, ReadyHandler
 from .handlers.page import PageHandler
 from .handlers.uploads import (CompleteHandler, HealthHandler, InitHandler, ListHandler,
                                StatusHandler, UploadHandler)
 from .locks.base import Locks
+from .logs import log_request
+from .metrics import Metrics, TimedLocks
 from .naming import ID_PATTERN
 from .service import UploadService
+from .shutdown import Drain
 from .storage.base import Storage
 from .store.base import MetadataStore
 
@@ -66,6 +71,9 @@ class Runtime:
     expirer: Expirer
     templates: jinja2.Environment
     auth_required: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    # Requests in flight and cleanup tasks; shutdown.graceful_stop drains it.
+    drain: Drain = field(default_factory=Drain)
     started: bool = field(default=False, init=False)
 
     async def start(self) -> None:
@@ -81,6 +89,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self.expirer.stop()
+        # Aborts of cut chunks still deleting their .part files.
+        await self.drain.wait_tasks()
         await self.service.shutdown()
         await self.locks.close()
         await self.store.close()
@@ -94,11 +104,30 @@ def build_runtime(config: Config) -> Runtime:
     store = make_store(config)
     storage = make_storage(config, executor)
     locks = make_locks(config)
-    service = UploadService(config, store, storage, locks, executor)
+    metrics = Metrics()
+    drain = Drain()
+    metrics.in_flight.set_function(lambda: drain.active)
+    # The service (and the sweep, through it) takes locks through a timer.
+    service = UploadService(config, store, storage, TimedLocks(locks, metrics), executor,
+                            metrics=metrics)
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
                                    autoescape=True)
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
-                   service=service, expirer=Expirer(config, service), templates=templates)
+                   service=service, expirer=Expirer(config, service), templates=templates,
+                   metrics=metrics, drain=drain)
+
+
+class UploaderApplication(tornado.web.Application):
+    """Routes every request to DrainingHandler (503) once shutdown began."""
+
+    runtime: Runtime
+
+    def find_handler(self, request: tornado.httputil.HTTPServerRequest,
+                     **kwargs: Any) -> tornado.httputil.HTTPMessageDelegate:
+        if self.runtime.drain.draining:
+            return self.get_handler_delegate(request, DrainingHandler,
+                                             {"runtime": self.runtime})
+        return super().find_handler(request, **kwargs)
 
 
 def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Application:
@@ -109,6 +138,8 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
     routes = [
         (r"/", PageHandler, deps),
         (r"/healthz", HealthHandler, deps),
+        (r"/readyz", ReadyHandler, deps),
+        (r"/metrics", MetricsHandler, deps),
         (r"/upload/init", InitHandler, deps),
         (rf"/upload/{uid}/chunk", ChunkHandler, deps),
         (rf"/upload/{uid}/status", StatusHandler, deps),
@@ -117,13 +148,20 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
         (r"/uploads", ListHandler, deps),
         (rf"/files/{uid}", FileHandler, deps),
     ]
-    app = tornado.web.Application(
+    # Route labels for metrics: the URL patterns, never paths holding ids.
+    labels: dict[type, str] = {handler: pattern.replace(uid, "{id}")
+                               for pattern, handler, _ in routes}
+    labels.update({tornado.web.StaticFileHandler: "/static/", NotFoundHandler: "unmatched",
+                   DrainingHandler: "draining"})
+    runtime.metrics.set_routes(labels)
+    app = UploaderApplication(
         routes,
         static_path=str(WEB_DIR),
         static_url_prefix="/static/",
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,
         compress_response=False,
+        log_function=log_request,  # one access line per request, and request metrics
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     return app

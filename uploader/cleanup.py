@@ -58,6 +58,7 @@ class Expirer:
             report = await self.sweep()
             log.info("expiry sweep: %s", report.summary())
         except Exception:
+            self.service.metrics.sweeps.labels("failed").inc()
             log.exception("expiry sweep failed")
 
     async def sweep(self) -> SweepReport:
@@ -77,6 +78,7 @@ class Expirer:
                     older_than=self.config.storage.stale_part_age)
         except LockTimeout:
             report.skipped = True
+        service.metrics.observe_sweep(report)
         return report
 
     async def _expire(self, upload_id: str, report: SweepReport) -> None:

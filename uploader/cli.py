@@ -24,7 +24,10 @@ def _load(args: argparse.Namespace) -> Config:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None):
         overrides.setdefault("server", {})["port"] = args.port
-    return load_config(path, overrides=overrides)
+    config = load_config(path, overrides=overrides)
+    from .logs import configure_logging
+    configure_logging(config.logging)  # the format and level the config asks for
+    return config
 
 
 async def _serve(config: Config) -> None:
@@ -36,17 +39,20 @@ async def _serve(config: Config) -> None:
     server.listen(config.server.port, config.server.host)
     logging.getLogger("uploader").info("serving on http://%s:%d", config.server.host,
                                        config.server.port)
+    from .shutdown import graceful_stop
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():  # a second signal: stop waiting for in-flight requests
+            runtime.drain.force()
+        stop.set()
+        logging.getLogger("uploader").info("received %s", signal.Signals(signum).name)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
-    server.stop()  # no new connections; in-flight requests get a grace period
-    try:
-        await asyncio.wait_for(server.close_all_connections(), 30)
-    except asyncio.TimeoutError:
-        pass
-    await runtime.stop()
+    await graceful_stop(server, runtime, config.server.shutdown_timeout)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

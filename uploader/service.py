@@ -16,6 +16,7 @@ from typing import Any
 from .config import Config
 from .errors import UploadError, not_found
 from .locks.base import Locks
+from .metrics import Metrics
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
                      chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
@@ -50,8 +51,9 @@ def _int_field(body: dict, name: str, *, required: bool) -> int | None:
 
 class UploadService:
     def __init__(self, config: Config, store: MetadataStore, storage: Storage, locks: Locks,
-                 executor: Executor) -> None:
+                 executor: Executor, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics(process=False)
         self.store = store
         self.storage = storage
         self.locks = locks
@@ -177,7 +179,7 @@ class UploadService:
             self._check_complete(upload)
         task = self._merges.get(upload_id)
         if task is None:
-            task = asyncio.create_task(self._merge(upload_id, md5))
+            task = asyncio.create_task(self.metrics.time_merge(self._merge(upload_id, md5)))
             self._merges[upload_id] = task
             task.add_done_callback(lambda t: self._merge_done(upload_id, t))
         try:

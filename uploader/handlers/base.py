@@ -10,6 +10,7 @@ import tornado.web
 from tornado import httputil
 
 from ..errors import ERRORS, STATUS_TO_CODE, UploadError
+from ..logs import log_request
 
 if TYPE_CHECKING:
     from ..app import Runtime
@@ -21,10 +22,44 @@ LOCAL_OWNER = "local"
 class BaseHandler(tornado.web.RequestHandler):
     runtime: "Runtime"
     owner: str
+    error_code: str | None = None  # the error-table code answered, for logs and metrics
+    answered = False
 
     def initialize(self, runtime: "Runtime") -> None:
         self.runtime = runtime
         self.service = runtime.service
+        # In flight until answered or abandoned: shutdown waits for these.
+        runtime.drain.enter(self)
+
+    def on_finish(self) -> None:
+        self.answered = True
+        self.runtime.drain.leave(self)
+
+    def on_connection_close(self) -> None:
+        # The client is gone. A handler whose coroutine still runs on to
+        # finish() leaves in on_finish (and logs its status there); the others
+        # (a streamed body cut short) never answer: log and leave now.
+        if not self.answered and not self.finishes_after_close():
+            log_request(self, aborted=True)
+            self.runtime.drain.leave(self)
+        super().on_connection_close()
+
+    def finishes_after_close(self) -> bool:
+        """Whether the handler still reaches finish() after the client hung
+        up. True for buffered bodies (Tornado runs the method on); a
+        streaming handler overrides it: false while its body is incomplete."""
+        return True
+
+    def access_fields(self) -> dict[str, Any]:
+        """Fields of this request's access line (see logs.log_request).
+        Never headers or the query string: they may carry credentials."""
+        fields: dict[str, Any] = {"owner": getattr(self, "owner", None)}
+        path_args = getattr(self, "path_args", None)  # set once _execute runs
+        if path_args:
+            fields["upload"] = path_args[0]
+        if self.error_code:
+            fields["error"] = self.error_code
+        return fields
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -58,6 +93,7 @@ class BaseHandler(tornado.web.RequestHandler):
             error = UploadError(code, httputil.responses.get(exc.status_code, "error").lower())
         else:
             error = UploadError("internal", "internal server error")
+        self.error_code = error.code
         self.clear()
         self.set_default_headers()
         self.set_status(ERRORS[error.code])
@@ -69,11 +105,18 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected refusals are answers, not server faults: no tracebacks.
+        # Debug only: the access line already carries the status and code.
         if isinstance(value, UploadError) and value.code != "internal":
-            log.info("%s %s -> %s %s", self.request.method, self.request.path,
+            log.debug("%s %s -> %s %s", self.request.method, self.request.path,
                      value.status, value.code)
             return
-        super().log_exception(typ, value, tb)
+        # Not Tornado's default: it logs the full URI (query strings may
+        # carry tokens) and the request object. Path and method only.
+        if isinstance(value, tornado.web.HTTPError):
+            log.warning("%s %s -> %s", self.request.method, self.request.path, value)
+            return
+        log.error("uncaught exception in %s %s", self.request.method, self.request.path,
+                  exc_info=(typ, value, tb))
 
 
 class NotFoundHandler(BaseHandler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
 import tornado.web
 
@@ -35,6 +36,7 @@ def _content_md5(value: str) -> str:
 @tornado.web.stream_request_body
 class ChunkHandler(BaseHandler):
     receiver: ChunkReceiver | None = None
+    client_gone = False
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -57,6 +59,11 @@ class ChunkHandler(BaseHandler):
         self.receiver = await self.service.start_chunk(
             self.owner, upload_id, int(raw_index), md5,
             int(length) if length is not None else None)
+        if self.client_gone:
+            # Hung up (or cut by shutdown) while start_chunk ran: Tornado
+            # will not read a body nor call us again; drop the new .part now.
+            self._discard()
+            return
         # A chunked-encoded body longer than the chunk is cut off by Tornado.
         self.request.connection.set_max_body_size(self.receiver.expected_size)
 
@@ -71,11 +78,26 @@ class ChunkHandler(BaseHandler):
     def _discard(self) -> None:
         receiver = self.receiver
         if receiver is not None and not receiver.done:
-            tornado.ioloop.IOLoop.current().add_callback(receiver.abort)
+            # Tracked, so shutdown waits for the .part file to be gone.
+            self.runtime.drain.spawn(receiver.abort())
+
+    def finishes_after_close(self) -> bool:
+        # Once finish() started (whole body read) put() runs on and answers;
+        # before that a cut body means no answer ever comes.
+        return self.receiver is not None and self.receiver.done
+
+    def access_fields(self) -> dict[str, Any]:
+        fields = super().access_fields()
+        if self.receiver is not None:
+            fields["index"] = self.receiver.index
+            fields["bytes"] = self.receiver.received
+        return fields
 
     def on_connection_close(self) -> None:
+        self.client_gone = True
+        super().on_connection_close()  # decides from receiver.done: before _discard
         self._discard()
-        super().on_connection_close()
 
     def on_finish(self) -> None:
         self._discard()
+        super().on_finish()
