@@ -1,0 +1,122 @@
+"""Graceful shutdown: SIGTERM during a chunk PUT either lets it finish (and
+it is recorded) or cuts it after server.shutdown_timeout (and nothing of it
+stays); new requests during the drain are refused; the process exits 0."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import KiB, Api
+
+from .server_process import ServerProcess
+from .helpers import wait_until
+
+CS = 64 * KiB
+SECRET = "never-in-the-logs-42"
+
+
+async def test_requests_during_drain_get_503_and_close(api: Api, runtime) -> None:  # type: ignore[no-untyped-def]
+    runtime.drain.start()
+    for method, path, body in (("GET", "/healthz", None), ("POST", "/upload/init", b"{}"),
+                               ("PUT", f"/upload/{'a' * 32}/chunk?index=0", b"x" * 4096)):
+        resp = await api.call(method, path, raw=body)
+        assert resp.code == 503, (method, path)
+        assert resp.headers["Retry-After"] == "2"
+        assert resp.headers["Connection"] == "close"
+        assert json.loads(resp.body)["error"]["code"] == "unavailable"
+
+
+def _start_chunk(server: ServerProcess, upload_id: str, body: bytes) -> socket.socket:
+    """A chunk PUT that has sent only the first half of its body."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    head = (f"PUT /upload/{upload_id}/chunk?index=0&token={SECRET} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {SECRET}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body[:len(body) // 2])
+    # The server has the chunk open once its .part file exists.
+    wait_until(server.part_files, "the chunk's .part file")
+    return sock
+
+
+def _chunk_rows(data_dir: Path, upload_id: str) -> list[tuple]:
+    with sqlite3.connect(data_dir / "uploader.db") as db:
+        return db.execute("SELECT chunk_index, size, md5 FROM upload_chunks WHERE upload_id = ?",
+                          (upload_id,)).fetchall()
+
+
+@pytest.mark.e2e
+def test_sigterm_lets_an_in_flight_chunk_finish(tmp_path: Path) -> None:
+    body = os.urandom(CS)
+    with ServerProcess(tmp_path, server_shutdown_timeout="60") as server:
+        code, up = server.request("POST", "/upload/init",
+                                  {"filename": "a.bin", "size": 2 * CS, "chunk_size": CS})
+        assert code == 201
+        upload_id = up["upload_id"]
+        idle = server.connection()  # a keep-alive connection, open before SIGTERM
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read()
+        sock = _start_chunk(server, upload_id, body)
+
+        server.terminate()
+        wait_until(lambda: not server.accepts_connections(), "the listener to close")
+        # A request on the already open connection is refused, not half served.
+        idle.request("GET", "/readyz")
+        refused = idle.getresponse()
+        assert refused.status == 503 and refused.getheader("Retry-After") == "2"
+        assert json.loads(refused.read())["error"]["code"] == "unavailable"
+        idle.close()
+
+        sock.sendall(body[len(body) // 2:])
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        doc = json.loads(resp.read())
+        sock.close()
+        assert resp.status == 200, doc
+        assert (doc["index"], doc["received_chunks"]) == (0, 1)
+        assert server.exit_code() == 0
+
+    digest = hashlib.md5(body).hexdigest()
+    assert _chunk_rows(server.data_dir, upload_id) == [(0, CS, digest)]
+    assert (server.data_dir / "tmp" / upload_id / "chunk_0").read_bytes() == body
+    assert server.part_files() == []
+    lines = server.log_lines()
+    assert SECRET not in server.stderr_path.read_text()
+    chunk_lines = [doc for doc in lines if doc.get("route") == "/upload/{id}/chunk"]
+    assert [(d["status"], d["index"], d["bytes"]) for d in chunk_lines] == [(200, 0, CS)]
+    assert any(doc["msg"] == "shutdown: done" for doc in lines)
+
+
+@pytest.mark.e2e
+def test_sigterm_cuts_a_stalled_chunk_after_the_timeout(tmp_path: Path) -> None:
+    body = os.urandom(CS)
+    with ServerProcess(tmp_path, server_shutdown_timeout="0.5") as server:
+        code, up = server.request("POST", "/upload/init",
+                                  {"filename": "b.bin", "size": CS, "chunk_size": CS})
+        assert code == 201
+        upload_id = up["upload_id"]
+        sock = _start_chunk(server, upload_id, body)
+
+        server.terminate()  # the rest of the body never comes
+        assert server.exit_code() == 0
+        # The server hung up without an answer.
+        try:
+            assert sock.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        sock.close()
+
+    assert _chunk_rows(server.data_dir, upload_id) == []
+    assert server.part_files() == []
+    assert not (server.data_dir / "tmp" / upload_id / "chunk_0").exists()
+    lines = server.log_lines()
+    cut = [doc for doc in lines if doc.get("route") == "/upload/{id}/chunk"]
+    assert [d["status"] for d in cut] == [499] and 0 <= cut[0]["bytes"] <= CS // 2
+    assert any("cutting 1 requests" in doc["msg"] for doc in lines)
