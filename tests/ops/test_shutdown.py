@@ -4,6 +4,7 @@ stays); new requests during the drain are refused; the process exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -32,6 +33,32 @@ async def test_requests_during_drain_get_503_and_close(api: Api, runtime) -> Non
         assert resp.headers["Retry-After"] == "2"
         assert resp.headers["Connection"] == "close"
         assert json.loads(resp.body)["error"]["code"] == "unavailable"
+
+
+async def _poll(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Bounded polling on a condition, on the test's event loop."""
+    for _ in range(1500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_client_gone_mid_chunk_leaves_nothing_in_flight(api: Api, runtime,  # type: ignore[no-untyped-def]
+                                                               data_dir: Path) -> None:
+    up = await api.init(CS, CS)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(f"PUT /upload/{up['upload_id']}/chunk?index=0 HTTP/1.1\r\nHost: x\r\n"
+                 f"Content-Length: {CS}\r\n\r\n".encode() + b"x" * (CS // 2))
+    await writer.drain()
+    parts = lambda: list((data_dir / "tmp").rglob("*.part"))  # noqa: E731
+    await _poll(parts, "the chunk's .part file")
+    assert runtime.drain.active == 1
+    writer.close()
+    await _poll(lambda: runtime.drain.active == 0, "the cut request to leave")
+    await runtime.drain.wait_tasks()  # what Runtime.stop waits for
+    assert parts() == []
+    assert (await api.status(up["upload_id"]))["received"] == []
 
 
 def _start_chunk(server: ServerProcess, upload_id: str, body: bytes) -> socket.socket:
