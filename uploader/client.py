@@ -160,7 +160,7 @@ class UploadClient:
             message = data[:200].decode("utf-8", "replace") or resp.reason
         return UploadClientError(code, status, message, err, retry_after)
 
-    def _retrying(self, fn: Callable[[], Any]) -> Any:
+    def _retrying(self, fn: Callable[[], Any], note: Callable[[str], None] | None = None) -> Any:
         """Run ``fn`` until it succeeds, raises a non-retryable error, or the
         retries are used up."""
         for attempt in range(self.retries + 1):
@@ -169,7 +169,10 @@ class UploadClient:
             except UploadClientError as exc:
                 if not exc.retryable or attempt == self.retries:
                     raise
-                time.sleep(retry_delay(attempt, self.backoff, self.backoff_max, exc.retry_after))
+                delay = retry_delay(attempt, self.backoff, self.backoff_max, exc.retry_after)
+                if note:
+                    note(f"retry {attempt + 1}/{self.retries} in {delay:.2f} s after {exc}")
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def _json(self, method: str, route: str, payload: Any = None,
@@ -231,7 +234,7 @@ class UploadClient:
             missing = sorted(set(range(upload["total_chunks"])) - set(upload["received"]))
             note(f"upload {upload['upload_id']}: {upload['total_chunks'] - len(missing)}"
                  f"/{upload['total_chunks']} chunks on the server, sending {len(missing)}")
-            self._send_chunks(path, upload, missing, progress, size)
+            self._send_chunks(path, upload, missing, progress, size, note)
             if (os.stat(path).st_mtime_ns, os.stat(path).st_size) != (st.st_mtime_ns, size):
                 raise UploadClientError("changed", 0, f"{path} changed during the upload")
             hasher.join()
@@ -247,6 +250,7 @@ class UploadClient:
             raise UploadClientError("incomplete", 409, "chunks keep going missing on the server")
         if progress:
             progress(size, size)
+        note(f"upload {upload['upload_id']} completed, md5 {upload['md5']}")
         if resume_state is not None and not isinstance(resume_state, str):
             resume_state.clear()
         return upload
@@ -289,7 +293,7 @@ class UploadClient:
         return upload
 
     def _send_chunks(self, path: str, upload: dict[str, Any], missing: list[int],
-                     progress: Progress | None, size: int) -> None:
+                     progress: Progress | None, size: int, note: Callable[[str], None]) -> None:
         chunk_size = upload["chunk_size"]
         lock, failed = threading.Lock(), threading.Event()
         sent = [size - sum(min(chunk_size, size - i * chunk_size) for i in missing)]
@@ -316,7 +320,7 @@ class UploadClient:
                 if status != 200:
                     raise self._error(status, resp, data)
             try:
-                self._retrying(put)
+                self._retrying(put, note)
             except BaseException:
                 failed.set()
                 raise

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 MiB = 1 << 20
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 @dataclass
@@ -70,10 +71,9 @@ class ChunkProxy:
 
     def close(self) -> None:
         self._release.set()
-        self._sock.close()
         with self.cond:
-            conns = list(self._conns)
-        for c in conns:
+            conns = [self._sock, *self._conns]
+        for c in conns:  # shutdown, not just close: it wakes the threads blocked on them
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -138,10 +138,12 @@ class ChunkProxy:
                 resp = _read_head(uin)
                 if resp is None:
                     return
+                # Logged before the client can see the answer, so a test that
+                # has its answer always finds it in the log.
+                self._record(m, p, resp.split(b" ", 2)[1].decode())
                 client.sendall(resp)
                 if m != "HEAD":
                     _relay_body(resp, uin, client, response=True)
-                self._record(m, p, resp.split(b" ", 2)[1].decode())
         except OSError:
             return
         finally:

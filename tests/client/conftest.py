@@ -8,14 +8,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from client_support import ChunkProxy
-
-ROOT = Path(__file__).resolve().parents[2]
+from client_support import ROOT, ChunkProxy
 
 
 def _free_port() -> int:
@@ -27,7 +24,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m uploader serve`` on a free port with its own data folder; the
-    base URL once /healthz answers 200. Always terminated in teardown."""
+    base URL once /healthz answers 200. Always terminated in teardown.
+    UPLOADER_TEST_SERVER_URL=http://host:port runs the tests against a server
+    that is already running instead (its port must be on 127.0.0.1 for the proxy)."""
+    if os.environ.get("UPLOADER_TEST_SERVER_URL"):
+        yield os.environ["UPLOADER_TEST_SERVER_URL"].rstrip("/")
+        return
     if not (ROOT / "uploader" / "app.py").exists():
         pytest.skip("the server (uploader/app.py) is not in this tree yet")
     data = tmp_path_factory.mktemp("server-data")
