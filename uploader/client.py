@@ -108,12 +108,38 @@ class UploadClient:
         self.retries, self.timeout = retries, timeout
         self.backoff, self.backoff_max, self.merge_timeout = backoff, backoff_max, merge_timeout
         self._local = _Local()  # one keep-alive connection (and chunk buffer) per thread
+        # Every open connection, whichever thread owns it, so close() can close
+        # them all; the worker pool lives as long as the client so its
+        # connections are kept alive from one file to the next.
+        self._conns: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the worker threads and close every connection. Idempotent."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> "UploadClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- HTTP layer ---------------------------------------------------------------
 
     def _connect(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._url.scheme == "https" else http.client.HTTPConnection
-        return cls(self._url.hostname, self._url.port, timeout=self.timeout)
+        conn = cls(self._url.hostname, self._url.port, timeout=self.timeout)
+        with self._lock:
+            self._conns.add(conn)
+        return conn
 
     def _once(self, method: str, route: str, body: Any = None,
               headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse]:
@@ -144,9 +170,11 @@ class UploadClient:
         raise AssertionError("unreachable")
 
     def _close(self) -> None:
-        if self._local.conn is not None:
-            self._local.conn.close()
-            self._local.conn = None
+        conn, self._local.conn = self._local.conn, None
+        if conn is not None:
+            conn.close()
+            with self._lock:
+                self._conns.discard(conn)
 
     @staticmethod
     def _error(status: int, resp: http.client.HTTPResponse, data: bytes) -> UploadClientError:
@@ -329,16 +357,21 @@ class UploadClient:
                     sent[0] += length
                     progress(sent[0], size)
 
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="upload")
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="upload")
+            pool = self._pool
+        futures = [pool.submit(one, i) for i in missing]
         try:
-            futures = [pool.submit(one, i) for i in missing]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for fut in done:
                 if fut.exception() is not None:
                     raise fut.exception()  # type: ignore[misc]
         finally:
-            failed.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            failed.set()  # on error or Ctrl-C: no new chunks; the running ones end
+            for fut in futures:
+                fut.cancel()
+            wait(futures)
             os.close(fd)
 
     def _complete(self, upload_id: str, md5: str) -> dict[str, Any]:

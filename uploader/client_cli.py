@@ -178,7 +178,12 @@ def _fail(what: str, exc: BaseException) -> None:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    client, code = _client(args), EXIT_OK
+    with _client(args) as client:
+        return _upload_all(client, args)
+
+
+def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
+    code = EXIT_OK
     for path in args.files:
         try:
             state = FileResumeState(state_path(), fingerprint(path, args.url))
@@ -215,7 +220,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        print(json.dumps(_client(args).status(args.upload_id), indent=2))
+        with _client(args) as client:
+            print(json.dumps(client.status(args.upload_id), indent=2))
     except UploadClientError as exc:
         _fail(args.upload_id, exc)
         return EXIT_FAILED
@@ -223,22 +229,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    client = _client(args)
     try:
-        meta = client.status(args.upload_id)
-        dest = args.output or meta["filename"]
-        bar = _make_bar(meta["size"], os.path.basename(dest), args.quiet)
-        try:
-            client.download(args.upload_id, dest,
-                            progress=(lambda n, _t: bar.update_to(n)) if bar else None)
-        finally:
-            if bar is not None:
-                bar.close()
+        with _client(args) as client:
+            dest = _download(client, args)
     except (UploadClientError, OSError) as exc:
         _fail(args.upload_id, exc)
         return EXIT_FAILED
     print(dest)
     return EXIT_OK
+
+
+def _download(client: UploadClient, args: argparse.Namespace) -> str:
+    meta = client.status(args.upload_id)
+    dest: str = args.output or meta["filename"]
+    bar = _make_bar(meta["size"], os.path.basename(dest), args.quiet)
+    try:
+        client.download(args.upload_id, dest,
+                        progress=(lambda n, _t: bar.update_to(n)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    return dest
 
 
 def _positive(text: str) -> int:

@@ -12,7 +12,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from client_support import ROOT, ChunkProxy
+from client.support import ROOT, ChunkProxy
+from uploader.client import UploadClient
 
 
 def _free_port() -> int:
@@ -83,3 +84,16 @@ def make_proxy(server_port: int) -> Iterator[Callable[..., ChunkProxy]]:
     yield make
     for p in proxies:
         p.close()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., UploadClient]]:
+    """UploadClient factory; each one is closed (threads, sockets) at teardown."""
+    clients: list[UploadClient] = []
+
+    def make(*args: object, **kw: object) -> UploadClient:
+        clients.append(UploadClient(*args, **kw))  # type: ignore[arg-type]
+        return clients[-1]
+    yield make
+    for client in clients:
+        client.close()

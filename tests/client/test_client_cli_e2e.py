@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from client_support import ROOT, ChunkProxy, file_md5, write_random
+from client.support import ROOT, ChunkProxy, file_md5, write_random
 from uploader.client import UploadClient
 
 MiB = 1 << 20
@@ -47,7 +47,8 @@ def test_cli_killed_midway_resumes_and_sends_only_missing_chunks(
     state = json.loads((tmp_path / "cfg" / "state.json").read_text())["uploads"]
     [entry] = state.values()
     upload_id = entry["upload_id"]
-    before = UploadClient(server).status(upload_id)
+    with UploadClient(server) as client:
+        before = client.status(upload_id)
     assert before["status"] == "in_progress"
     assert before["received"] == sorted(p.chunk_index for p in proxy1.puts("200"))
     assert len(before["received"]) == 3

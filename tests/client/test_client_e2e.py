@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from client_support import ChunkProxy, file_md5, write_random
+from client.support import ChunkProxy, file_md5, write_random
 from uploader.client import UploadClient, UploadClientError
 
 MiB = 1 << 20
@@ -31,11 +31,12 @@ class IdBox:
         self.cleared = True
 
 
-def test_upload_20mib_in_parallel_then_download(server: str, tmp_path: Path) -> None:
+def test_upload_20mib_in_parallel_then_download(
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path) -> None:
     src = tmp_path / "random.bin"
     md5 = write_random(src, 20 * MiB + 12345)  # a short last chunk too
     seen: list[tuple[int, int]] = []
-    client = UploadClient(server, parallel=4, chunk_size=MiB)
+    client = make_client(server, parallel=4, chunk_size=MiB)
     upload = client.upload(src, progress=lambda s, t: seen.append((s, t)))
 
     assert upload["status"] == "completed"
@@ -53,11 +54,11 @@ def test_upload_20mib_in_parallel_then_download(server: str, tmp_path: Path) -> 
 
 
 def test_dropped_chunk_connections_are_retried(
-        server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
     proxy = make_proxy(drop_puts=5)
     src = tmp_path / "f.bin"
     md5 = write_random(src, 6 * MiB)
-    client = UploadClient(proxy.url, parallel=2, chunk_size=MiB, backoff=0.01)
+    client = make_client(proxy.url, parallel=2, chunk_size=MiB, backoff=0.01)
     upload = client.upload(src)
     assert (upload["status"], upload["md5"]) == ("completed", md5)
     assert len(proxy.puts("dropped")) == 5
@@ -65,11 +66,11 @@ def test_dropped_chunk_connections_are_retried(
 
 
 def test_client_errors_are_not_retried(
-        server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
     proxy = make_proxy()
     src = tmp_path / "f.bin"
     write_random(src, 100_000)
-    client = UploadClient(proxy.url, chunk_size=1024, backoff=0.01)  # below the 64 KiB minimum
+    client = make_client(proxy.url, chunk_size=1024, backoff=0.01)  # below the 64 KiB minimum
     with pytest.raises(UploadClientError) as info:
         client.upload(src)
     assert (info.value.code, info.value.status) == ("invalid_request", 400)
@@ -78,10 +79,10 @@ def test_client_errors_are_not_retried(
 
 
 def test_resume_sends_only_missing_chunks(
-        server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
     src = tmp_path / "f.bin"
     md5 = write_random(src, 5 * MiB)
-    client = UploadClient(server, chunk_size=MiB)
+    client = make_client(server, chunk_size=MiB)
     # Start an upload by hand and send chunks 0 and 3 only.
     _, first = client._json("POST", "/upload/init", {"filename": "f.bin", "size": 5 * MiB,
                                                      "chunk_size": MiB}, ok=(201,))
@@ -94,15 +95,16 @@ def test_resume_sends_only_missing_chunks(
 
     proxy = make_proxy()
     state = IdBox(first["upload_id"])
-    upload = UploadClient(proxy.url, chunk_size=MiB).upload(src, resume_state=state)
+    upload = make_client(proxy.url, chunk_size=MiB).upload(src, resume_state=state)
     assert (upload["upload_id"], upload["md5"], state.cleared) == (first["upload_id"], md5, True)
     assert sorted(p.chunk_index for p in proxy.puts(None)) == [1, 2, 4]
 
 
-def test_unknown_or_aborted_upload_starts_afresh(server: str, tmp_path: Path) -> None:
+def test_unknown_or_aborted_upload_starts_afresh(
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path) -> None:
     src = tmp_path / "f.bin"
     md5 = write_random(src, 300_000)
-    client = UploadClient(server, chunk_size=64 * 1024)
+    client = make_client(server, chunk_size=64 * 1024)
     state = IdBox("0" * 32)  # never existed
     first = client.upload(src, resume_state=state)
     assert first["upload_id"] != "0" * 32 and state.saved == [first["upload_id"]]
@@ -119,20 +121,21 @@ def test_unknown_or_aborted_upload_starts_afresh(server: str, tmp_path: Path) ->
 
 
 def test_resuming_a_completed_upload_sends_nothing(
-        server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
     src = tmp_path / "f.bin"
     write_random(src, 200_000)
-    done = UploadClient(server, chunk_size=64 * 1024).upload(src)
+    done = make_client(server, chunk_size=64 * 1024).upload(src)
     proxy = make_proxy()
-    again = UploadClient(proxy.url).upload(src, resume_state=done["upload_id"])
+    again = make_client(proxy.url).upload(src, resume_state=done["upload_id"])
     assert again["upload_id"] == done["upload_id"]
     assert [e.method for e in proxy.log] == ["GET"]  # one status call, no init, no PUT
 
 
-def test_empty_file(server: str, tmp_path: Path) -> None:
+def test_empty_file(
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path) -> None:
     src = tmp_path / "empty"
     src.write_bytes(b"")
-    client = UploadClient(server)
+    client = make_client(server)
     upload = client.upload(src)
     assert (upload["status"], upload["total_chunks"]) == ("completed", 0)
     assert upload["md5"] == hashlib.md5(b"").hexdigest()
@@ -140,10 +143,11 @@ def test_empty_file(server: str, tmp_path: Path) -> None:
     assert (tmp_path / "back").read_bytes() == b""
 
 
-def test_list_and_delete(server: str, tmp_path: Path) -> None:
+def test_list_and_delete(
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path) -> None:
     src = tmp_path / "listed-file.bin"
     write_random(src, 100_000)
-    client = UploadClient(server)
+    client = make_client(server)
     upload = client.upload(src)
     found = client.list(status="completed", filename="listed-file.bin")
     assert upload["upload_id"] in [u["upload_id"] for u in found]

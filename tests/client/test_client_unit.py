@@ -85,9 +85,9 @@ def test_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = c.UploadClient(f"http://127.0.0.1:{port}", retries=2, backoff=0.001)
-    with pytest.raises(c.UploadClientError) as info:
-        client.status("0" * 32)
+    with c.UploadClient(f"http://127.0.0.1:{port}", retries=2, backoff=0.001) as client:
+        with pytest.raises(c.UploadClientError) as info:
+            client.status("0" * 32)
     assert (info.value.code, info.value.status) == ("network", 0)
 
 
