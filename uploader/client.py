@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import random
+import stat
 import threading
 import time
 import urllib.parse
@@ -150,6 +151,8 @@ class UploadClient:
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
+        if self._local.conn is not None and self._local.conn not in self._conns:
+            self._local.conn = None  # closed by close(): open a new, registered one
         for fresh in (False, True):
             reused = self._local.conn is not None and not fresh
             if self._local.conn is None or fresh:
@@ -248,26 +251,43 @@ class UploadClient:
         note = log or (lambda _msg: None)
         path = os.fspath(path)
         st = os.stat(path)
-        size = st.st_size
+        if not stat.S_ISREG(st.st_mode):
+            raise UploadClientError("invalid_request", 0, f"{path} is not a regular file")
         # The whole-file MD5 is hashed in its own thread while chunks are sent:
         # the two overlap on a multi-core machine, and it is needed only at complete.
-        md5_box: dict[str, Any] = {}
+        md5_box: dict[str, Any] = {"stop": threading.Event()}
         hasher = threading.Thread(target=_md5_file, args=(path, md5_box), daemon=True)
         hasher.start()
+        try:
+            upload = self._open(path, st.st_size, resume_state, hasher, md5_box, note)
+            upload = self._finish(path, st, upload, hasher, md5_box, progress, note)
+        finally:
+            md5_box["stop"].set()  # a failed upload must not leave it reading the file
+        if resume_state is not None and not isinstance(resume_state, str):
+            resume_state.clear()
+        return upload
 
-        upload = self._open(path, size, resume_state, hasher, md5_box, note)
-        for _round in range(3):  # a chunk lost server-side ("incomplete") gets re-sent
+    def _finish(self, path: str, st: os.stat_result, upload: dict[str, Any],
+                hasher: threading.Thread, md5_box: dict[str, Any], progress: Progress | None,
+                note: Callable[[str], None]) -> dict[str, Any]:
+        """Send what the server lacks and complete; a chunk the server lost
+        meanwhile ("incomplete") is re-sent, a few rounds at most."""
+        size = st.st_size
+        for _round in range(3):
             if upload["status"] == "completed":
                 break
             missing = sorted(set(range(upload["total_chunks"])) - set(upload["received"]))
             note(f"upload {upload['upload_id']}: {upload['total_chunks'] - len(missing)}"
                  f"/{upload['total_chunks']} chunks on the server, sending {len(missing)}")
             self._send_chunks(path, upload, missing, progress, size, note)
-            if (os.stat(path).st_mtime_ns, os.stat(path).st_size) != (st.st_mtime_ns, size):
+            now = os.stat(path)
+            if (now.st_mtime_ns, now.st_size) != (st.st_mtime_ns, size):
                 raise UploadClientError("changed", 0, f"{path} changed during the upload")
             hasher.join()
             if "error" in md5_box:
                 raise md5_box["error"]
+            note(f"all chunks sent; completing {upload['upload_id']} (the server merges"
+                 " and checks the MD5)")
             try:
                 upload = self._complete(upload["upload_id"], md5_box["md5"])
             except UploadClientError as exc:
@@ -279,8 +299,6 @@ class UploadClient:
         if progress:
             progress(size, size)
         note(f"upload {upload['upload_id']} completed, md5 {upload['md5']}")
-        if resume_state is not None and not isinstance(resume_state, str):
-            resume_state.clear()
         return upload
 
     def _open(self, path: str, size: int, resume_state: Union[ResumeState, str, None],
@@ -480,6 +498,8 @@ def _md5_file(path: str, box: dict[str, Any]) -> None:
         md5 = hashlib.md5()
         with open(path, "rb") as f:
             while piece := f.read(_READ):
+                if box["stop"].is_set():
+                    return
                 md5.update(piece)
         box["md5"] = md5.hexdigest()
     except Exception as exc:  # handed to the uploading thread

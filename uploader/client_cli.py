@@ -146,8 +146,16 @@ class _TqdmBar:
         from tqdm import tqdm
         self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                          file=stream, dynamic_ncols=True, miniters=1)
+        self._first = True
 
     def update_to(self, n: int) -> None:
+        first, self._first = self._first, False
+        if first and n:
+            # A resumed upload starts with the server's bytes: count them as
+            # the bar's "initial" so the speed shown is this run's, not inflated.
+            self._bar.initial = self._bar.n = self._bar.last_print_n = n
+            self._bar.refresh()
+            return
         self._bar.update(n - self._bar.n)
 
     def write(self, msg: str) -> None:

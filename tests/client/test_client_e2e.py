@@ -156,3 +156,15 @@ def test_list_and_delete(
     with pytest.raises(UploadClientError) as info:
         client.download(upload["upload_id"], tmp_path / "gone")
     assert info.value.code == "not_found"
+
+
+def test_client_is_usable_after_close(
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    md5 = write_random(src, 3 * MiB)
+    client = make_client(server, chunk_size=MiB)
+    assert client.upload(src)["md5"] == md5
+    client.close()
+    client.close()  # idempotent
+    again = client.upload(src)  # new pool, new connections, closed again at teardown
+    assert again["md5"] == md5

@@ -189,3 +189,18 @@ def test_text_progress_bar_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None
     bar.close()
     out = sys.stderr.getvalue()  # type: ignore[attr-defined]
     assert "f.bin:  25.0% 1.0/4.0 MiB" in out and "f.bin: 100.0% 4.0/4.0 MiB" in out
+
+
+def test_tqdm_bar_counts_resumed_bytes_as_initial(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    fresh = cli._make_bar(4 * MiB, "f", quiet=False)
+    fresh.update_to(0)
+    fresh.update_to(MiB)
+    assert (fresh._bar.initial, fresh._bar.n) == (0, MiB)
+    fresh.close()
+    resumed = cli._make_bar(4 * MiB, "f", quiet=False)
+    resumed.update_to(3 * MiB)  # already on the server
+    resumed.update_to(4 * MiB)
+    assert (resumed._bar.initial, resumed._bar.n) == (3 * MiB, 4 * MiB)
+    resumed.close()
