@@ -60,6 +60,10 @@ class StorageConfig:
     fsync: bool = True
     # Worker threads for hashing and file I/O.
     io_threads: int = 8
+    # Seconds after which an untouched .part file counts as a crashed
+    # writer's leftover (removed at start and by the expiry sweep). With
+    # several instances on one data_dir keep it above the longest chunk PUT.
+    stale_part_age: float = 3600.0
 
 
 @dataclass
@@ -130,6 +134,7 @@ class Config:
             (self.server.read_chunk_size >= 4 * KiB, "server.read_chunk_size must be >= 4KiB"),
             (self.storage.backend in ("local",), "storage.backend must be one of: local"),
             (self.storage.io_threads >= 1, "storage.io_threads must be >= 1"),
+            (self.storage.stale_part_age >= 0, "storage.stale_part_age must be >= 0"),
             (self.store.backend in ("sqlite", "mysql"), "store.backend must be one of: sqlite, mysql"),
             (self.store.pool_size >= 1, "store.pool_size must be >= 1"),
             (self.locks.backend in ("memory", "redis"), "locks.backend must be one of: memory, redis"),

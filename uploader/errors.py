@@ -56,6 +56,8 @@ class UploadError(Exception):
         # Seconds a client should wait before retrying (503, 429): sent as a
         # Retry-After header, not in the body.
         self.retry_after = retry_after
+        # Extra response headers the answer needs (Content-Range on a 416).
+        self.headers: dict[str, str] = {}
 
     @property
     def status(self) -> int:

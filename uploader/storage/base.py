@@ -64,6 +64,10 @@ class Storage(Protocol):
     async def discard(self, staged: StagedFile) -> None:
         ...
 
+    async def staged_exists(self, staged: StagedFile) -> bool:
+        """Whether a staged file is still waiting to be published (a crash
+        between recording ``completed`` and ``publish``)."""
+
     async def delete_chunks(self, upload_id: str) -> None:
         """Remove every temp chunk of the upload (absent is fine)."""
 
@@ -79,5 +83,6 @@ class Storage(Protocol):
     async def temp_upload_ids(self) -> list[str]:
         """Ids that have temp chunk data, for the orphan sweep."""
 
-    async def recover(self) -> int:
-        """At start: remove stray partial files of crashed writers; return how many."""
+    async def recover(self, older_than: float = 0.0) -> int:
+        """Remove partial files of crashed writers untouched for
+        ``older_than`` seconds; return how many."""

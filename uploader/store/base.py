@@ -28,8 +28,10 @@ class MetadataStore(Protocol):
     async def create_upload(self, upload: Upload) -> None:
         ...
 
-    async def get_upload(self, upload_id: str) -> Upload | None:
-        """The upload with ``received`` and ``last_chunk_at`` filled, or None."""
+    async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
+        """The upload, or None. ``with_chunks`` fills ``received`` and
+        ``last_chunk_at``; without it this is one primary-key lookup (the
+        per-chunk path uses that)."""
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100) -> list[Upload]:
@@ -43,6 +45,9 @@ class MetadataStore(Protocol):
         the upload is ``in_progress``. False when it is not (merging,
         completed, aborted, gone): the caller answers 409 and nothing was
         written."""
+
+    async def count_chunks(self, upload_id: str) -> int:
+        ...
 
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         ...

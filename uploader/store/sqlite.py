@@ -7,6 +7,7 @@ fence are atomic without extra locking.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ class SQLiteStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         # isolation_level=None: autocommit; multi-statement units use BEGIN.
         self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=30)
         await self._db.execute("PRAGMA journal_mode=WAL")
@@ -92,12 +95,13 @@ class SQLiteStore:
         upload.last_chunk_at = text_to_ts(max((r[1] for r in rows), default=None))
         return upload
 
-    async def get_upload(self, upload_id: str) -> Upload | None:
+    async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         row = await self._one(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?",
                               (upload_id,))
         if row is None:
             return None
-        return await self._fill_chunks(upload_from_row(row, text_to_ts))
+        upload = upload_from_row(row, text_to_ts)
+        return await self._fill_chunks(upload) if with_chunks else upload
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100) -> list[Upload]:
@@ -130,6 +134,11 @@ class SQLiteStore:
             (chunk.index, chunk.size, chunk.md5, ts_to_text(chunk.received_at), upload_id,
              IN_PROGRESS))
         return count > 0
+
+    async def count_chunks(self, upload_id: str) -> int:
+        row = await self._one("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = ?",
+                              (upload_id,))
+        return int(row[0])
 
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         await self._write("DELETE FROM upload_chunks WHERE upload_id = ? AND chunk_index = ?",

@@ -1,0 +1,122 @@
+"""The ``uploader`` command: serve, migrate, cleanup (and client commands)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "host", None):
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None):
+        overrides.setdefault("server", {})["port"] = args.port
+    return load_config(path, overrides=overrides)
+
+
+async def _serve(config: Config) -> None:
+    from .app import make_app, make_server
+    app = make_app(config)
+    runtime = app.runtime  # type: ignore[attr-defined]
+    await runtime.start()
+    server = make_server(app, config)
+    server.listen(config.server.port, config.server.host)
+    logging.getLogger("uploader").info("serving on http://%s:%d", config.server.host,
+                                       config.server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()  # no new connections; in-flight requests get a grace period
+    try:
+        await asyncio.wait_for(server.close_all_connections(), 30)
+    except asyncio.TimeoutError:
+        pass
+    await runtime.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(_load(args)))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .app import make_store
+    config = _load(args)
+
+    async def run() -> int:
+        store = make_store(config)
+        await store.open()
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+    print(f"schema version {asyncio.run(run())}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .app import build_runtime
+    config = _load(args)
+
+    async def run() -> str:
+        runtime = build_runtime(config)
+        await runtime.store.open()
+        await runtime.storage.start()
+        try:
+            report = await runtime.expirer.sweep()
+        finally:
+            await runtime.stop()
+        for upload_id in report.expired:
+            print(f"expired {upload_id}")
+        for upload_id in report.orphans:
+            print(f"orphan {upload_id}")
+        return report.summary()
+    print(asyncio.run(run()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uploader", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(func=cmd_migrate)
+    cleanup = sub.add_parser("cleanup", help="run one expiry sweep and print what it removed")
+    cleanup.set_defaults(func=cmd_cleanup)
+    for p in (serve, migrate, cleanup):
+        p.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
+    try:
+        from .client_cli import add_client_commands
+    except ImportError:
+        pass
+    else:
+        add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2

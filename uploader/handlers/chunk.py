@@ -1,0 +1,81 @@
+"""PUT /upload/{id}/chunk?index=N[&md5=HEX]: one chunk, streamed to disk.
+
+Everything refusable is refused in prepare(), before a body byte is read;
+the body then flows piece by piece into the chunk's own .part file through a
+ChunkReceiver. Exactly one of on_finish / on_connection_close runs after
+prepare(): both make sure an unfinished chunk is discarded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import tornado.web
+
+from ..errors import UploadError
+from ..receiver import ChunkReceiver
+from ..service import check_md5
+from .base import BaseHandler
+
+_INDEX_RE = re.compile(r"\A\d{1,9}\Z")
+
+
+def _content_md5(value: str) -> str:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        raise UploadError("invalid_request", "Content-MD5 must be 16 bytes in base64")
+    return raw.hex()
+
+
+@tornado.web.stream_request_body
+class ChunkHandler(BaseHandler):
+    receiver: ChunkReceiver | None = None
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method != "PUT":
+            raise UploadError("method_not_allowed", "use PUT for chunks")
+        upload_id = self.path_args[0]
+        raw_index = self.get_query_argument("index", None)
+        if raw_index is None or not _INDEX_RE.match(raw_index):
+            raise UploadError("invalid_request", "index must be a non-negative integer")
+        md5 = check_md5(self.get_query_argument("md5", None))
+        header_md5 = self.request.headers.get("Content-MD5")
+        if header_md5 is not None:
+            from_header = _content_md5(header_md5)
+            if md5 is not None and md5 != from_header:
+                raise UploadError("invalid_request", "md5 and Content-MD5 disagree")
+            md5 = from_header
+        length = self.request.headers.get("Content-Length")
+        if length is not None and not length.isdigit():
+            raise UploadError("invalid_request", "bad Content-Length")
+        self.receiver = await self.service.start_chunk(
+            self.owner, upload_id, int(raw_index), md5,
+            int(length) if length is not None else None)
+        # A chunked-encoded body longer than the chunk is cut off by Tornado.
+        self.request.connection.set_max_body_size(self.receiver.expected_size)
+
+    def data_received(self, chunk: bytes):  # type: ignore[no-untyped-def]
+        assert self.receiver is not None
+        return self.receiver.feed(chunk)
+
+    async def put(self, upload_id: str) -> None:
+        assert self.receiver is not None
+        self.send_json(await self.service.finish_chunk(self.receiver))
+
+    def _discard(self) -> None:
+        receiver = self.receiver
+        if receiver is not None and not receiver.done:
+            tornado.ioloop.IOLoop.current().add_callback(receiver.abort)
+
+    def on_connection_close(self) -> None:
+        self._discard()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._discard()

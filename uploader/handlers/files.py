@@ -1,0 +1,74 @@
+"""GET /files/{id}: the completed file, whole or one byte range.
+
+Only completed uploads are served, from their published file, so a partial
+file can never be downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from ..errors import UploadError
+from .base import BaseHandler
+
+_RANGE_RE = re.compile(r"\Abytes=(\d*)-(\d*)\Z")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as [start, end), None for the whole file.
+    Several ranges are answered with the whole file, as RFC 9110 allows."""
+    if not header:
+        return None
+    m = _RANGE_RE.match(header.strip())
+    if not m:
+        return None
+    first, last = m.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0:
+            raise UploadError("range_not_satisfiable", "empty suffix range", size=size)
+        return max(0, size - n), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size or (last and int(last) < start):
+        raise UploadError("range_not_satisfiable", "range outside the file", size=size)
+    return start, end
+
+
+def content_disposition(filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+class FileHandler(BaseHandler):
+    async def head(self, upload_id: str) -> None:
+        await self.get(upload_id, head=True)
+
+    async def get(self, upload_id: str, head: bool = False) -> None:
+        upload, size = await self.service.open_download(self.owner, upload_id)
+        self.set_header("Accept-Ranges", "bytes")
+        try:
+            span = parse_range(self.request.headers.get("Range"), size)
+        except UploadError as exc:
+            exc.headers["Content-Range"] = f"bytes */{size}"
+            raise
+        start, end = span or (0, size)
+        if span is not None:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Disposition", content_disposition(upload.filename))
+        self.set_header("Content-Length", str(end - start))
+        if upload.md5:
+            self.set_header("ETag", f'"{upload.md5}"')
+        if head:
+            self.finish()
+            return
+        assert upload.storage_key
+        async for piece in self.service.storage.read_file(upload.storage_key, start, end):
+            self.write(piece)
+            await self.flush()
+        self.finish()

@@ -1,0 +1,53 @@
+"""GET /: the browser upload page (Jinja2 template + static JS)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import BaseHandler
+
+
+def page_settings(runtime: Any) -> dict[str, Any]:
+    """What the page needs to know of the server; nothing secret."""
+    limits = runtime.config.limits
+    from .. import __version__
+    return {
+        "chunk_size": limits.chunk_size_default,
+        "chunk_size_min": limits.chunk_size_min,
+        "chunk_size_max": limits.chunk_size_max,
+        "max_chunks": limits.max_chunks,
+        "parallel": limits.parallel_chunks,
+        "max_file_size": limits.max_file_size,
+        "auth_required": runtime.auth_required,
+        "version": __version__,
+    }
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a <script> element: no '</script>' or '<!--' can
+    appear, because every '<', '>' and '&' is escaped."""
+    return (json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
+
+
+class PageHandler(BaseHandler):
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        # 'wasm-unsafe-eval' lets the hashing worker compile hash-wasm's MD5.
+        self.set_header("Content-Security-Policy",
+                        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+                        "worker-src 'self' blob:; style-src 'self'; img-src 'self' data:; "
+                        "connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                        "frame-ancestors 'none'")
+
+    async def prepare(self) -> None:
+        pass  # the page itself is public; its API calls carry the token
+
+    def get(self) -> None:
+        settings = page_settings(self.runtime)
+        template = self.runtime.templates.get_template("index.html")
+        self.finish(template.render(settings=settings, settings_json=script_json(settings),
+                                    static_url=self.static_url))

@@ -1,0 +1,49 @@
+"""The JSON calls of an upload's life: init, status, complete, delete, list."""
+
+from __future__ import annotations
+
+from .base import BaseHandler
+
+
+class InitHandler(BaseHandler):
+    async def post(self) -> None:
+        upload = await self.service.create(self.owner, self.json_body())
+        self.set_header("Location", f"/upload/{upload.upload_id}/status")
+        self.send_json(self.service.to_json(upload), 201)
+
+
+class StatusHandler(BaseHandler):
+    async def get(self, upload_id: str) -> None:
+        upload = await self.service.get(self.owner, upload_id)
+        self.send_json(self.service.to_json(upload))
+
+
+class CompleteHandler(BaseHandler):
+    async def post(self, upload_id: str) -> None:
+        upload, finished = await self.service.complete(
+            self.owner, upload_id, self.json_body(optional=True))
+        self.send_json(self.service.to_json(upload), 200 if finished else 202)
+
+
+class UploadHandler(BaseHandler):
+    async def delete(self, upload_id: str) -> None:
+        await self.service.delete(self.owner, upload_id)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+
+class ListHandler(BaseHandler):
+    async def get(self) -> None:
+        uploads = await self.service.list(self.owner,
+                                          status=self.get_query_argument("status", None),
+                                          filename=self.get_query_argument("filename", None))
+        self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
+
+
+class HealthHandler(BaseHandler):
+    async def prepare(self) -> None:
+        pass  # liveness needs no identity
+
+    async def get(self) -> None:
+        self.send_json({"status": "ok"})

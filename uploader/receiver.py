@@ -1,0 +1,142 @@
+"""Receiving one chunk: hash and write off the event loop, overlapped with reading.
+
+Tornado hands ``data_received`` pieces on the event loop. Each piece is
+queued; a single job at a time runs in the I/O pool, taking everything queued
+so far, updating the MD5 and writing it (hashlib releases the GIL, so this
+truly runs beside the loop). Only when more than ``max_buffered`` bytes wait
+does ``feed`` return a future, which Tornado awaits before reading on: memory
+per chunk stays bounded and a slow disk slows only its own sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from concurrent.futures import Executor
+from typing import Any
+
+from .errors import UploadError
+from .storage.base import ChunkWriter
+
+
+class ChunkReceiver:
+    def __init__(self, writer: ChunkWriter, executor: Executor, *, upload_id: str, index: int,
+                 total_chunks: int, expected_size: int, expected_md5: str | None,
+                 max_buffered: int = 4 << 20) -> None:
+        self.writer = writer
+        self.executor = executor
+        self.upload_id = upload_id
+        self.index = index
+        self.total_chunks = total_chunks
+        self.expected_size = expected_size
+        self.expected_md5 = expected_md5
+        self.max_buffered = max_buffered
+        self.received = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._job: asyncio.Future[Any] | None = None
+        self._error: BaseException | None = None
+        self._state = "open"  # open -> (finishing ->) finished | aborted
+
+    @property
+    def done(self) -> bool:
+        return self._state != "open"
+
+    def _process(self, pieces: list[bytes]) -> None:
+        # Runs in a worker thread; only this job touches the hash and the fd.
+        for piece in pieces:
+            self._md5.update(piece)
+            self.writer.write(piece)
+
+    def _start_job(self) -> None:
+        pieces, self._queue = self._queue, []
+        self._queued_bytes = 0
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self.executor, self._process, pieces)
+        job.add_done_callback(self._job_done)
+        self._job = job
+
+    def _job_done(self, job: "asyncio.Future[Any]") -> None:
+        self._job = None
+        if job.cancelled():
+            self._error = self._error or asyncio.CancelledError()
+        elif job.exception() is not None:
+            self._error = self._error or job.exception()
+            self._queue, self._queued_bytes = [], 0
+        if self._queue and self._error is None:
+            self._start_job()
+
+    def feed(self, data: bytes) -> "asyncio.Future[Any] | None":
+        if self._state != "open" or self._error is not None:
+            return None
+        self.received += len(data)
+        if self.received > self.expected_size:
+            # Keep counting but stop storing: finish() answers too_large.
+            return None
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if self._job is None:
+            self._start_job()
+        elif self._queued_bytes >= self.max_buffered:
+            # A failed write must not raise into Tornado's body reader (that
+            # drops the connection without an answer): wait quietly, and let
+            # finish() report the error as JSON.
+            return asyncio.ensure_future(self._wait_quietly())
+        return None
+
+    async def _wait_quietly(self) -> None:
+        job = self._job
+        if job is not None:
+            try:
+                await asyncio.shield(job)
+            except BaseException:
+                pass
+
+    async def _drain(self) -> None:
+        while self._job is not None:
+            try:
+                await asyncio.shield(self._job)
+            except BaseException:
+                pass  # recorded in _error by _job_done
+        if self._queue and self._error is None:
+            self._start_job()
+            await self._drain()
+
+    async def finish(self) -> tuple[int, str]:
+        """Check size and MD5, then put the chunk in place. Returns (size, md5)."""
+        if self._state != "open":
+            raise RuntimeError("chunk already finished")
+        # From here the body is complete: a client hanging up now no longer
+        # discards the chunk (abort() is a no-op), it is checked and kept.
+        self._state = "finishing"
+        try:
+            await self._drain()
+            if self._error is not None:
+                raise self._error
+            if self.received > self.expected_size:
+                raise UploadError("too_large", "chunk body is longer than this chunk",
+                                  expected=self.expected_size)
+            if self.received < self.expected_size:
+                raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
+                                  expected=self.expected_size, received=self.received)
+            digest = self._md5.hexdigest()
+            if self.expected_md5 and digest != self.expected_md5:
+                raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
+                                  expected=self.expected_md5, actual=digest)
+            await self.writer.commit()
+        except BaseException:
+            self._state = "aborted"
+            await self.writer.abort()
+            raise
+        self._state = "finished"
+        return self.received, digest
+
+    async def abort(self) -> None:
+        """Drop the partial chunk (client gone, shutdown, error). Idempotent."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        self._queue, self._queued_bytes = [], 0
+        await self._drain()
+        await self.writer.abort()

@@ -1,0 +1,345 @@
+"""UploadService: every rule of an upload's life (no HTTP, no SQL, no paths).
+
+Handlers call it; it calls the metadata store, the storage and the locks
+through their interfaces. All failures it raises are ``UploadError`` codes
+from the one error table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from concurrent.futures import Executor
+from typing import Any
+
+from .config import Config
+from .errors import UploadError, not_found
+from .locks.base import Locks
+from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
+                     chunk_count, utcnow)
+from .naming import is_upload_id, new_upload_id, sanitize_filename
+from .receiver import ChunkReceiver
+from .storage.base import StagedFile, Storage
+from .storage.local import MissingChunkData
+from .store.base import MetadataStore
+
+log = logging.getLogger("uploader.service")
+MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
+MAX_MISSING_LISTED = 1000
+
+
+def check_md5(value: Any, field: str = "md5") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not MD5_RE.match(value.lower()):
+        raise UploadError("invalid_request", f"{field} must be 32 hexadecimal characters")
+    return value.lower()
+
+
+def _int_field(body: dict, name: str, *, required: bool) -> int | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise UploadError("invalid_request", f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UploadError("invalid_request", f"{name} must be an integer")
+    return value
+
+
+class UploadService:
+    def __init__(self, config: Config, store: MetadataStore, storage: Storage, locks: Locks,
+                 executor: Executor) -> None:
+        self.config = config
+        self.store = store
+        self.storage = storage
+        self.locks = locks
+        self.executor = executor
+        # Merges running in this process, so a second complete joins the
+        # first instead of queueing behind its lock.
+        self._merges: dict[str, asyncio.Task[Upload]] = {}
+        self._merge_progress: dict[str, int] = {}
+
+    # -- reading ---------------------------------------------------------
+
+    def to_json(self, upload: Upload) -> dict[str, Any]:
+        doc = upload.to_json(self.config.expiry.ttl if self.config.expiry.enabled else None)
+        if upload.status == MERGING and upload.upload_id in self._merge_progress:
+            doc["merged_bytes"] = self._merge_progress[upload.upload_id]
+        return doc
+
+    async def get(self, owner: str, upload_id: str, *, with_chunks: bool = True) -> Upload:
+        if not is_upload_id(upload_id):
+            raise not_found(upload_id)
+        upload = await self.store.get_upload(upload_id, with_chunks=with_chunks)
+        # Another owner's upload is indistinguishable from a missing one.
+        if upload is None or upload.owner != owner:
+            raise not_found(upload_id)
+        return upload
+
+    async def list(self, owner: str, *, status: str | None, filename: str | None) -> list[Upload]:
+        if status is not None and status not in (IN_PROGRESS, MERGING, COMPLETED, FAILED, ABORTED):
+            raise UploadError("invalid_request", "unknown status filter")
+        return await self.store.list_uploads(owner, status=status or None,
+                                             filename=filename or None)
+
+    # -- init --------------------------------------------------------------
+
+    async def create(self, owner: str, body: Any) -> Upload:
+        if not isinstance(body, dict):
+            raise UploadError("invalid_request", "body must be a JSON object")
+        limits = self.config.limits
+        filename = body.get("filename")
+        if not isinstance(filename, str) or not filename.strip():
+            raise UploadError("invalid_request", "filename must be a non-empty string")
+        if len(filename) > 4096:
+            raise UploadError("invalid_request", "filename is too long")
+        size = _int_field(body, "size", required=True)
+        assert size is not None
+        if size < 0:
+            raise UploadError("invalid_request", "size must be >= 0")
+        if size > limits.max_file_size:
+            raise UploadError("too_large", "file is larger than the server accepts",
+                              max_file_size=limits.max_file_size)
+        chunk_size = _int_field(body, "chunk_size", required=False) or limits.chunk_size_default
+        if not limits.chunk_size_min <= chunk_size <= limits.chunk_size_max:
+            raise UploadError("invalid_request", "chunk_size out of range",
+                              chunk_size_min=limits.chunk_size_min,
+                              chunk_size_max=limits.chunk_size_max)
+        total = chunk_count(size, chunk_size)
+        if total > limits.max_chunks:
+            raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
+                              max_chunks=limits.max_chunks)
+        md5 = check_md5(body.get("md5"))
+        now = utcnow()
+        upload = Upload(upload_id=new_upload_id(), owner=owner,
+                        filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
+                        total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
+                        updated_at=now)
+        await self.store.create_upload(upload)
+        return upload
+
+    # -- chunks ------------------------------------------------------------
+
+    async def start_chunk(self, owner: str, upload_id: str, index: int, md5: str | None,
+                          content_length: int | None) -> ChunkReceiver:
+        """Everything that can be refused before a body byte is read."""
+        upload = await self.get(owner, upload_id, with_chunks=False)
+        if upload.status != IN_PROGRESS:
+            raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
+        if not 0 <= index < upload.total_chunks:
+            raise UploadError("invalid_request", "index out of range",
+                              total_chunks=upload.total_chunks)
+        expected = upload.chunk_length(index)
+        if content_length is not None:
+            if content_length > expected:
+                raise UploadError("too_large", "chunk body is longer than this chunk",
+                                  expected=expected)
+            if content_length < expected:
+                raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
+                                  expected=expected, received=content_length)
+        writer = await self.storage.open_chunk(upload, index)
+        return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
+                             total_chunks=upload.total_chunks, expected_size=expected,
+                             expected_md5=md5)
+
+    async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
+        size, md5 = await receiver.finish()
+        upload_id = receiver.upload_id
+        recorded = await self.store.record_chunk(
+            upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
+        if not recorded:
+            current = await self.store.get_upload(upload_id, with_chunks=False)
+            if current is None or current.status == ABORTED:
+                # Deleted while this chunk streamed in: leave nothing behind.
+                await self.storage.delete_chunks(upload_id)
+                raise not_found(upload_id)
+            raise UploadError("conflict", f"upload is {current.status}", status=current.status)
+        return {"index": receiver.index, "size": size, "md5": md5,
+                "received_chunks": await self.store.count_chunks(upload_id),
+                "total_chunks": receiver.total_chunks}
+
+    # -- complete ----------------------------------------------------------
+
+    async def complete(self, owner: str, upload_id: str, body: Any) -> tuple[Upload, bool]:
+        """Returns (upload, finished). Not finished: the merge goes on in the
+        background and the caller answers 202."""
+        if body is not None and not isinstance(body, dict):
+            raise UploadError("invalid_request", "body must be a JSON object")
+        md5 = check_md5((body or {}).get("md5"))
+        upload = await self.get(owner, upload_id)
+        if upload.status == COMPLETED:
+            return self._already_completed(upload, md5), True
+        if upload.status == ABORTED:
+            raise UploadError("conflict", "upload is aborted", status=ABORTED)
+        if upload.status != MERGING:
+            self._check_complete(upload)
+        task = self._merges.get(upload_id)
+        if task is None:
+            task = asyncio.create_task(self._merge(upload_id, md5))
+            self._merges[upload_id] = task
+            task.add_done_callback(lambda t: self._merge_done(upload_id, t))
+        try:
+            merged = await asyncio.wait_for(asyncio.shield(task), self.config.merge.wait_seconds)
+        except asyncio.TimeoutError:
+            return await self.get(owner, upload_id), False
+        return self._already_completed(merged, md5), True
+
+    def _merge_done(self, upload_id: str, task: "asyncio.Task[Upload]") -> None:
+        self._merges.pop(upload_id, None)
+        self._merge_progress.pop(upload_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, UploadError):
+                log.error("merge of %s failed", upload_id, exc_info=exc)
+
+    @staticmethod
+    def _already_completed(upload: Upload, md5: str | None) -> Upload:
+        if md5 and upload.md5 and md5 != upload.md5:
+            raise UploadError("checksum_mismatch", "the completed file has a different MD5",
+                              expected=md5, actual=upload.md5)
+        return upload
+
+    @staticmethod
+    def _check_complete(upload: Upload) -> None:
+        missing = upload.missing()
+        if missing:
+            raise UploadError("incomplete", f"{len(missing)} chunks missing",
+                              missing=missing[:MAX_MISSING_LISTED], missing_count=len(missing))
+
+    async def _merge(self, upload_id: str, md5: str | None) -> Upload:
+        async with self.locks.lock(f"merge:{upload_id}", ttl=self.config.locks.ttl):
+            upload = await self.store.get_upload(upload_id)
+            if upload is None:
+                raise not_found(upload_id)
+            if upload.status == COMPLETED:
+                return upload
+            if upload.status == ABORTED:
+                raise UploadError("conflict", "upload is aborted", status=ABORTED)
+            # MERGING here means its merger died or lost the lock: we hold
+            # the lock now, and bumping the version fences the old merger out.
+            version = await self.store.begin_merge(upload_id, (IN_PROGRESS, FAILED, MERGING))
+            if version is None:
+                raise UploadError("conflict", "upload changed during complete")
+            # Chunk records are frozen from here on (record_chunk needs
+            # in_progress), so this list is the one the merge uses.
+            upload = await self.store.get_upload(upload_id)
+            assert upload is not None
+            if upload.missing():
+                await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
+                self._check_complete(upload)
+            return await self._merge_locked(upload, version, md5 or upload.md5)
+
+    async def _merge_locked(self, upload: Upload, version: int, expected: str | None) -> Upload:
+        upload_id = upload.upload_id
+        self._merge_progress[upload_id] = 0
+
+        def progress(merged: int) -> None:  # called from the I/O thread
+            self._merge_progress[upload_id] = merged
+
+        try:
+            staged = await self.storage.merge(upload, version, progress)
+        except MissingChunkData as exc:
+            # Recorded chunks whose bytes vanished: forget them so the client
+            # sends them again, rather than merging a hole.
+            for index in exc.indices:
+                await self.store.delete_chunk(upload_id, index)
+            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
+            raise UploadError("incomplete", "chunk data missing, send these chunks again",
+                              missing=exc.indices[:MAX_MISSING_LISTED],
+                              missing_count=len(exc.indices)) from None
+        except UploadError as exc:
+            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
+                                          error=exc.to_json()["error"])
+            raise
+        except BaseException:
+            await asyncio.shield(self.store.finish_merge(
+                upload_id, version, status=IN_PROGRESS,
+                error={"code": "internal", "message": "merge failed"}))
+            raise
+        if expected and staged.md5 != expected:
+            await self.storage.discard(staged)
+            error = UploadError("checksum_mismatch", "file MD5 differs from the one given",
+                                expected=expected, actual=staged.md5)
+            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
+                                          error=error.to_json()["error"])
+            raise error
+        if not await self.store.finish_merge(upload_id, version, status=COMPLETED,
+                                             md5=staged.md5, storage_key=staged.key):
+            # A newer merger took over while we were paused: its result wins.
+            await self.storage.discard(staged)
+            raise UploadError("conflict", "merge superseded by a newer one")
+        await self.storage.publish(staged)
+        await self.storage.delete_chunks(upload_id)
+        done = await self.store.get_upload(upload_id)
+        assert done is not None
+        return done
+
+    # -- delete, download --------------------------------------------------
+
+    async def delete(self, owner: str, upload_id: str) -> None:
+        upload = await self.get(owner, upload_id, with_chunks=False)
+        if upload.status == MERGING:
+            raise UploadError("conflict", "upload is merging", status=MERGING)
+        # Aborted first: chunk records racing this delete are refused.
+        await self.store.set_status(upload_id, ABORTED, (IN_PROGRESS, FAILED, COMPLETED, ABORTED))
+        await self.remove(upload)
+
+    async def remove(self, upload: Upload) -> None:
+        """Bytes first, then rows: a crash in between leaves a row the
+        sweep finds again, never bytes nobody knows of."""
+        await self.storage.delete_chunks(upload.upload_id)
+        if upload.storage_key:
+            await self.storage.delete_file(upload.storage_key)
+        await self.store.delete_upload(upload.upload_id)
+
+    async def open_download(self, owner: str, upload_id: str) -> tuple[Upload, int]:
+        upload = await self.get(owner, upload_id, with_chunks=False)
+        if upload.status != COMPLETED or not upload.storage_key:
+            raise not_found(upload_id)
+        size = await self.storage.file_size(upload.storage_key)
+        if size is None:
+            size = await self._republish(upload)
+        return upload, size
+
+    async def _republish(self, upload: Upload) -> int:
+        """The merge recorded ``completed`` but the process died before
+        publishing the staged file: publish it now."""
+        assert upload.storage_key
+        staged = StagedFile(upload.upload_id, upload.merge_version, upload.storage_key,
+                            upload.md5 or "", upload.size)
+        async with self.locks.lock(f"merge:{upload.upload_id}", ttl=self.config.locks.ttl):
+            if await self.storage.staged_exists(staged):
+                await self.storage.publish(staged)
+                await self.storage.delete_chunks(upload.upload_id)
+        size = await self.storage.file_size(upload.storage_key)
+        if size is None:
+            log.error("completed upload %s has no file at %s", upload.upload_id,
+                      upload.storage_key)
+            raise UploadError("internal", "stored file is missing")
+        return size
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def recover(self) -> int:
+        """At start: uploads left ``merging`` by a dead process go back to
+        ``in_progress`` (the client's next complete merges again). A merge
+        alive on another instance holds its lock, so it is left alone."""
+        from .locks.base import LockTimeout
+        recovered = 0
+        for upload in await self.store.find_by_status(MERGING):
+            try:
+                async with self.locks.lock(f"merge:{upload.upload_id}",
+                                           ttl=self.config.locks.ttl, wait=0):
+                    if await self.store.set_status(upload.upload_id, IN_PROGRESS, (MERGING,)):
+                        recovered += 1
+            except LockTimeout:
+                continue
+        return recovered
+
+    async def shutdown(self) -> None:
+        tasks = list(self._merges.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
