@@ -7,8 +7,9 @@ export function formatBytes(n) {
   if (!Number.isFinite(n) || n < 0) return "–";
   let i = 0;
   while (n >= 1024 && i < UNITS.length - 1) { n /= 1024; i++; }
+  // One decimal below 100 ("7.5 MB"), none when it is zero ("50 GB").
   const digits = i === 0 || n >= 100 ? 0 : 1;
-  return `${n.toFixed(digits)} ${UNITS[i]}`;
+  return `${Number(n.toFixed(digits))} ${UNITS[i]}`;
 }
 
 export function formatSpeed(bytesPerSecond) {

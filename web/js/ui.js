@@ -122,6 +122,7 @@ export function renderOverall(uploads, { section, text, bar }) {
     parts.push(formatSpeed(speed), `${formatDuration((size - done) / speed)} left`);
   }
   text.textContent = parts.join(" · ");
+  section.classList.toggle("all-done", finished === counted.length);
   bar.querySelector(".bar-fill").style.width = `${pct}%`;
   bar.setAttribute("aria-valuenow", String(pct));
   return { pct, finished, total: counted.length };
