@@ -58,6 +58,10 @@ class ChunkReceiver:
         self._job = job
 
     def _job_done(self, job: "asyncio.Future[Any]") -> None:
+        # Runs as the job's done callback, or earlier from _drain: whichever
+        # comes first handles the job, the other sees it is not current.
+        if self._job is not job:
+            return
         self._job = None
         if job.cancelled():
             self._error = self._error or asyncio.CancelledError()
@@ -94,14 +98,15 @@ class ChunkReceiver:
                 pass
 
     async def _drain(self) -> None:
+        """Wait until everything queued is hashed and written."""
         while self._job is not None:
+            job = self._job
             try:
-                await asyncio.shield(self._job)
+                await asyncio.shield(job)
             except BaseException:
-                pass  # recorded in _error by _job_done
-        if self._queue and self._error is None:
-            self._start_job()
-            await self._drain()
+                if not job.done():
+                    raise  # we were cancelled, not the job
+            self._job_done(job)
 
     async def finish(self) -> tuple[int, str]:
         """Check size and MD5, then put the chunk in place. Returns (size, md5)."""

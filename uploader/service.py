@@ -183,7 +183,11 @@ class UploadService:
         try:
             merged = await asyncio.wait_for(asyncio.shield(task), self.config.merge.wait_seconds)
         except asyncio.TimeoutError:
-            return await self.get(owner, upload_id), False
+            current = await self.get(owner, upload_id)
+            if current.status in (IN_PROGRESS, FAILED) and not task.done():
+                # Accepted but its task has not reached begin_merge yet.
+                current = current.replace(status=MERGING)
+            return current, False
         return self._already_completed(merged, md5), True
 
     def _merge_done(self, upload_id: str, task: "asyncio.Task[Upload]") -> None:
