@@ -159,6 +159,10 @@ def open_page(browser: Any) -> Iterator[Callable[[Server], Any]]:
         contexts.append(context)
         pg = context.new_page()
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        # The server sends a strict CSP: an inline script or style="" would be
+        # blocked in production, so a violation is a bug even if tests pass.
+        pg.on("console", lambda msg: errors.append(msg.text)
+              if msg.type == "error" and "Content Security Policy" in msg.text else None)
         pg.goto(srv.base + "/")
         expect(pg.locator("body")).to_have_attribute("data-ready", "true")
         return pg
@@ -168,7 +172,7 @@ def open_page(browser: Any) -> Iterator[Callable[[Server], Any]]:
     finally:
         for context in contexts:
             context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+    assert not errors, f"errors in the page: {errors}"
 
 
 @pytest.fixture
