@@ -21,6 +21,8 @@ setup(
         "client": ["tqdm>=4.66,<5"],
         "test": [
             "tqdm>=4.66,<5",
+            # Browser tests drive Debian's /usr/bin/chromium (no browser download).
+            "playwright>=1.45,<2",
             "pytest>=8,<10",
             "pytest-tornasync>=0.6,<0.7",
             "pytest-timeout>=2.3,<3",
