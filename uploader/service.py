@@ -361,6 +361,14 @@ class UploadService:
                 continue
         return recovered
 
+    async def wait_merges(self, timeout: float) -> bool:
+        """Let merges running in the background (complete answered 202)
+        finish, for at most ``timeout`` seconds; True when none is left."""
+        tasks = list(self._merges.values())
+        if tasks and timeout > 0:
+            await asyncio.wait(tasks, timeout=timeout)
+        return all(task.done() for task in tasks)
+
     async def shutdown(self) -> None:
         tasks = list(self._merges.values())
         for task in tasks:

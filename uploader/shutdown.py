@@ -8,8 +8,9 @@ On SIGTERM/SIGINT (``cli.py``), :func:`graceful_stop`:
 2. stops keep-alive (each answer now closes its connection) and closes the
    listening sockets: new connections are refused, so a load balancer or
    client retries another instance;
-3. waits until every request in flight has answered, at most
-   ``server.shutdown_timeout`` seconds (a second signal cuts the wait short);
+3. waits until every request in flight has answered, and background merges
+   have finished, at most ``server.shutdown_timeout`` seconds in all (a
+   second signal cuts the wait short);
 4. closes every connection: a chunk PUT still streaming is cut, its handler's
    ``on_connection_close`` aborts the receiver, which drops the ``.part``
    file; the chunk was never recorded (records are written only after the
@@ -72,6 +73,10 @@ class Drain:
         """Stop waiting for in-flight requests (a second signal)."""
         self._forced.set()
 
+    @property
+    def forced(self) -> bool:
+        return self._forced.is_set()
+
     async def wait_idle(self, timeout: float) -> bool:
         """True when every request answered in time; False on timeout or force."""
         idle = asyncio.ensure_future(self._idle.wait())
@@ -112,9 +117,16 @@ async def graceful_stop(server: "tornado.httpserver.HTTPServer", runtime: "Runti
     server.conn_params.no_keep_alive = True
     server.stop()
     log.info("shutdown: draining %d requests in flight (at most %gs)", drain.active, timeout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     if not await drain.wait_idle(timeout):
         log.warning("shutdown: cutting %d requests still running; cut chunks are dropped",
                     drain.active)
+    # Merges whose complete already answered 202 run on in the background:
+    # they get what is left of the same timeout (cancelled ones go back to
+    # in_progress and the client's next complete merges again).
+    if not drain.forced and not await runtime.service.wait_merges(deadline - loop.time()):
+        log.warning("shutdown: cancelling merges still running")
     try:
         await asyncio.wait_for(server.close_all_connections(), CLOSE_CONNECTIONS_TIMEOUT)
     except asyncio.TimeoutError:

@@ -147,3 +147,17 @@ def test_sigterm_cuts_a_stalled_chunk_after_the_timeout(tmp_path: Path) -> None:
     cut = [doc for doc in lines if doc.get("route") == "/upload/{id}/chunk"]
     assert [d["status"] for d in cut] == [499] and 0 <= cut[0]["bytes"] <= CS // 2
     assert any("cutting 1 requests" in doc["msg"] for doc in lines)
+
+
+@pytest.mark.parametrize("config_overrides", [{"merge": {"wait_seconds": 0}}])
+async def test_background_merges_are_waited_for(api: Api, runtime) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(2 * CS)
+    up = await api.init(len(data), CS)
+    for index in range(2):
+        code, _ = await api.put_chunk(up["upload_id"], index, data[index * CS:(index + 1) * CS])
+        assert code == 200
+    code, doc = await api.complete(up["upload_id"])
+    if code == 202:  # the usual case with wait_seconds 0: the merge runs on
+        assert await runtime.service.wait_merges(60)
+    assert (await api.status(up["upload_id"]))["status"] == "completed"
+    assert await runtime.service.wait_merges(60)  # nothing left: True at once
