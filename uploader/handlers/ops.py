@@ -57,8 +57,9 @@ class ReadyHandler(BaseHandler):
         if not failed:
             self.send_json({"ready": True, "checks": checks})
             return
+        # Not counted in uploader_errors_total: probes every few seconds would
+        # drown the API's errors; uploader_ready_check tells this story.
         error = Unavailable("not ready: " + ", ".join(failed))
-        self.error_code = error.code
         self.set_header("Retry-After", str(error.retry_after))
         self.send_json({"ready": False, "checks": checks,
                         "error": {**error.to_json()["error"], "failed": failed}}, 503)
