@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 
+import tornado.ioloop
 import tornado.web
 
 from ..errors import UploadError
@@ -35,9 +37,12 @@ def _content_md5(value: str) -> str:
 @tornado.web.stream_request_body
 class ChunkHandler(BaseHandler):
     receiver: ChunkReceiver | None = None
+    _idle_timer: object | None = None
 
     async def prepare(self) -> None:
         await super().prepare()
+        if self.request.method == "OPTIONS":
+            return  # CORS preflight, answered by BaseHandler.options
         if self.request.method != "PUT":
             raise UploadError("method_not_allowed", "use PUT for chunks")
         upload_id = self.path_args[0]
@@ -45,6 +50,7 @@ class ChunkHandler(BaseHandler):
         if raw_index is None or not _INDEX_RE.match(raw_index):
             raise UploadError("invalid_request", "index must be a non-negative integer")
         md5 = check_md5(self.get_query_argument("md5", None))
+        await self.limit_rate()
         header_md5 = self.request.headers.get("Content-MD5")
         if header_md5 is not None:
             from_header = _content_md5(header_md5)
@@ -59,16 +65,61 @@ class ChunkHandler(BaseHandler):
             int(length) if length is not None else None)
         # A chunked-encoded body longer than the chunk is cut off by Tornado.
         self.request.connection.set_max_body_size(self.receiver.expected_size)
+        self._guard_slow_body(self.receiver.expected_size)
+
+    def _guard_slow_body(self, length: int) -> None:
+        """A deadline for the whole body (Tornado closes the connection when
+        it passes) and our own idle watchdog: Tornado's body_timeout alone
+        would let a client hold a 64 MiB chunk's slot for its full deadline
+        while sending nothing."""
+        conn = self.runtime.config.connections
+        self.request.connection.set_body_timeout(
+            length / conn.min_chunk_rate + conn.chunk_idle_timeout)
+        self._last_data = time.monotonic()
+        self._arm_idle_timer(conn.chunk_idle_timeout)
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        loop = tornado.ioloop.IOLoop.current()
+        self._idle_timer = loop.call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        receiver = self.receiver
+        if receiver is None or receiver.done or self._finished:
+            return
+        limit = self.runtime.config.connections.chunk_idle_timeout
+        idle = time.monotonic() - self._last_data
+        if idle < limit:
+            self._arm_idle_timer(limit - idle)
+            return
+        # Closing the stream runs on_connection_close, which discards the
+        # partial chunk; the upload's status and other chunks are untouched.
+        self.log_idle(idle)
+        self.request.connection.stream.close()  # type: ignore[attr-defined]
+
+    def log_idle(self, idle: float) -> None:
+        from .base import log
+        log.info("closing idle chunk upload %s index %s after %.1fs without data",
+                 self.path_args[0], self.receiver.index if self.receiver else "?", idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._idle_timer)
+            self._idle_timer = None
 
     def data_received(self, chunk: bytes):  # type: ignore[no-untyped-def]
-        assert self.receiver is not None
+        if self.receiver is None:
+            return None  # a body on an OPTIONS request: ignored
+        self._last_data = time.monotonic()
         return self.receiver.feed(chunk)
 
     async def put(self, upload_id: str) -> None:
         assert self.receiver is not None
+        self._cancel_idle_timer()  # the body is complete
         self.send_json(await self.service.finish_chunk(self.receiver))
 
     def _discard(self) -> None:
+        self._cancel_idle_timer()
         receiver = self.receiver
         if receiver is not None and not receiver.done:
             tornado.ioloop.IOLoop.current().add_callback(receiver.abort)
