@@ -42,26 +42,27 @@ class Buckets(Protocol):
 
 class MemoryBuckets:
     def __init__(self) -> None:
-        self._state: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        # key -> (tokens, last update, when the bucket is full again)
+        self._state: dict[str, tuple[float, float, float]] = {}
         self._now = time.monotonic
 
     async def take(self, key: str, bucket: Bucket) -> float:
         now = self._now()
-        tokens, at = self._state.get(key, (float(bucket.burst), now))
+        tokens, at, _ = self._state.get(key, (float(bucket.burst), now, now))
         tokens = min(float(bucket.burst), tokens + (now - at) * bucket.rate)
+        wait = 0.0
         if tokens >= 1:
-            self._state[key] = (tokens - 1, now)
-            wait = 0.0
+            tokens -= 1
         else:
-            self._state[key] = (tokens, now)
             wait = (1 - tokens) / bucket.rate
+        self._state[key] = (tokens, now, now + (bucket.burst - tokens) / bucket.rate)
         if len(self._state) > MAX_MEMORY_KEYS:
-            self._prune(now, bucket)
+            self._prune(now)
         return wait
 
-    def _prune(self, now: float, bucket: Bucket) -> None:
-        full_after = bucket.burst / bucket.rate
-        for key in [k for k, (_, at) in self._state.items() if now - at > full_after]:
+    def _prune(self, now: float) -> None:
+        # A bucket that has refilled is the same as one never used.
+        for key in [k for k, (_, _, full_at) in self._state.items() if full_at <= now]:
             del self._state[key]
 
     async def close(self) -> None:

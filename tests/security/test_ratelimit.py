@@ -135,3 +135,16 @@ async def test_redis_down_is_503(io_loop):
         assert getattr(info.value, "code", None) == "unavailable"
     finally:
         await bad.close()
+
+
+async def test_memory_buckets_forget_refilled_keys(io_loop, monkeypatch):
+    import uploader.ratelimit as rl
+    monkeypatch.setattr(rl, "MAX_MEMORY_KEYS", 10)
+    buckets = MemoryBuckets()
+    fast, slow = Bucket(rate=1e9, burst=1), Bucket(rate=SLOW, burst=1)
+    assert await buckets.take("slow", slow) == 0.0
+    for i in range(20):
+        await buckets.take(f"fast-{i}", fast)
+    # Refilled buckets were dropped; the empty slow one was kept (no reset).
+    assert len(buckets._state) <= 11
+    assert await buckets.take("slow", slow) > 0
