@@ -39,7 +39,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         super().initialize(*args, **kwargs)
         self.max_per_address = max_per_address
         self.open_per_address: Counter[str] = Counter()
-        self._address_of: dict[object, str] = {}
+        self._address_of: dict[iostream.IOStream, str] = {}
         if header_timeout is not None:
             # Tornado derives its header timeout from idle_connection_timeout;
             # one timer covers both waits, so the shorter one wins.
@@ -53,12 +53,10 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
                      self.open_per_address[host])
             self._refuse(stream)
             return
-        before = set(self._connections)
-        super().handle_stream(stream, address)
-        # The connection object Tornado just made, to find its address in on_close.
-        for conn in set(self._connections) - before:
-            self._address_of[conn] = host
+        # Keyed by stream: on_close gets the connection object, which holds it.
+        self._address_of[stream] = host
         self.open_per_address[host] += 1
+        super().handle_stream(stream, address)
 
     @staticmethod
     def _refuse(stream: iostream.IOStream) -> None:
@@ -68,7 +66,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             stream.close()
 
     def on_close(self, server_conn: object) -> None:
-        host = self._address_of.pop(server_conn, None)
+        host = self._address_of.pop(getattr(server_conn, "stream", None), None)  # type: ignore[arg-type]
         if host is not None:
             self.open_per_address[host] -= 1
             if self.open_per_address[host] <= 0:

@@ -8,6 +8,7 @@ prepare(): both make sure an unfinished chunk is discarded.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -19,7 +20,7 @@ import tornado.web
 from ..errors import UploadError
 from ..receiver import ChunkReceiver
 from ..service import check_md5
-from .base import BaseHandler
+from .base import BaseHandler, log
 
 _INDEX_RE = re.compile(r"\A\d{1,9}\Z")
 
@@ -38,6 +39,10 @@ def _content_md5(value: str) -> str:
 class ChunkHandler(BaseHandler):
     receiver: ChunkReceiver | None = None
     _idle_timer: object | None = None
+    _last_data: float = 0.0  # monotonic time of the last body bytes
+    # Set while Tornado waits for our own disk (receiver back-pressure): a
+    # slow disk must not count as an idle client.
+    _disk_wait: "asyncio.Future[object] | None" = None
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -45,12 +50,12 @@ class ChunkHandler(BaseHandler):
             return  # CORS preflight, answered by BaseHandler.options
         if self.request.method != "PUT":
             raise UploadError("method_not_allowed", "use PUT for chunks")
+        await self.limit_rate()
         upload_id = self.path_args[0]
         raw_index = self.get_query_argument("index", None)
         if raw_index is None or not _INDEX_RE.match(raw_index):
             raise UploadError("invalid_request", "index must be a non-negative integer")
         md5 = check_md5(self.get_query_argument("md5", None))
-        await self.limit_rate()
         header_md5 = self.request.headers.get("Content-MD5")
         if header_md5 is not None:
             from_header = _content_md5(header_md5)
@@ -88,19 +93,18 @@ class ChunkHandler(BaseHandler):
         if receiver is None or receiver.done or self._finished:
             return
         limit = self.runtime.config.connections.chunk_idle_timeout
+        if self._disk_wait is not None and not self._disk_wait.done():
+            self._arm_idle_timer(limit)
+            return
         idle = time.monotonic() - self._last_data
         if idle < limit:
             self._arm_idle_timer(limit - idle)
             return
         # Closing the stream runs on_connection_close, which discards the
         # partial chunk; the upload's status and other chunks are untouched.
-        self.log_idle(idle)
+        log.info("closing idle chunk upload %s index %d after %.1fs without data",
+                 self.path_args[0], receiver.index, idle)
         self.request.connection.stream.close()  # type: ignore[attr-defined]
-
-    def log_idle(self, idle: float) -> None:
-        from .base import log
-        log.info("closing idle chunk upload %s index %s after %.1fs without data",
-                 self.path_args[0], self.receiver.index if self.receiver else "?", idle)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
@@ -111,7 +115,15 @@ class ChunkHandler(BaseHandler):
         if self.receiver is None:
             return None  # a body on an OPTIONS request: ignored
         self._last_data = time.monotonic()
-        return self.receiver.feed(chunk)
+        wait = self.receiver.feed(chunk)
+        if wait is not None:
+            self._disk_wait = wait
+            wait.add_done_callback(self._disk_caught_up)
+        return wait
+
+    def _disk_caught_up(self, _: object) -> None:
+        self._disk_wait = None
+        self._last_data = time.monotonic()  # the client's idle time starts now
 
     async def put(self, upload_id: str) -> None:
         assert self.receiver is not None
