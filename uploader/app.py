@@ -70,16 +70,14 @@ class Runtime:
     expirer: Expirer
     templates: jinja2.Environment
     auth_required: bool = False
-    authenticator: Authenticator | None = None
-    ratelimiter: RateLimiter | None = None
+    # Built from the config (a test may swap them before serving).
+    authenticator: Authenticator = field(init=False)
+    ratelimiter: RateLimiter = field(init=False)
     started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        # Built from the config unless a caller wired its own.
-        if self.authenticator is None:
-            self.authenticator = Authenticator(self.config.auth)
-        if self.ratelimiter is None:
-            self.ratelimiter = RateLimiter(self.config)
+        self.authenticator = Authenticator(self.config.auth)
+        self.ratelimiter = RateLimiter(self.config)
         self.auth_required = self.authenticator.enabled
 
     async def start(self) -> None:
@@ -97,7 +95,6 @@ class Runtime:
         self.expirer.stop()
         await self.service.shutdown()
         await self.locks.close()
-        assert self.ratelimiter is not None
         await self.ratelimiter.close()
         await self.store.close()
         await self.storage.close()

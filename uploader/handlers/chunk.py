@@ -13,9 +13,11 @@ import base64
 import binascii
 import re
 import time
+import typing
 
 import tornado.ioloop
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from ..errors import UploadError
 from ..receiver import ChunkReceiver
@@ -69,7 +71,7 @@ class ChunkHandler(BaseHandler):
             self.owner, upload_id, int(raw_index), md5,
             int(length) if length is not None else None)
         # A chunked-encoded body longer than the chunk is cut off by Tornado.
-        self.request.connection.set_max_body_size(self.receiver.expected_size)
+        self._connection.set_max_body_size(self.receiver.expected_size)
         self._guard_slow_body(self.receiver.expected_size)
 
     def _guard_slow_body(self, length: int) -> None:
@@ -78,8 +80,7 @@ class ChunkHandler(BaseHandler):
         would let a client hold a 64 MiB chunk's slot for its full deadline
         while sending nothing."""
         conn = self.runtime.config.connections
-        self.request.connection.set_body_timeout(
-            length / conn.min_chunk_rate + conn.chunk_idle_timeout)
+        self._connection.set_body_timeout(length / conn.min_chunk_rate + conn.chunk_idle_timeout)
         self._last_data = time.monotonic()
         self._arm_idle_timer(conn.chunk_idle_timeout)
 
@@ -104,7 +105,12 @@ class ChunkHandler(BaseHandler):
         # partial chunk; the upload's status and other chunks are untouched.
         log.info("closing idle chunk upload %s index %d after %.1fs without data",
                  self.path_args[0], receiver.index, idle)
-        self.request.connection.stream.close()  # type: ignore[attr-defined]
+        self._connection.stream.close()
+
+    @property
+    def _connection(self) -> HTTP1Connection:
+        # Always HTTP/1 here: the server is a tornado HTTPServer.
+        return typing.cast(HTTP1Connection, self.request.connection)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
