@@ -120,21 +120,30 @@ async def test_incomplete_headers_are_cut_off(http_server, http_server_port):
     assert await wait_closed(stream) == b""
 
 
-async def test_200_idle_connections_do_not_stop_a_normal_upload(api: Api, http_server,
-                                                                http_server_port):
-    streams = []
-    try:
-        for i in range(200):
-            stream = await connect(http_server_port[1])
-            if i % 2:  # half of them half-way through their headers
-                await stream.write(b"POST /upload/init HTTP/1.1\r\n")
-            streams.append(stream)
-        await poll(lambda: http_server.open_per_address["127.0.0.1"] >= 200,
-                   "the server to accept 200 connections")
-        await full_upload(api, 4 * CS + 1)
-    finally:
-        for stream in streams:
-            stream.close()
+class TestManyIdleConnections:
+    @pytest.fixture
+    def config_overrides(self) -> dict[str, dict[str, Any]]:
+        # Long header timeout: the idle connections must stay open throughout.
+        return {"connections": {"header_timeout": 120, "max_per_address": 1000}}
+
+    async def test_200_idle_connections_do_not_stop_a_normal_upload(
+            self, api: Api, http_server, http_server_port):
+        streams = []
+        try:
+            for i in range(200):
+                stream = await connect(http_server_port[1])
+                if i % 2:  # half of them half-way through their headers
+                    await stream.write(b"POST /upload/init HTTP/1.1\r\n")
+                streams.append(stream)
+            await poll(lambda: http_server.open_per_address["127.0.0.1"] >= 200,
+                       "the server to accept 200 connections")
+            await full_upload(api, 4 * CS + 1)
+            # They were all still held while the upload ran.
+            assert http_server.open_per_address["127.0.0.1"] >= 200
+            assert not any(stream.closed() for stream in streams)
+        finally:
+            for stream in streams:
+                stream.close()
 
 
 class TestPerAddressCap:
