@@ -13,12 +13,15 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.web
 
+from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
+from .connections import make_guarded_server
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
 from .handlers.files import FileHandler
 from .handlers.ops import DrainingHandler, MetricsHandler, ReadyHandler
+from .handlers.openapi import OpenAPIHandler
 from .handlers.page import PageHandler
 from .handlers.uploads import (CompleteHandler, HealthHandler, InitHandler, ListHandler,
                                StatusHandler, UploadHandler)
@@ -26,6 +29,7 @@ from .locks.base import Locks
 from .logs import log_request
 from .metrics import Metrics, TimedLocks
 from .naming import ID_PATTERN
+from .ratelimit import RateLimiter
 from .service import UploadService
 from .shutdown import Drain
 from .storage.base import Storage
@@ -74,7 +78,15 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # Requests in flight and cleanup tasks; shutdown.graceful_stop drains it.
     drain: Drain = field(default_factory=Drain)
+    # Built from the config (a test may swap them before serving).
+    authenticator: Authenticator = field(init=False)
+    ratelimiter: RateLimiter = field(init=False)
     started: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.config.auth)
+        self.ratelimiter = RateLimiter(self.config)
+        self.auth_required = self.authenticator.enabled
 
     async def start(self) -> None:
         await self.store.open()
@@ -93,6 +105,7 @@ class Runtime:
         await self.drain.wait_tasks()
         await self.service.shutdown()
         await self.locks.close()
+        await self.ratelimiter.close()
         await self.store.close()
         await self.storage.close()
         self.executor.shutdown(wait=True)
@@ -147,6 +160,7 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
         (rf"/upload/{uid}", UploadHandler, deps),
         (r"/uploads", ListHandler, deps),
         (rf"/files/{uid}", FileHandler, deps),
+        (r"/openapi.json", OpenAPIHandler, deps),
     ]
     # Route labels for metrics: the URL patterns, never paths holding ids.
     labels: dict[type, str] = {handler: pattern.replace(uid, "{id}")
@@ -169,13 +183,6 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
 
 def make_server(app: tornado.web.Application, config: Config) -> tornado.httpserver.HTTPServer:
     """HTTP settings that matter for streaming: a small default body limit
-    (chunk handlers raise it per request) and large socket reads."""
-    server = config.server
-    return tornado.httpserver.HTTPServer(
-        app,
-        xheaders=server.xheaders,
-        max_body_size=server.max_json_body,
-        chunk_size=server.read_chunk_size,
-        idle_connection_timeout=server.idle_connection_timeout,
-        decompress_request=False,
-    )
+    (chunk handlers raise it per request) and large socket reads; header and
+    body timeouts and a cap on connections per address (connections.py)."""
+    return make_guarded_server(app, config)

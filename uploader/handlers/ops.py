@@ -91,8 +91,9 @@ class MetricsHandler(BaseHandler):
 @tornado.web.stream_request_body
 class DrainingHandler(BaseHandler):
     """Every request that arrives while the server drains: 503, Retry-After,
-    connection closed. Streaming, so a chunk PUT is refused from its headers
-    instead of having its body buffered (or refused as too large) first."""
+    connection closed. Streaming (explicitly, whatever BaseHandler does), so a
+    chunk PUT is refused from its headers instead of having its body buffered
+    (or refused as too large) first."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
 

@@ -88,3 +88,8 @@ class MetadataStore(Protocol):
     async def count_by_status(self) -> dict[str, int]:
         """How many uploads are in each status (statuses with none may be
         absent); read at every metrics scrape, so one indexed GROUP BY."""
+
+    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
+        """(count, sum of total_size) of uploads ``in_progress`` or ``merging``,
+        of one owner or, with None, of everyone: what quotas and the
+        free-space reserve are checked against."""
