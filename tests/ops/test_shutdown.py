@@ -61,6 +61,18 @@ async def test_a_client_gone_mid_chunk_leaves_nothing_in_flight(api: Api, runtim
     assert (await api.status(up["upload_id"]))["received"] == []
 
 
+async def test_a_json_request_cut_mid_body_leaves_nothing_in_flight(api: Api, runtime  # type: ignore[no-untyped-def]
+                                                                   ) -> None:
+    # Every handler streams its body, so a cut JSON body never reaches
+    # finish() either: without leaving on close it would hold up shutdown.
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(b"POST /upload/init HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"fi")
+    await writer.drain()
+    await _poll(lambda: runtime.drain.active == 1, "the request to start")
+    writer.close()
+    await _poll(lambda: runtime.drain.active == 0, "the cut request to leave")
+
+
 def _start_chunk(server: ServerProcess, upload_id: str, body: bytes) -> socket.socket:
     """A chunk PUT that has sent only the first half of its body."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
