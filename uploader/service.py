@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from .config import Config
-from .errors import UploadError, not_found
+from .errors import Unavailable, UploadError, not_found
 from .locks.base import Locks
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
                      chunk_count, utcnow)
@@ -27,6 +27,9 @@ from .store.base import MetadataStore
 log = logging.getLogger("uploader.service")
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_MISSING_LISTED = 1000
+# Re-reads (and the pause between them) of a row whose finish_merge outcome is
+# unknown: a database blip settles at once, a long outage is left to recovery.
+SETTLE_ATTEMPTS, SETTLE_PAUSE = 3, 1.0
 
 
 def check_md5(value: Any, field: str = "md5") -> str | None:
@@ -237,6 +240,8 @@ class UploadService:
 
     async def _merge_locked(self, upload: Upload, version: int, expected: str | None) -> Upload:
         upload_id = upload.upload_id
+        # Operators (and the multi-instance tests) count merges by this line.
+        log.info("merge started %s version %d", upload_id, version)
         self._merge_progress[upload_id] = 0
 
         def progress(merged: int) -> None:  # called from the I/O thread
@@ -245,11 +250,17 @@ class UploadService:
         try:
             staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:
+            # Fence first: a stale merger finds the chunks gone because the
+            # new owner published and deleted them; it must not touch the
+            # records of an upload it no longer owns.
+            if not await self.store.finish_merge(upload_id, version, status=IN_PROGRESS):
+                log.warning("merge superseded %s version %d: chunks gone, a newer merge "
+                            "took over", upload_id, version)
+                raise UploadError("conflict", "merge superseded by a newer one") from None
             # Recorded chunks whose bytes vanished: forget them so the client
             # sends them again, rather than merging a hole.
             for index in exc.indices:
                 await self.store.delete_chunk(upload_id, index)
-            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
             raise UploadError("incomplete", "chunk data missing, send these chunks again",
                               missing=exc.indices[:MAX_MISSING_LISTED],
                               missing_count=len(exc.indices)) from None
@@ -269,16 +280,55 @@ class UploadService:
             await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
                                           error=error.to_json()["error"])
             raise error
-        if not await self.store.finish_merge(upload_id, version, status=COMPLETED,
-                                             md5=staged.md5, storage_key=staged.key):
+        if not await self._record_completed(upload_id, version, staged):
             # A newer merger took over while we were paused: its result wins.
+            # Only our own version-named staged file goes; the rest is theirs.
             await self.storage.discard(staged)
+            log.warning("merge superseded %s version %d: a newer merge took over, "
+                        "our result is discarded", upload_id, version)
             raise UploadError("conflict", "merge superseded by a newer one")
         await self.storage.publish(staged)
-        await self.storage.delete_chunks(upload_id)
+        log.info("merge finished %s version %d (%d bytes)", upload_id, version, staged.size)
+        try:
+            await self.storage.delete_chunks(upload_id)
+        except OSError:  # the file is published: leftover chunks are waste, not failure
+            log.exception("could not remove the chunks of completed upload %s", upload_id)
         done = await self.store.get_upload(upload_id)
         assert done is not None
         return done
+
+    async def _record_completed(self, upload_id: str, version: int, staged: StagedFile) -> bool:
+        """finish_merge(completed) for our version: True when the database
+        holds our result, False when a newer merge fenced us out.
+
+        Unavailable from finish_merge leaves the outcome unknown (it may have
+        committed before the connection broke), so the row is read back
+        before anything is discarded. Still unreadable: the staged file stays
+        (``_republish`` publishes it if the row says completed; else the next
+        complete merges again and the part ages out)."""
+        try:
+            return await self.store.finish_merge(upload_id, version, status=COMPLETED,
+                                                 md5=staged.md5, storage_key=staged.key)
+        except Unavailable:
+            log.warning("finish_merge of %s version %d: outcome unknown, re-reading",
+                        upload_id, version)
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                current = await self.store.get_upload(upload_id, with_chunks=False)
+                if current is None or current.merge_version != version:
+                    return False
+                if current.status == COMPLETED:
+                    return current.storage_key == staged.key
+                if current.status != MERGING:
+                    return False
+                # Still ours and merging: it did not apply; fenced, so retry.
+                return await self.store.finish_merge(upload_id, version, status=COMPLETED,
+                                                     md5=staged.md5, storage_key=staged.key)
+            except Unavailable:
+                if attempt == SETTLE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(SETTLE_PAUSE)
+        raise AssertionError("unreachable")
 
     # -- delete, download --------------------------------------------------
 
