@@ -38,7 +38,6 @@ KiB = 1 << 10
 CS = 4 * KiB
 OWNER = "local"
 REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-ROOT = Path(__file__).resolve().parent.parent
 LONG_AGO = 30 * 24 * 3600  # far past the test TTL of one hour
 
 
@@ -94,12 +93,17 @@ def redis_prefix(io_loop) -> Iterator[str]:
 async def new_upload(service: UploadService, chunks: int = 2, total: int = 3) -> str:
     up = await service.create(OWNER, {"filename": "a.bin", "size": total * CS, "chunk_size": CS})
     for index in range(chunks):
-        receiver = await service.start_chunk(OWNER, up.upload_id, index, None, CS)
-        waiting = receiver.feed(os.urandom(CS))
-        if waiting is not None:
-            await waiting
-        await service.finish_chunk(receiver)
+        await new_chunk(service, up.upload_id, index)
     return up.upload_id
+
+
+async def new_chunk(service: UploadService, upload_id: str, index: int) -> None:
+    """One chunk through the service, as the chunk handler feeds it."""
+    receiver = await service.start_chunk(OWNER, upload_id, index, None, CS)
+    waiting = receiver.feed(os.urandom(CS))
+    if waiting is not None:
+        await waiting
+    await service.finish_chunk(receiver)
 
 
 async def completed_upload(service: UploadService) -> str:
@@ -274,14 +278,6 @@ async def test_expires_at_is_last_activity_plus_ttl(runtime: Runtime) -> None:
     assert row.last_activity < utcnow() - timedelta(seconds=599)
     done = await completed_upload(service)
     assert service.to_json(await service.store.get_upload(done))["expires_at"] is None
-
-
-async def new_chunk(service: UploadService, upload_id: str, index: int) -> None:
-    receiver = await service.start_chunk(OWNER, upload_id, index, None, CS)
-    waiting = receiver.feed(os.urandom(CS))
-    if waiting is not None:
-        await waiting
-    await service.finish_chunk(receiver)
 
 
 @pytest.mark.parametrize("expiry_settings", [{"enabled": True, "interval": 123,

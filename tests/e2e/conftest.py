@@ -34,9 +34,18 @@ from store.conftest import MySQLServer, unreachable
 from uploader.store.mysql import parse_dsn
 
 REDIS_URL = os.environ.get("UPLOADER_TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
-ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0  # seconds for a process to answer /healthz
 STOP_TIMEOUT = 15.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if the test process itself is killed
+    (no teardown then), the kernel kills the server too (Linux only)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -180,7 +189,8 @@ class Cluster:
                      "--port", str(port)],
                     # cwd without a config.yaml: defaults plus the env above.
                     cwd=self.tmp, env=self.env(**overrides), stdout=log_file,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent)
             instance = Instance(name, port, proc, log_path)
             self.instances.append(instance)
             started.append(instance)
