@@ -16,7 +16,13 @@ setup(
         "PyYAML>=6.0,<7",
     ],
     extras_require={
+        # The Python client needs only the standard library; tqdm draws the
+        # CLI's progress bar (a plain line without it).
+        "client": ["tqdm>=4.66,<5"],
         "test": [
+            "tqdm>=4.66,<5",
+            # Browser tests drive Debian's /usr/bin/chromium (no browser download).
+            "playwright>=1.45,<2",
             "pytest>=8,<10",
             "pytest-tornasync>=0.6,<0.7",
             "pytest-timeout>=2.3,<3",

@@ -37,10 +37,12 @@ class ChunkReceiver:
         self._queued_bytes = 0
         self._job: asyncio.Future[Any] | None = None
         self._error: BaseException | None = None
-        self._state = "open"  # open -> (finishing ->) finished | aborted
+        # open -> finishing -> verified -> finished, or aborted from any but finished
+        self._state = "open"
 
     @property
     def done(self) -> bool:
+        """The body is complete (or dropped): the handler need not discard it."""
         return self._state != "open"
 
     def _process(self, pieces: list[bytes]) -> None:
@@ -109,11 +111,12 @@ class ChunkReceiver:
             self._job_done(job)
 
     async def finish(self) -> tuple[int, str]:
-        """Check size and MD5, then put the chunk in place. Returns (size, md5)."""
+        """Wait for the last bytes, check size and MD5, make the bytes durable.
+        Returns (size, md5); :meth:`commit` then puts the chunk in place."""
         if self._state != "open":
             raise RuntimeError("chunk already finished")
         # From here the body is complete: a client hanging up now no longer
-        # discards the chunk (abort() is a no-op), it is checked and kept.
+        # discards the chunk (abort() from the handler is a no-op).
         self._state = "finishing"
         try:
             await self._drain()
@@ -129,16 +132,32 @@ class ChunkReceiver:
             if self.expected_md5 and digest != self.expected_md5:
                 raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
                                   expected=self.expected_md5, actual=digest)
+            await self.writer.sync()
+        except BaseException:
+            self._state = "aborted"
+            await self.writer.abort()
+            raise
+        self._state = "verified"
+        return self.received, digest
+
+    async def commit(self) -> None:
+        if self._state != "verified":
+            raise RuntimeError(f"cannot commit a chunk that is {self._state}")
+        try:
             await self.writer.commit()
         except BaseException:
             self._state = "aborted"
             await self.writer.abort()
             raise
         self._state = "finished"
-        return self.received, digest
 
     async def abort(self) -> None:
-        """Drop the partial chunk (client gone, shutdown, error). Idempotent."""
+        """Drop the chunk (client gone, refused, shutdown). Idempotent; does
+        nothing once the body is being checked or the chunk is in place."""
+        if self._state == "verified":
+            self._state = "aborted"
+            await self.writer.abort()
+            return
         if self._state != "open":
             return
         self._state = "aborted"

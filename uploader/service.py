@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import Config
 from .errors import Unavailable, UploadError, not_found
-from .locks.base import Locks
+from .locks.base import Locks, LockTimeout
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
                      chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
@@ -150,15 +150,33 @@ class UploadService:
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
         upload_id = receiver.upload_id
-        recorded = await self.store.record_chunk(
-            upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
+        try:
+            # Under the upload's lock, put-in-place and record are one step
+            # against merges (which take the same lock) and against another
+            # writer of the same chunk: the file on disk and its record can
+            # never disagree, and no chunk changes under a running merge.
+            # Other commits hold it for milliseconds; a merge may hold it for
+            # long: after a lock TTL's wait the answer is 409, retryable.
+            async with self.locks.lock(f"merge:{upload_id}", ttl=self.config.locks.ttl,
+                                       wait=self.config.locks.ttl):
+                current = await self.store.get_upload(upload_id, with_chunks=False)
+                if current is None or current.status == ABORTED:
+                    raise not_found(upload_id)
+                if current.status != IN_PROGRESS:
+                    raise UploadError("conflict", f"upload is {current.status}",
+                                      status=current.status)
+                await receiver.commit()
+                recorded = await self.store.record_chunk(
+                    upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
+        except LockTimeout:
+            raise UploadError("conflict", "upload is merging", status=MERGING) from None
+        finally:
+            await receiver.abort()  # a no-op once committed
         if not recorded:
-            current = await self.store.get_upload(upload_id, with_chunks=False)
-            if current is None or current.status == ABORTED:
-                # Deleted while this chunk streamed in: leave nothing behind.
-                await self.storage.delete_chunks(upload_id)
-                raise not_found(upload_id)
-            raise UploadError("conflict", f"upload is {current.status}", status=current.status)
+            # Deleted or expired between the check and the record: leave
+            # nothing behind.
+            await self.storage.delete_chunks(upload_id)
+            raise not_found(upload_id)
         return {"index": receiver.index, "size": size, "md5": md5,
                 "received_chunks": await self.store.count_chunks(upload_id),
                 "total_chunks": receiver.total_chunks}
@@ -380,7 +398,6 @@ class UploadService:
         """At start: uploads left ``merging`` by a dead process go back to
         ``in_progress`` (the client's next complete merges again). A merge
         alive on another instance holds its lock, so it is left alone."""
-        from .locks.base import LockTimeout
         recovered = 0
         for upload in await self.store.find_by_status(MERGING):
             try:

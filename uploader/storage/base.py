@@ -21,10 +21,13 @@ class ChunkWriter(Protocol):
     def write(self, data: bytes) -> None:
         ...
 
+    async def sync(self) -> None:
+        """Make the written bytes durable (as far as the fsync policy says)
+        without publishing them yet. Runs outside any lock."""
+
     async def commit(self) -> None:
-        """Make the written bytes the chunk's content atomically (replacing an
-        earlier copy). After it returns, the bytes survive a crash as far as
-        the configured fsync policy says."""
+        """Make the synced bytes the chunk's content atomically, replacing an
+        earlier copy. Runs under the upload's lock, so keep it short."""
 
     async def abort(self) -> None:
         """Drop the partial bytes; never raises."""

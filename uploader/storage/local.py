@@ -98,13 +98,21 @@ class LocalChunkWriter:
         except OSError as exc:
             raise _storage_error(exc) from exc
 
-    def _commit(self) -> None:
+    def _sync(self) -> None:
         assert self._fd is not None
         try:
             if self._storage.fsync:
                 os.fdatasync(self._fd)
             os.close(self._fd)
             self._fd = None
+        except OSError as exc:
+            self._abort()
+            raise _storage_error(exc) from exc
+
+    def _commit(self) -> None:
+        if self._fd is not None:
+            self._sync()
+        try:
             os.replace(self._part, self._final)
             if self._storage.fsync:
                 _fsync_dir(self._final.parent)
@@ -120,6 +128,9 @@ class LocalChunkWriter:
             os.unlink(self._part)
         except FileNotFoundError:
             pass
+
+    async def sync(self) -> None:
+        await self._storage.run(self._sync)
 
     async def commit(self) -> None:
         await self._storage.run(self._commit)

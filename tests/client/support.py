@@ -1,0 +1,220 @@
+"""Helpers for the client tests: random files, and a small HTTP/1.1-aware TCP
+proxy placed between the client and the real server.
+
+The proxy is a fake on purpose and only for what a real server cannot be made to do
+on demand: drop a connection mid-request (retry tests), and hold one chunk PUT
+forever so a CLI run can be killed at an exact point (resume test). It also
+logs every request it forwards, which is how the tests count the chunks a run
+really sent. Everything else is relayed byte for byte to the real server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    outcome: str  # the HTTP status relayed, or "dropped" / "stalled"
+
+    @property
+    def chunk_index(self) -> int | None:
+        url = urllib.parse.urlsplit(self.path)
+        if self.method != "PUT" or not url.path.endswith("/chunk"):
+            return None
+        return int(urllib.parse.parse_qs(url.query)["index"][0])
+
+
+class ChunkProxy:
+    def __init__(self, upstream_port: int, *, drop_puts: int = 0,
+                 admit_puts: int | None = None) -> None:
+        """``drop_puts``: close the first N chunk PUT connections without an answer.
+        ``admit_puts``: forward only the first N chunk PUTs; hold every later one
+        (no answer, connection kept open) until :meth:`close`."""
+        self.upstream_port = upstream_port
+        self.drop_puts, self.admit_puts = drop_puts, admit_puts
+        self.log: list[Logged] = []
+        self.cond = threading.Condition()
+        self._release = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
+
+    # -- test side ----------------------------------------------------------------
+    def puts(self, outcome: str | None = "200") -> list[Logged]:
+        with self.cond:
+            return [e for e in self.log if e.chunk_index is not None
+                    and (outcome is None or e.outcome == outcome)]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
+        """Block until ``predicate`` holds (checked on every log entry): event
+        driven, with a timeout only so a broken test fails instead of hanging."""
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise AssertionError(f"proxy: condition not reached; log={self.log}")
+
+    def close(self) -> None:
+        self._release.set()
+        with self.cond:
+            conns = [self._sock, *self._conns]
+        for c in conns:  # shutdown, not just close: it wakes the threads blocked on them
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        for t in [self._accepter, *self._threads]:
+            t.join(timeout=10)
+
+    # -- proxy side ---------------------------------------------------------------
+    def _record(self, method: str, path: str, outcome: str) -> None:
+        with self.cond:
+            self.log.append(Logged(method, path, outcome))
+            self.cond.notify_all()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            t = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            with self.cond:
+                self._conns.append(client)
+                self._threads.append(t)
+            t.start()
+
+    def _decide(self, method: str, path: str) -> str:
+        if method != "PUT" or "/chunk" not in path:
+            return "forward"
+        with self.cond:
+            if self.drop_puts > 0:
+                self.drop_puts -= 1
+                return "drop"
+            if self.admit_puts is not None:
+                if self.admit_puts == 0:
+                    return "stall"
+                self.admit_puts -= 1
+        return "forward"
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        with self.cond:
+            self._conns.append(upstream)
+        cin, uin = client.makefile("rb"), upstream.makefile("rb")
+        try:
+            while True:
+                head = _read_head(cin)
+                if head is None:
+                    return
+                method, path = head.split(b" ", 2)[:2]
+                m, p = method.decode(), path.decode()
+                action = self._decide(m, p)
+                if action == "drop":
+                    self._record(m, p, "dropped")
+                    return  # closes with the body unread: the client sees a reset
+                if action == "stall":
+                    self._record(m, p, "stalled")
+                    self._release.wait()
+                    return
+                upstream.sendall(head)
+                _relay_body(head, cin, upstream)
+                resp = _read_head(uin)
+                if resp is None:
+                    return
+                # Logged before the client can see the answer, so a test that
+                # has its answer always finds it in the log.
+                self._record(m, p, resp.split(b" ", 2)[1].decode())
+                client.sendall(resp)
+                if m != "HEAD":
+                    _relay_body(resp, uin, client, response=True)
+        except OSError:
+            return
+        finally:
+            for s in (client, upstream):
+                s.close()
+
+
+def _read_head(f: "socket.SocketIO | object") -> bytes | None:
+    lines = []
+    while True:
+        line = f.readline(65536)  # type: ignore[attr-defined]
+        if not line:
+            return None
+        lines.append(line)
+        if line in (b"\r\n", b"\n"):
+            return b"".join(lines)
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+def _relay_body(head: bytes, src: object, dst: socket.socket, response: bool = False) -> None:
+    """Copy one message body: Content-Length, chunked, or (status 1xx/204/304) none."""
+    status = head.split(b" ", 2)[1]
+    if response and (status in (b"204", b"304") or status.startswith(b"1")):
+        return
+    if (_header(head, b"transfer-encoding") or b"").lower() == b"chunked":
+        while True:
+            size_line = src.readline()  # type: ignore[attr-defined]
+            dst.sendall(size_line)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                while (trailer := src.readline()) not in (b"\r\n", b"\n", b""):  # type: ignore[attr-defined]
+                    dst.sendall(trailer)
+                dst.sendall(b"\r\n")
+                return
+            _copy(src, dst, size + 2)
+        return
+    _copy(src, dst, int(_header(head, b"content-length") or 0))
+
+
+def _copy(src: object, dst: socket.socket, n: int) -> None:
+    while n > 0:
+        data = src.read(min(n, 1 << 20))  # type: ignore[attr-defined]
+        if not data:
+            raise OSError("peer closed mid-body")
+        dst.sendall(data)
+        n -= len(data)
+
+
+def write_random(path: Path, size: int) -> str:
+    """Random bytes (incompressible, so nothing can cheat), written in pieces; the MD5."""
+    md5 = hashlib.md5()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = os.urandom(min(left, MiB))
+            f.write(piece)
+            md5.update(piece)
+            left -= len(piece)
+    return md5.hexdigest()
+
+
+def file_md5(path: Path) -> str:
+    md5 = hashlib.md5()
+    with open(path, "rb") as f:
+        while piece := f.read(MiB):
+            md5.update(piece)
+    return md5.hexdigest()

@@ -1,0 +1,78 @@
+"""A full disk answers 507, leaves no partial file or record, and the upload
+resumes once there is room. The data_dir is a small tmpfs mounted by the test
+(CI runs as root); the database lives elsewhere so only the bytes run out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import KiB, Api, chunks_of, md5, require_service
+
+CS = 256 * KiB
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
+                             str(mount)], capture_output=True, text=True)
+    if result.returncode != 0:
+        require_service("tmpfs mount", result.stderr.strip() or "mount failed (not root?)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def config_overrides(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return {"store": {"sqlite_path": str(tmp_path / "meta" / "uploader.db")}}
+
+
+def leftovers(data_dir: Path) -> list[Path]:
+    return [p for p in data_dir.rglob("*.part")]
+
+
+def resize(mount: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+
+async def test_chunk_that_does_not_fit_is_507_then_resumes(api: Api, data_dir: Path) -> None:
+    filler = data_dir / "filler"
+    filler.write_bytes(b"\0" * (900 * KiB))
+    data = os.urandom(2 * CS)
+    up = await api.init(len(data), CS)
+    code, err = await api.put_chunk(up["upload_id"], 0, data[:CS], md5(data[:CS]))
+    assert code == 507 and err["error"]["code"] == "insufficient_storage"
+    assert leftovers(data_dir) == []
+    assert not (data_dir / "tmp" / up["upload_id"] / "chunk_0").exists()
+    assert (await api.status(up["upload_id"]))["received"] == []
+    filler.unlink()
+    for index, part in enumerate(chunks_of(data, CS)):
+        code, _ = await api.put_chunk(up["upload_id"], index, part, md5(part))
+        assert code == 200
+    code, done = await api.complete(up["upload_id"], md5(data))
+    assert code == 200 and done["md5"] == md5(data)
+
+
+async def test_merge_out_of_space_is_507_and_stays_resumable(api: Api, data_dir: Path) -> None:
+    data = os.urandom(3 * CS)
+    up = await api.init(len(data), CS)
+    for index, part in enumerate(chunks_of(data, CS)):
+        code, _ = await api.put_chunk(up["upload_id"], index, part)
+        assert code == 200
+    # 768 KiB of chunks on a 1 MiB disk: the merged copy cannot fit.
+    code, err = await api.complete(up["upload_id"], md5(data))
+    assert code == 507 and err["error"]["code"] == "insufficient_storage"
+    status = await api.status(up["upload_id"])
+    assert status["status"] == "in_progress" and status["received"] == [0, 1, 2]
+    assert status["error"]["code"] == "insufficient_storage"
+    assert leftovers(data_dir) == [] and list((data_dir / "store").iterdir()) == []
+    resize(data_dir, "4m")
+    code, done = await api.complete(up["upload_id"], md5(data))
+    assert code == 200 and done["md5"] == md5(data)
+    resp = await api.call("GET", done["location"])
+    assert resp.body == data

@@ -1,0 +1,62 @@
+"""config.yaml documents every key with its default; overrides and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uploader.config import Config, ConfigError, load_config, parse_size
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_yaml_lists_every_key_with_its_default() -> None:
+    documented = yaml.safe_load((ROOT / "config.yaml").read_text())
+    defaults = dataclasses.asdict(Config())
+    assert set(documented) == set(defaults)
+    for section, values in defaults.items():
+        assert set(documented[section]) == set(values), section
+    loaded = dataclasses.asdict(load_config(ROOT / "config.yaml", env={}))
+    assert loaded == defaults
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  port: 9000\nlimits:\n  chunk_size_default: 1MiB\n")
+    config = load_config(path, env={"UPLOADER_SERVER_PORT": "9100",
+                                    "UPLOADER_STORAGE_FSYNC": "false",
+                                    "UPLOADER_LIMITS_MAX_FILE_SIZE": "2GiB",
+                                    "UNRELATED": "x"})
+    assert config.server.port == 9100
+    assert config.storage.fsync is False
+    assert config.limits.max_file_size == 2 << 30
+    assert config.limits.chunk_size_default == 1 << 20
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"limits": {"chunk_size_min": 2048, "chunk_size_max": 1024, "chunk_size_default": 1024}},
+     "limits.chunk_size_max must be >= chunk_size_min"),
+    ({"server": {"port": 0}}, "server.port must be between 1 and 65535"),
+    ({"server": {"port": "eighty"}}, "server.port must be an integer"),
+    ({"store": {"backend": "postgres"}}, "store.backend must be one of: sqlite, mysql"),
+    ({"locks": {"backend": "zookeeper"}}, "locks.backend must be one of: memory, redis"),
+    ({"limits": {"max_file_size": "lots"}}, "limits.max_file_size must be a size"),
+    ({"storage": {"fsync": "maybe"}}, "storage.fsync must be true or false"),
+    ({"server": {"colour": "blue"}}, "unknown setting server.colour"),
+    ({"nonsense": {}}, "unknown section nonsense"),
+])
+def test_validation_names_the_key(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={}, overrides=overrides)
+    assert message in str(info.value)
+
+
+def test_parse_size() -> None:
+    assert parse_size("64KiB", "k") == 65536
+    assert parse_size("50 GiB", "k") == 50 << 30
+    assert parse_size(123, "k") == 123
+    with pytest.raises(ConfigError):
+        parse_size(True, "k")

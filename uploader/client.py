@@ -1,0 +1,506 @@
+"""A Python client for the uploader wire format (ARCHITECTURE.md section 2).
+
+Standard library only, on purpose: a user may copy this one file next to a
+script, so it must not import Tornado or anything else the server needs (and
+must not import the rest of the ``uploader`` package either).
+
+    client = UploadClient("http://127.0.0.1:8888", token=None, parallel=4)
+    upload = client.upload("big.iso", progress=lambda sent, total: ...)
+    client.download(upload["upload_id"], "copy.iso")
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.client
+import json
+import os
+import random
+import stat
+import threading
+import time
+import urllib.parse
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterable, Protocol, Union
+
+KiB, MiB = 1 << 10, 1 << 20
+DEFAULT_CHUNK_SIZE = 8 * MiB
+MAX_CHUNKS = 10_000          # server default limits.max_chunks
+MAX_CHUNK_SIZE = 64 * MiB    # server default limits.chunk_size_max
+_READ = 1 * MiB              # piece size for streaming hashes and downloads
+
+Progress = Callable[[int, int], None]
+
+
+class UploadClientError(Exception):
+    """A failed call: ``code`` from the server's error table (or ``network``,
+    ``changed``, ``timeout`` for failures seen only here), the HTTP ``status``
+    (0 when no response came), the ``message`` and the error's other fields."""
+
+    def __init__(self, code: str, status: int, message: str,
+                 details: dict[str, Any] | None = None, retry_after: float | None = None) -> None:
+        super().__init__(f"{code} ({status}): {message}" if status else f"{code}: {message}")
+        self.code, self.status, self.message = code, status, message
+        self.details = details or {}
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        # As the wire format says: network errors, 5xx, 429, and 409 "conflict"
+        # (a merge is running); never another 4xx, which would fail the same way.
+        return (self.status == 0 and self.code == "network") or self.status >= 500 \
+            or self.status == 429 or (self.status == 409 and self.code == "conflict")
+
+
+class ResumeState(Protocol):
+    """Where :meth:`UploadClient.upload` keeps the id of an unfinished upload
+    between runs (the CLI stores it in a JSON file keyed by fingerprint)."""
+
+    def load(self) -> str | None: ...
+    def save(self, upload_id: str) -> None: ...
+    def clear(self) -> None: ...
+
+
+def choose_chunk_size(size: int, chunk_size: int, max_chunks: int = MAX_CHUNKS) -> int:
+    """Double ``chunk_size`` until the file fits in ``max_chunks`` chunks."""
+    while -(-size // chunk_size) > max_chunks and chunk_size < MAX_CHUNK_SIZE:
+        chunk_size *= 2
+    return chunk_size
+
+
+def retry_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): the server's
+    Retry-After when it sent one, else capped exponential backoff with
+    jitter (so many clients failing together do not retry in lockstep)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), max(cap, 60.0))
+    return min(cap, base * (2 ** attempt)) * random.uniform(0.5, 1.0)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:  # the HTTP-date form
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class _Local(threading.local):
+    conn: http.client.HTTPConnection | None = None
+    buf: bytearray | None = None
+
+
+class UploadClient:
+    def __init__(self, base_url: str, token: str | None = None, parallel: int = 4,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, retries: int = 8, timeout: float = 60.0,
+                 backoff: float = 0.5, backoff_max: float = 30.0,
+                 merge_timeout: float = 3600.0) -> None:
+        url = urllib.parse.urlsplit(base_url.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port][/prefix], not {base_url!r}")
+        self.base_url, self._url = base_url.rstrip("/"), url
+        self.token, self.parallel, self.chunk_size = token, max(1, parallel), chunk_size
+        self.retries, self.timeout = retries, timeout
+        self.backoff, self.backoff_max, self.merge_timeout = backoff, backoff_max, merge_timeout
+        self._local = _Local()  # one keep-alive connection (and chunk buffer) per thread
+        # Every open connection, whichever thread owns it, so close() can close
+        # them all; the worker pool lives as long as the client so its
+        # connections are kept alive from one file to the next.
+        self._conns: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the worker threads and close every connection. Idempotent."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> "UploadClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- HTTP layer ---------------------------------------------------------------
+
+    def _connect(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._url.hostname, self._url.port, timeout=self.timeout)
+        with self._lock:
+            self._conns.add(conn)
+        return conn
+
+    def _once(self, method: str, route: str, body: Any = None,
+              headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse]:
+        """One request on this thread's connection; the caller reads the body.
+        A keep-alive connection the server closed while idle fails on first
+        use; that is not a real failure, so it is retried at once on a fresh
+        connection, outside the backoff."""
+        hdrs = {"Accept": "application/json", **(headers or {})}
+        if self.token:
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        if self._local.conn is not None and self._local.conn not in self._conns:
+            self._local.conn = None  # closed by close(): open a new, registered one
+        for fresh in (False, True):
+            reused = self._local.conn is not None and not fresh
+            if self._local.conn is None or fresh:
+                self._close()
+                self._local.conn = self._connect()
+            conn = self._local.conn
+            try:
+                conn.request(method, self._url.path + route, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                return resp.status, resp
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._close()
+                if not reused:
+                    raise UploadClientError("network", 0, f"{method} {route}: {exc!r}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                raise UploadClientError("network", 0, f"{method} {route}: {exc!r}") from exc
+        raise AssertionError("unreachable")
+
+    def _close(self) -> None:
+        conn, self._local.conn = self._local.conn, None
+        if conn is not None:
+            conn.close()
+            with self._lock:
+                self._conns.discard(conn)
+
+    @staticmethod
+    def _error(status: int, resp: http.client.HTTPResponse, data: bytes) -> UploadClientError:
+        retry_after = _parse_retry_after(resp.getheader("Retry-After"))
+        try:
+            err = dict(json.loads(data)["error"])
+            code, message = str(err.pop("code")), str(err.pop("message", ""))
+        except (ValueError, KeyError, TypeError):
+            err, code = {}, {404: "not_found", 429: "rate_limited", 503: "unavailable"}.get(
+                status, "internal" if status >= 500 else "http_error")
+            message = data[:200].decode("utf-8", "replace") or resp.reason
+        return UploadClientError(code, status, message, err, retry_after)
+
+    def _retrying(self, fn: Callable[[], Any], note: Callable[[str], None] | None = None) -> Any:
+        """Run ``fn`` until it succeeds, raises a non-retryable error, or the
+        retries are used up."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except UploadClientError as exc:
+                if not exc.retryable or attempt == self.retries:
+                    raise
+                delay = retry_delay(attempt, self.backoff, self.backoff_max, exc.retry_after)
+                if note:
+                    note(f"retry {attempt + 1}/{self.retries} in {delay:.2f} s after {exc}")
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, route: str, payload: Any = None,
+              ok: Iterable[int] = (200,)) -> tuple[int, Any]:
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+
+        def call() -> tuple[int, Any]:
+            status, resp = self._once(method, route, body, headers)
+            try:
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                raise UploadClientError("network", 0, f"{method} {route}: {exc!r}") from exc
+            if status not in ok:
+                raise self._error(status, resp, data)
+            return status, (json.loads(data) if data else None)
+        return self._retrying(call)
+
+    # ---- simple calls ---------------------------------------------------------------
+
+    def status(self, upload_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/upload/{_q(upload_id)}/status")[1]
+
+    def delete(self, upload_id: str) -> None:
+        self._json("DELETE", f"/upload/{_q(upload_id)}", ok=(204,))
+
+    def list(self, status: str | None = None, filename: str | None = None) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({k: v for k, v in (("status", status), ("filename", filename))
+                                        if v is not None})
+        return self._json("GET", "/uploads" + (f"?{query}" if query else ""))[1]["uploads"]
+
+    # ---- upload -----------------------------------------------------------------------
+
+    def upload(self, path: str | os.PathLike[str], *, progress: Progress | None = None,
+               resume_state: Union[ResumeState, str, None] = None,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Upload ``path`` and return the completed upload object.
+
+        ``resume_state``: an upload id to continue, or a :class:`ResumeState`
+        that is read first, saved as soon as the upload has an id (so a killed
+        process can resume) and cleared once it is completed. An id the server
+        no longer knows, or an aborted/failed/different upload, starts afresh.
+        ``log`` receives one-line notes (resumed, retries, chunk counts)."""
+        note = log or (lambda _msg: None)
+        path = os.fspath(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise UploadClientError("invalid_request", 0, f"{path} is not a regular file")
+        # The whole-file MD5 is hashed in its own thread while chunks are sent:
+        # the two overlap on a multi-core machine, and it is needed only at complete.
+        md5_box: dict[str, Any] = {"stop": threading.Event()}
+        hasher = threading.Thread(target=_md5_file, args=(path, md5_box), daemon=True)
+        hasher.start()
+        try:
+            upload = self._open(path, st.st_size, resume_state, hasher, md5_box, note)
+            upload = self._finish(path, st, upload, hasher, md5_box, progress, note)
+        finally:
+            md5_box["stop"].set()  # a failed upload must not leave it reading the file
+        if resume_state is not None and not isinstance(resume_state, str):
+            resume_state.clear()
+        return upload
+
+    def _finish(self, path: str, st: os.stat_result, upload: dict[str, Any],
+                hasher: threading.Thread, md5_box: dict[str, Any], progress: Progress | None,
+                note: Callable[[str], None]) -> dict[str, Any]:
+        """Send what the server lacks and complete; a chunk the server lost
+        meanwhile ("incomplete") is re-sent, a few rounds at most."""
+        size = st.st_size
+        for _round in range(3):
+            if upload["status"] == "completed":
+                break
+            missing = sorted(set(range(upload["total_chunks"])) - set(upload["received"]))
+            note(f"upload {upload['upload_id']}: {upload['total_chunks'] - len(missing)}"
+                 f"/{upload['total_chunks']} chunks on the server, sending {len(missing)}")
+            self._send_chunks(path, upload, missing, progress, size, note)
+            now = os.stat(path)
+            if (now.st_mtime_ns, now.st_size) != (st.st_mtime_ns, size):
+                raise UploadClientError("changed", 0, f"{path} changed during the upload")
+            hasher.join()
+            if "error" in md5_box:
+                raise md5_box["error"]
+            note(f"all chunks sent; completing {upload['upload_id']} (the server merges"
+                 " and checks the MD5)")
+            try:
+                upload = self._complete(upload["upload_id"], md5_box["md5"])
+            except UploadClientError as exc:
+                if exc.code != "incomplete":
+                    raise
+                upload = self.status(upload["upload_id"])
+        if upload["status"] != "completed":
+            raise UploadClientError("incomplete", 409, "chunks keep going missing on the server")
+        if progress:
+            progress(size, size)
+        note(f"upload {upload['upload_id']} completed, md5 {upload['md5']}")
+        return upload
+
+    def _open(self, path: str, size: int, resume_state: Union[ResumeState, str, None],
+              hasher: threading.Thread, md5_box: dict[str, Any],
+              note: Callable[[str], None]) -> dict[str, Any]:
+        """The upload to continue (if ``resume_state`` names a usable one) or a new one."""
+        old_id = resume_state if isinstance(resume_state, str) else \
+            resume_state.load() if resume_state is not None else None
+        if old_id:
+            try:
+                upload = self.status(old_id)
+            except UploadClientError as exc:
+                if exc.code != "not_found":
+                    raise
+                upload = None
+                note(f"upload {old_id} is unknown to the server: starting afresh")
+            if upload is not None and upload["size"] == size \
+                    and upload["status"] in ("in_progress", "merging", "completed"):
+                if upload["status"] == "merging":
+                    upload = self._wait_merge(old_id)
+                if upload["status"] == "completed":
+                    hasher.join()  # completed earlier: ours only if the bytes match
+                    if upload.get("md5") == md5_box.get("md5"):
+                        return upload
+                    note(f"upload {old_id} completed with other bytes: starting afresh")
+                else:
+                    note(f"resuming upload {old_id}")
+                    return upload
+            elif upload is not None:
+                note(f"upload {old_id} is {upload['status']}: starting afresh")
+        chunk_size = choose_chunk_size(size, self.chunk_size)
+        _, upload = self._json("POST", "/upload/init", {
+            "filename": os.path.basename(path), "size": size, "chunk_size": chunk_size}, ok=(201,))
+        note(f"created upload {upload['upload_id']} ({upload['total_chunks']} chunks"
+             f" of {upload['chunk_size']} bytes)")
+        if resume_state is not None and not isinstance(resume_state, str):
+            resume_state.save(upload["upload_id"])
+        return upload
+
+    def _send_chunks(self, path: str, upload: dict[str, Any], missing: list[int],
+                     progress: Progress | None, size: int, note: Callable[[str], None]) -> None:
+        chunk_size = upload["chunk_size"]
+        lock, failed = threading.Lock(), threading.Event()
+        sent = [size - sum(min(chunk_size, size - i * chunk_size) for i in missing)]
+        if progress:
+            progress(sent[0], size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+        def one(index: int) -> None:
+            if failed.is_set():
+                return  # another chunk failed for good: stop starting new ones
+            length = min(chunk_size, size - index * chunk_size)
+            # One reusable buffer per worker keeps memory at parallel x chunk_size.
+            if self._local.buf is None or len(self._local.buf) < chunk_size:
+                self._local.buf = bytearray(chunk_size)
+            view = memoryview(self._local.buf)[:length]
+            _pread_into(fd, view, index * chunk_size)
+            md5 = hashlib.md5(view).hexdigest()
+            route = f"/upload/{upload['upload_id']}/chunk?index={index}&md5={md5}"
+            hdrs = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+
+            def put() -> None:
+                status, resp = self._once("PUT", route, view, hdrs)
+                data = resp.read()
+                if status != 200:
+                    raise self._error(status, resp, data)
+            try:
+                self._retrying(put, note)
+            except BaseException:
+                failed.set()
+                raise
+            if progress:
+                with lock:  # the callback sees monotonic totals, one call at a time
+                    sent[0] += length
+                    progress(sent[0], size)
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="upload")
+            pool = self._pool
+        futures = [pool.submit(one, i) for i in missing]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+        finally:
+            failed.set()  # on error or Ctrl-C: no new chunks; the running ones end
+            for fut in futures:
+                fut.cancel()
+            wait(futures)
+            os.close(fd)
+
+    def _complete(self, upload_id: str, md5: str) -> dict[str, Any]:
+        status, upload = self._json("POST", f"/upload/{upload_id}/complete", {"md5": md5},
+                                    ok=(200, 202))
+        return self._wait_merge(upload_id) if status == 202 else upload
+
+    def _wait_merge(self, upload_id: str) -> dict[str, Any]:
+        """Poll status while the server merges (after a 202): completed, or an error."""
+        deadline, delay = time.monotonic() + self.merge_timeout, 0.1
+        while True:
+            upload = self.status(upload_id)
+            if upload["status"] == "completed":
+                return upload
+            if upload["status"] != "merging":
+                err = dict(upload.get("error") or {"code": "internal", "message": "merge failed"})
+                raise UploadClientError(str(err.pop("code", "internal")), 0,
+                                        str(err.pop("message", "")), err)
+            if time.monotonic() > deadline:
+                raise UploadClientError("timeout", 0, f"upload {upload_id} still merging")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # ---- download ---------------------------------------------------------------------
+
+    def download(self, upload_id: str, dest_path: str | os.PathLike[str],
+                 progress: Progress | None = None) -> str:
+        """Stream the completed file to ``dest_path`` (via a temp file in the same
+        folder, renamed at the end so a half-written file never has the final
+        name). A partial temp file from an earlier attempt is continued with
+        Range; the result is checked against the upload's MD5."""
+        dest = os.path.abspath(os.fspath(dest_path))
+        meta = self.status(upload_id)
+        part = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.{upload_id}.part")
+        md5 = [hashlib.md5()]  # a box: a refused Range restarts the hash
+        with open(part, "ab+") as out:  # append mode: every write lands at the end
+            out.seek(0)
+            while piece := out.read(_READ):  # re-hash what an earlier run wrote
+                md5[0].update(piece)
+            if out.tell() > meta["size"]:  # not ours after all
+                out.truncate(0)
+                md5[0] = hashlib.md5()
+
+            def fetch() -> None:
+                have = out.tell()
+                if have == meta["size"]:
+                    return
+                status, resp = self._once("GET", f"/files/{_q(upload_id)}", None,
+                                          {"Range": f"bytes={have}-"} if have else {})
+                if status == 200 and have:  # the server ignored Range: start over
+                    out.truncate(0)
+                    md5[0] = hashlib.md5()
+                elif status not in (200, 206):
+                    raise self._error(status, resp, resp.read())
+                try:
+                    while piece := resp.read(_READ):
+                        out.write(piece)
+                        md5[0].update(piece)
+                        if progress:
+                            progress(out.tell(), meta["size"])
+                except (OSError, http.client.HTTPException) as exc:
+                    self._close()
+                    raise UploadClientError("network", 0, f"download: {exc!r}") from exc
+                if out.tell() != meta["size"]:
+                    self._close()
+                    raise UploadClientError("network", 0, "download cut short")
+            self._retrying(fetch)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = md5[0].hexdigest()
+        if meta.get("md5") and digest != meta["md5"]:
+            os.unlink(part)
+            raise UploadClientError("checksum_mismatch", 0,
+                                    f"downloaded {digest}, expected {meta['md5']}")
+        os.replace(part, dest)
+        return dest
+
+
+def _q(upload_id: str) -> str:
+    return urllib.parse.quote(upload_id, safe="")
+
+
+_SEEK_LOCK = threading.Lock()
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` from ``fd`` at ``offset`` without a copy and without the
+    shared file position (workers read different chunks of one descriptor)."""
+    got = 0
+    while got < len(view):
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [view[got:]], offset + got)
+        else:  # Windows: no positional reads, so share the position under a lock
+            with _SEEK_LOCK:
+                os.lseek(fd, offset + got, os.SEEK_SET)
+                data = os.read(fd, len(view) - got)
+            view[got:got + len(data)] = data
+            n = len(data)
+        if n == 0:
+            raise UploadClientError("changed", 0, "file got shorter during the upload")
+        got += n
+
+
+def _md5_file(path: str, box: dict[str, Any]) -> None:
+    try:
+        md5 = hashlib.md5()
+        with open(path, "rb") as f:
+            while piece := f.read(_READ):
+                if box["stop"].is_set():
+                    return
+                md5.update(piece)
+        box["md5"] = md5.hexdigest()
+    except Exception as exc:  # handed to the uploading thread
+        box["error"] = exc

@@ -1,0 +1,395 @@
+// One file's upload: open or resume, hash, parallel chunk PUTs with retry,
+// complete (and wait out a merge). No DOM here: the page renders from the
+// public fields after every onChange().
+
+import { ApiError, isAbort } from "./api.js";
+import { Hasher } from "./hasher.js";
+import { fingerprint } from "./storage.js";
+import { describeError, retryNotice } from "./messages.js";
+import { backoffDelay, childController, chooseChunkSize, Notifier, sleep } from "./util.js";
+
+const MAX_RETRIES = 10;          // ~1.5 min of backoff before giving up
+const MAX_COMPLETE_ROUNDS = 3;   // complete → "incomplete" → resend, at most
+const SPEED_WINDOW_MS = 8000;
+
+export const ACTIVE = new Set(["hashing", "uploading", "merging"]);
+
+// The sentinel thrown from deep inside the transfer when the server says the
+// upload is already completed (e.g. finished from another tab).
+class Finished extends Error {}
+
+export class FileUpload {
+  constructor({ file, api, store, settings, onChange = () => {} }) {
+    this.file = file;
+    this.fp = fingerprint(file);
+    this.api = api;
+    this.store = store;
+    this.settings = settings;
+    this.onChange = onChange;
+    this.parallel = Math.max(1, settings.parallel ?? 4);
+    this.chunkSize = chooseChunkSize(file.size, settings);
+    this.total = Math.ceil(file.size / this.chunkSize);
+    this.state = "queued";
+    this.message = "";     // what the user reads under the progress bar
+    this.notice = "";      // transient: "retrying in 3 s"
+    this.error = null;
+    this.uploadId = null;
+    this.location = null;
+    this.md5 = null;       // whole-file MD5, once hashed
+    this.resumed = false;
+    this.received = new Set();
+    this.bytesDone = 0;
+    this.sessionBytes = 0; // sent by this page, for the speed
+    this.samples = [];
+    this.hasher = null;
+    this.ctl = null;
+    this.syncing = null;
+  }
+
+  get size() { return this.file.size; }
+  get name() { return this.file.name; }
+  get hashedBytes() { return this.hasher?.hashedBytes ?? 0; }
+
+  chunkBytes(i) {
+    return Math.min(this.chunkSize, this.size - i * this.chunkSize);
+  }
+
+  get speed() {
+    if (this.state !== "uploading" || this.samples.length < 2) return 0;
+    const [t0, b0] = this.samples[0];
+    const b1 = this.samples[this.samples.length - 1][1];
+    const dt = (performance.now() - t0) / 1000;
+    return dt > 0.2 ? (b1 - b0) / dt : 0;
+  }
+
+  #set(state, message = this.message) {
+    this.state = state;
+    this.message = message;
+    this.onChange(this);
+  }
+
+  // ---- controls -------------------------------------------------------------
+
+  start() {
+    if (this.ctl) return;
+    const max = this.settings.max_file_size;
+    if (max && this.size > max) {
+      this.#set("failed", `This file is too large: the server accepts at most ${max} bytes.`);
+      return;
+    }
+    this.error = null;
+    this.notice = "";
+    this.ctl = new AbortController();
+    this.samples = [[performance.now(), this.sessionBytes]];
+    const ctl = this.ctl;
+    this.#run(ctl.signal).finally(() => { if (this.ctl === ctl) this.ctl = null; });
+  }
+
+  pause() {
+    if (this.state !== "hashing" && this.state !== "uploading") return;
+    this.#stop();
+    this.#set("paused", "Paused");
+  }
+
+  resume() {
+    if (this.state === "paused" || this.state === "failed") this.start();
+  }
+
+  async cancel() {
+    if (this.state === "done" || this.state === "cancelled") return;
+    this.#stop();
+    this.hasher?.close();
+    this.hasher = null;
+    this.store.remove(this.fp);
+    this.#set("cancelled", "Cancelled");
+    if (!this.uploadId) return;
+    try {
+      await this.api.remove(this.uploadId);
+    } catch (err) {
+      if (err.status !== 404) {
+        this.#set("cancelled", "Cancelled here; the server could not be told and will "
+                  + "remove the partial upload when it expires.");
+      }
+    }
+  }
+
+  #stop() {
+    this.ctl?.abort();
+    this.ctl = null;
+    this.notice = "";
+  }
+
+  // ---- the run ----------------------------------------------------------------
+
+  async #run(signal) {
+    try {
+      this.#set("hashing", "Preparing…");
+      if (this.uploadId) await this.#sync(signal, { merge: false });
+      else await this.#open(signal);
+      this.hasher ??= new Hasher(this.file, this.chunkSize);
+      for (let round = 1; ; round++) {
+        await this.#transfer(signal);
+        if (await this.#complete(signal)) break;
+        if (round >= MAX_COMPLETE_ROUNDS) {
+          const err = new ApiError("The server keeps reporting missing chunks after they "
+                                   + "were sent; press Retry.", { status: 409, code: "incomplete" });
+          err.described = true;
+          throw err;
+        }
+      }
+    } catch (err) {
+      if (err instanceof Finished) return;
+      if (signal.aborted || isAbort(err)) return;   // paused or cancelled
+      this.#fail(err);
+    }
+  }
+
+  // Resume from a record of an earlier page (same fingerprint) when the
+  // server still has that upload; otherwise start a new one.
+  async #open(signal) {
+    const rec = this.store.get(this.fp);
+    if (rec?.uploadId) {
+      try {
+        const up = await this.#retrying(() => this.api.status(rec.uploadId, signal), signal);
+        if (up.size === this.size && up.status !== "aborted" && up.status !== "failed") {
+          this.resumed = true;
+          this.#adopt(up);
+          return;
+        }
+      } catch (err) {
+        if (err.status !== 404) throw err;  // 404: expired or removed, start over
+      }
+      this.store.remove(this.fp);
+    }
+    const up = await this.#retrying(() => this.api.init(
+      { filename: this.name, size: this.size, chunkSize: this.chunkSize }, signal), signal);
+    this.#adopt(up);
+    this.store.set(this.fp, {
+      uploadId: this.uploadId, filename: this.name, size: this.size,
+      lastModified: this.file.lastModified, chunkSize: this.chunkSize, savedAt: Date.now(),
+    });
+  }
+
+  // Take the server's view of the upload. `merge` keeps chunks this page saw
+  // acknowledged while the status request was on its way (the server never
+  // loses an acknowledged chunk of a live upload); after an `incomplete`
+  // answer the server's list replaces ours.
+  #adopt(up, { merge = false } = {}) {
+    this.uploadId = up.upload_id;
+    if (up.chunk_size !== this.chunkSize) {
+      this.chunkSize = up.chunk_size;
+      this.hasher?.close();
+      this.hasher = null;
+    }
+    this.total = up.total_chunks;
+    const known = merge ? this.received : [];
+    this.received = new Set([...(up.received ?? []), ...known]);
+    this.bytesDone = 0;
+    for (const i of this.received) this.bytesDone += this.chunkBytes(i);
+    if (up.status === "completed") {
+      this.#finish(up);
+      throw new Finished();
+    }
+    if (up.status === "aborted" || up.status === "failed") {
+      this.#forget();
+      throw new ApiError("This upload was cancelled or has failed on the server; "
+                         + "pick the file again to start over.", { code: "gone", status: 410 });
+    }
+    this.onChange(this);
+  }
+
+  // GET status and adopt it; shared by every sender that wants it at once.
+  #sync(signal, { merge = true } = {}) {
+    this.syncing ??= (async () => {
+      try {
+        this.#adopt(await this.api.status(this.uploadId, signal), { merge });
+      } catch (err) {
+        if (err.status === 404) {
+          this.#forget();
+          throw new ApiError("The server no longer has this upload (it expired or was "
+                             + "removed); pick the file again to start over.",
+                             { code: "gone", status: 404 });
+        }
+        throw err;
+      } finally {
+        this.syncing = null;
+      }
+    })();
+    return this.syncing;
+  }
+
+  // Hash ahead (a window of chunks) and PUT up to `parallel` chunks at once.
+  // Chunks the server already has are hashed but not sent, so the whole-file
+  // MD5 stays right on resume.
+  async #transfer(signal) {
+    const hasher = this.hasher;
+    const ctl = childController(signal);
+    const local = ctl.signal;
+    const wake = new Notifier();
+    const queue = [];
+    for (let i = 0; i < hasher.hashedCount && i < this.total; i++) {
+      if (!this.received.has(i)) queue.push(i);
+    }
+    let producing = true;
+    if (!queue.length) this.#set("hashing", this.resumed ? "Checking the part already uploaded…" : "Hashing…");
+
+    const producer = async () => {
+      try {
+        while (hasher.hashedCount < this.total) {
+          const i = hasher.hashedCount;
+          while (!this.received.has(i) && queue.length >= this.parallel * 2) await wake.wait(local);
+          await hasher.hash(i);
+          if (local.aborted) return;
+          if (!this.received.has(i)) { queue.push(i); wake.notify(); }
+          this.onChange(this);
+        }
+      } finally {
+        producing = false;
+        wake.notify();
+      }
+    };
+    const sender = async () => {
+      while (!local.aborted) {
+        const i = queue.shift();
+        if (i === undefined) {
+          if (!producing) return;
+          await wake.wait(local);
+          continue;
+        }
+        wake.notify();   // room for the producer to hash further
+        if (this.received.has(i)) continue;
+        await this.#sendChunk(i, local);
+      }
+    };
+
+    let first = null;
+    const tasks = [producer(), ...Array.from({ length: this.parallel }, sender)].map(
+      (p) => p.catch((err) => { first ??= err; ctl.abort(); }));
+    await Promise.allSettled(tasks);
+    if (first) throw first;
+    if (signal.aborted) throw new DOMException("aborted", "AbortError");
+  }
+
+  async #sendChunk(i, signal) {
+    const start = i * this.chunkSize;
+    const blob = this.file.slice(start, start + this.chunkBytes(i));
+    const md5 = this.hasher.md5s[i];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // After a failure the chunk may have landed anyway, or the upload
+        // may have moved on (merged, removed): ask before sending again.
+        if (attempt > 0) {
+          await this.#sync(signal);
+          if (this.received.has(i)) return;
+        }
+        if (this.state !== "uploading") this.#set("uploading", "Uploading…");
+        await this.api.putChunk(this.uploadId, i, blob, md5, signal);
+        this.notice = "";
+        if (!this.received.has(i)) {
+          this.received.add(i);
+          this.bytesDone += blob.size;
+          this.sessionBytes += blob.size;
+          this.#sample();
+        }
+        this.onChange(this);
+        return;
+      } catch (err) {
+        if (err instanceof Finished || isAbort(err) || signal.aborted) throw err;
+        if (!(err instanceof ApiError) || !err.retryable || attempt >= MAX_RETRIES) {
+          throw describeError(err, i);
+        }
+        await this.#backoff(err, attempt, signal);
+      }
+    }
+  }
+
+  // POST complete; true when done, false when chunks turned out missing.
+  async #complete(signal) {
+    if (!this.hasher.finalMd5) this.#set("hashing", "Computing the file checksum…");
+    const md5 = await this.hasher.final(this.total);
+    this.md5 = md5;
+    this.#set("merging", "Assembling the file on the server…");
+    let res;
+    try {
+      res = await this.#retrying(() => this.api.complete(this.uploadId, md5, signal), signal);
+    } catch (err) {
+      if (isAbort(err) || signal.aborted) throw err;
+      if (err.code !== "incomplete") throw describeError(err);
+      // The server's `received` says what to send again.
+      await this.#sync(signal, { merge: false });
+      return false;
+    }
+    let up = res.data;
+    let delay = 300;
+    // 202: the merge goes on in the background; its outcome shows in status.
+    while (up.status === "merging") {
+      await sleep(delay, signal);
+      delay = Math.min(delay * 1.5, 3000);
+      up = await this.#retrying(() => this.api.status(this.uploadId, signal), signal);
+    }
+    if (up.status === "completed") {
+      this.#finish(up);
+      return true;
+    }
+    if (up.error) {
+      const { code = "", message = "merge failed", ...details } = up.error;
+      throw describeError(new ApiError(message, { code, details, status: 422 }));
+    }
+    this.#adopt(up);
+    return false;
+  }
+
+  // Run `call` again on retryable failures (used for the single requests).
+  async #retrying(call, signal) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const out = await call();
+        if (this.notice) { this.notice = ""; this.onChange(this); }
+        return out;
+      } catch (err) {
+        if (isAbort(err) || signal.aborted || !(err instanceof ApiError)) throw err;
+        if (!err.retryable || attempt >= MAX_RETRIES) throw err;
+        await this.#backoff(err, attempt, signal);
+      }
+    }
+  }
+
+  async #backoff(err, attempt, signal) {
+    let ms = backoffDelay(attempt);
+    if (err.retryAfter != null) ms = err.retryAfter * 1000 + Math.random() * 250;
+    this.notice = retryNotice(err, ms);
+    this.onChange(this);
+    await sleep(ms, signal);
+  }
+
+  #sample() {
+    const now = performance.now();
+    this.samples.push([now, this.sessionBytes]);
+    while (this.samples.length > 2 && now - this.samples[1][0] > SPEED_WINDOW_MS) this.samples.shift();
+  }
+
+  #finish(up) {
+    this.location = up.location ?? `/files/${this.uploadId}`;
+    this.bytesDone = this.size;
+    this.notice = "";
+    this.store.remove(this.fp);
+    this.hasher?.close();
+    this.hasher = null;
+    this.#set("done", this.resumed ? "Done (resumed)" : "Done");
+  }
+
+  #forget() {
+    this.store.remove(this.fp);
+    this.uploadId = null;
+    this.received = new Set();
+    this.bytesDone = 0;
+  }
+
+  #fail(err) {
+    this.error = err;
+    this.notice = "";
+    // A hashing failure leaves the worker's running digest unusable.
+    if (!(err instanceof ApiError)) { this.hasher?.close(); this.hasher = null; }
+    this.#set("failed", describeError(err).message);
+  }
+}
