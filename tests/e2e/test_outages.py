@@ -1,6 +1,7 @@
 """MariaDB or Redis goes away under a running server and comes back: the
 server answers 503 ``unavailable`` with Retry-After meanwhile (never a 500
-traceback, never a merge without the lock) and recovers without a restart.
+traceback, never a merge or chunk commit without the lock) and recovers
+without a restart.
 
 The machine's MariaDB and Redis are shared and must stay up, so the fault is
 made on the network path instead: the server reaches them through a TcpProxy
@@ -90,29 +91,34 @@ def test_redis_outage_refuses_complete_then_merges(cluster: Cluster,
         1, UPLOADER_LOCKS_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/{db}")
     parts = [os.urandom(CHUNK) for _ in range(3)]
     data_md5 = hashlib.md5(b"".join(parts)).hexdigest()
-    uid = server.init(3 * CHUNK, CHUNK)["upload_id"]
-    assert server.put_chunk(uid, 0, parts[0])[0] == 200
-    # A merge before the outage, so the cut breaks an established Redis
-    # connection, not only new ones.
-    warm = server.init(CHUNK, CHUNK)["upload_id"]
-    assert server.put_chunk(warm, 0, parts[0])[0] == 200
-    assert server.complete(warm)[0] == 200
+    full = server.init(3 * CHUNK, CHUNK)["upload_id"]  # every chunk in: ready to complete
+    partial = server.init(3 * CHUNK, CHUNK)["upload_id"]  # chunk 2 still to come
+    for index in range(3):
+        assert server.put_chunk(full, index, parts[index])[0] == 200
+        if index < 2:
+            assert server.put_chunk(partial, index, parts[index])[0] == 200
 
-    proxy.cut()
-    # Chunks need no lock: uploading goes on while Redis is away.
-    for index in (1, 2):
-        assert server.put_chunk(uid, index, parts[index])[0] == 200
-    assert_unavailable(server.complete(uid))
-    assert_unavailable(server.complete(uid))
+    proxy.cut()  # the chunk PUTs above left an established Redis connection to break
+    assert_unavailable(server.complete(full))
+    assert_unavailable(server.complete(full))
     # Never merged without the lock: no merge began, nothing was fenced.
-    assert server.count(f"merge started {uid}") == 0
-    assert cluster.merge_version(uid) == 0
-    assert server.status(uid)["status"] == "in_progress"
+    assert server.count(f"merge started {full}") == 0
+    assert cluster.merge_version(full) == 0
+    # A chunk is put in place under the upload's lock (so it cannot change
+    # under a merge): without Redis it is refused too, and leaves nothing.
+    assert_unavailable(put(server, partial, 2, parts[2]))
+    assert not (cluster.data_dir / "tmp" / partial / "chunk_2").exists()
+    assert server.status(full)["status"] == "in_progress"  # reads need only the database
     assert server.proc.poll() is None and "Traceback" not in server.log()
 
     proxy.restore()
-    code, doc, _ = server.complete(uid)
+    code, doc, _ = server.complete(full)
     assert code == 200 and doc["status"] == "completed" and doc["md5"] == data_md5, doc
-    assert server.count(f"merge started {uid} version 1") == 1
-    assert server.download_md5(uid) == data_md5
+    assert server.count(f"merge started {full} version 1") == 1
+    assert server.download_md5(full) == data_md5
+    code, doc = server.put_chunk(partial, 2, parts[2])
+    assert code == 200, doc
+    code, doc, _ = server.complete(partial)
+    assert code == 200 and doc["md5"] == data_md5, doc
+    assert cluster.part_files() == []
     assert "Traceback" not in server.log()
