@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import uploader.service
+import uploader.fence
 from conftest import KiB, Api, chunks_of, md5
 from uploader.errors import Unavailable, UploadError
 from uploader.models import COMPLETED, IN_PROGRESS, MERGING
@@ -93,7 +93,7 @@ async def test_unknown_outcome_unreadable_keeps_the_staged_file(
         api: Api, runtime, data_dir, monkeypatch) -> None:
     """The database stays away after committing: complete answers 503, the
     staged file is kept, and the first download once it is back publishes it."""
-    monkeypatch.setattr(uploader.service, "SETTLE_PAUSE", 0)
+    monkeypatch.setattr(uploader.fence, "SETTLE_PAUSE", 0)
     uid, data = await uploaded(api)
     store = StoreWrapper(runtime.service.store)
     down = asyncio.Event()

@@ -14,7 +14,8 @@ from concurrent.futures import Executor
 from typing import Any
 
 from .config import Config
-from .errors import Unavailable, UploadError, not_found
+from .errors import UploadError, not_found
+from .fence import record_completed
 from .locks.base import Locks, LockTimeout
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
                      chunk_count, utcnow)
@@ -27,9 +28,6 @@ from .store.base import MetadataStore
 log = logging.getLogger("uploader.service")
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_MISSING_LISTED = 1000
-# Re-reads (and the pause between them) of a row whose finish_merge outcome is
-# unknown: a database blip settles at once, a long outage is left to recovery.
-SETTLE_ATTEMPTS, SETTLE_PAUSE = 3, 1.0
 
 
 def check_md5(value: Any, field: str = "md5") -> str | None:
@@ -298,7 +296,7 @@ class UploadService:
             await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
                                           error=error.to_json()["error"])
             raise error
-        if not await self._record_completed(upload_id, version, staged):
+        if not await record_completed(self.store, upload_id, version, staged):
             # A newer merger took over while we were paused: its result wins.
             # Only our own version-named staged file goes; the rest is theirs.
             await self.storage.discard(staged)
@@ -314,39 +312,6 @@ class UploadService:
         done = await self.store.get_upload(upload_id)
         assert done is not None
         return done
-
-    async def _record_completed(self, upload_id: str, version: int, staged: StagedFile) -> bool:
-        """finish_merge(completed) for our version: True when the database
-        holds our result, False when a newer merge fenced us out.
-
-        Unavailable from finish_merge leaves the outcome unknown (it may have
-        committed before the connection broke), so the row is read back
-        before anything is discarded. Still unreadable: the staged file stays
-        (``_republish`` publishes it if the row says completed; else the next
-        complete merges again and the part ages out)."""
-        try:
-            return await self.store.finish_merge(upload_id, version, status=COMPLETED,
-                                                 md5=staged.md5, storage_key=staged.key)
-        except Unavailable:
-            log.warning("finish_merge of %s version %d: outcome unknown, re-reading",
-                        upload_id, version)
-        for attempt in range(SETTLE_ATTEMPTS):
-            try:
-                current = await self.store.get_upload(upload_id, with_chunks=False)
-                if current is None or current.merge_version != version:
-                    return False
-                if current.status == COMPLETED:
-                    return current.storage_key == staged.key
-                if current.status != MERGING:
-                    return False
-                # Still ours and merging: it did not apply; fenced, so retry.
-                return await self.store.finish_merge(upload_id, version, status=COMPLETED,
-                                                     md5=staged.md5, storage_key=staged.key)
-            except Unavailable:
-                if attempt == SETTLE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(SETTLE_PAUSE)
-        raise AssertionError("unreachable")
 
     # -- delete, download --------------------------------------------------
 
