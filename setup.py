@@ -7,6 +7,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["uploader", "uploader.*"]),
     include_package_data=True,
+    package_data={"uploader": ["openapi.json"]},
     install_requires=[
         "tornado>=6.4,<7",
         "aiomysql>=0.2,<0.4",
@@ -26,6 +27,8 @@ setup(
             "pytest>=8,<10",
             "pytest-tornasync>=0.6,<0.7",
             "pytest-timeout>=2.3,<3",
+            # OpenAPI conformance run against a live server (tests/security).
+            "schemathesis>=4.0,<5",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

@@ -12,16 +12,20 @@ import jinja2
 import tornado.httpserver
 import tornado.web
 
+from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
+from .connections import make_guarded_server
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
 from .handlers.files import FileHandler
+from .handlers.openapi import OpenAPIHandler
 from .handlers.page import PageHandler
 from .handlers.uploads import (CompleteHandler, HealthHandler, InitHandler, ListHandler,
                                StatusHandler, UploadHandler)
 from .locks.base import Locks
 from .naming import ID_PATTERN
+from .ratelimit import RateLimiter
 from .service import UploadService
 from .storage.base import Storage
 from .store.base import MetadataStore
@@ -66,7 +70,15 @@ class Runtime:
     expirer: Expirer
     templates: jinja2.Environment
     auth_required: bool = False
+    # Built from the config (a test may swap them before serving).
+    authenticator: Authenticator = field(init=False)
+    ratelimiter: RateLimiter = field(init=False)
     started: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.config.auth)
+        self.ratelimiter = RateLimiter(self.config)
+        self.auth_required = self.authenticator.enabled
 
     async def start(self) -> None:
         await self.store.open()
@@ -83,6 +95,7 @@ class Runtime:
         self.expirer.stop()
         await self.service.shutdown()
         await self.locks.close()
+        await self.ratelimiter.close()
         await self.store.close()
         await self.storage.close()
         self.executor.shutdown(wait=True)
@@ -116,6 +129,7 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
         (rf"/upload/{uid}", UploadHandler, deps),
         (r"/uploads", ListHandler, deps),
         (rf"/files/{uid}", FileHandler, deps),
+        (r"/openapi.json", OpenAPIHandler, deps),
     ]
     app = tornado.web.Application(
         routes,
@@ -131,13 +145,6 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
 
 def make_server(app: tornado.web.Application, config: Config) -> tornado.httpserver.HTTPServer:
     """HTTP settings that matter for streaming: a small default body limit
-    (chunk handlers raise it per request) and large socket reads."""
-    server = config.server
-    return tornado.httpserver.HTTPServer(
-        app,
-        xheaders=server.xheaders,
-        max_body_size=server.max_json_body,
-        chunk_size=server.read_chunk_size,
-        idle_connection_timeout=server.idle_connection_timeout,
-        decompress_request=False,
-    )
+    (chunk handlers raise it per request) and large socket reads; header and
+    body timeouts and a cap on connections per address (connections.py)."""
+    return make_guarded_server(app, config)

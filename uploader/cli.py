@@ -90,6 +90,18 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_token(args: argparse.Namespace) -> int:
+    """Print the SHA-256 hex of a token read from stdin, for auth.tokens.
+    Read from stdin, not argv, so the token stays out of ps and shell history."""
+    from .auth import hash_token
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("hash-token: no token on standard input", file=sys.stderr)
+        return 2
+    print(hash_token(token))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uploader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
     cleanup = sub.add_parser("cleanup", help="run one expiry sweep and print what it removed")
     cleanup.set_defaults(func=cmd_cleanup)
+    hash_token = sub.add_parser("hash-token", help="print the SHA-256 of a token read from "
+                                "stdin (for auth.tokens in the config)")
+    hash_token.set_defaults(func=cmd_hash_token)
     for p in (serve, migrate, cleanup):
         p.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
     try:

@@ -64,6 +64,9 @@ class StorageConfig:
     # writer's leftover (removed at start and by the expiry sweep). With
     # several instances on one data_dir keep it above the longest chunk PUT.
     stale_part_age: float = 3600.0
+    # Free disk space kept in reserve: init and chunk calls answer 507 once
+    # the bytes that active uploads still need would eat into it.
+    min_free_bytes: int = 512 * MiB
 
 
 @dataclass
@@ -103,6 +106,63 @@ class ExpiryConfig:
 
 
 @dataclass
+class AuthConfig:
+    # Require "Authorization: Bearer <token>" on every API call.
+    enabled: bool = False
+    # owner name -> SHA-256 hex of that owner's token (`uploader hash-token`).
+    # Only hashes are stored: a leaked config does not leak the tokens.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # Serve without auth on a non-loopback address anyway (behind a trusted
+    # proxy that authenticates). Off: the server refuses to start.
+    allow_anonymous_remote: bool = False
+
+
+@dataclass
+class QuotaConfig:
+    # Uploads an owner may have in_progress or merging at once (0: no cap).
+    max_active_uploads: int = 1000
+    # Bytes an owner may have reserved by active uploads (0: no quota).
+    max_reserved_bytes: int = 0
+
+
+@dataclass
+class RateLimitConfig:
+    # Token buckets on init and chunk calls; rate in requests per second,
+    # burst the bucket size. 0 turns a bucket off (the default: the page
+    # and benchmarks send many chunks quickly).
+    owner_rate: float = 0.0
+    owner_burst: int = 0
+    address_rate: float = 0.0
+    address_burst: int = 0
+
+
+@dataclass
+class ConnectionsConfig:
+    # Seconds a client may take to send a request's headers (Tornado uses the
+    # same timer for keep-alive idling, so the smaller of this and
+    # server.idle_connection_timeout applies to both).
+    header_timeout: float = 30.0
+    # Seconds a JSON request body may take.
+    body_timeout: float = 60.0
+    # A chunk body that sends no byte for this many seconds is cut off.
+    chunk_idle_timeout: float = 60.0
+    # Slowest average rate (bytes/s) a chunk body may arrive at: its deadline
+    # is chunk length / min_chunk_rate + chunk_idle_timeout.
+    min_chunk_rate: int = 16 * KiB
+    # Open connections one client address may hold (0: no cap).
+    max_per_address: int = 128
+
+
+@dataclass
+class CorsConfig:
+    # Origins (scheme://host[:port]) whose pages may call the API; empty: no
+    # CORS headers at all (same-origin only). "*" allows any origin.
+    allow_origins: list[str] = field(default_factory=list)
+    # Seconds a browser may cache a preflight answer.
+    max_age: int = 600
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -111,6 +171,11 @@ class Config:
     locks: LocksConfig = field(default_factory=LocksConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     expiry: ExpiryConfig = field(default_factory=ExpiryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -149,6 +214,8 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        from .security_config import validate_security
+        validate_security(self)
         return self
 
 
@@ -165,13 +232,17 @@ def parse_size(value: Any, key: str) -> int:
 
 
 _SIZE_KEYS = {"max_file_size", "chunk_size_min", "chunk_size_max", "chunk_size_default",
-              "read_chunk_size", "max_json_body"}
+              "read_chunk_size", "max_json_body", "min_free_bytes", "max_reserved_bytes",
+              "min_chunk_rate"}
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     name = key.rsplit(".", 1)[-1]
     if name in _SIZE_KEYS:
         return parse_size(value, key)
+    if typing.get_origin(kind) in (dict, list):
+        from .security_config import coerce_collection
+        return coerce_collection(value, kind, key)
     if kind is bool:
         if isinstance(value, bool):
             return value

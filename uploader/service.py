@@ -20,6 +20,7 @@ from .locks.base import Locks, LockTimeout
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
                      chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
+from .quota import QuotaGuard
 from .receiver import ChunkReceiver
 from .storage.base import StagedFile, Storage
 from .storage.local import MissingChunkData
@@ -61,6 +62,7 @@ class UploadService:
         # first instead of queueing behind its lock.
         self._merges: dict[str, asyncio.Task[Upload]] = {}
         self._merge_progress: dict[str, int] = {}
+        self.quota = QuotaGuard(config, store, storage)
 
     # -- reading ---------------------------------------------------------
 
@@ -113,6 +115,7 @@ class UploadService:
             raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
                               max_chunks=limits.max_chunks)
         md5 = check_md5(body.get("md5"))
+        await self.quota.check_init(owner, size)
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
@@ -140,6 +143,7 @@ class UploadService:
             if content_length < expected:
                 raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
                                   expected=expected, received=content_length)
+        await self.quota.check_chunk(expected)
         writer = await self.storage.open_chunk(upload, index)
         return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
                              total_chunks=upload.total_chunks, expected_size=expected,

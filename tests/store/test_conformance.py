@@ -308,3 +308,23 @@ async def test_concurrent_migrate_on_fresh_database(io_loop, fresh_mysql_store_f
     await stores[0].create_upload(upload)
     assert await stores[1].record_chunk(upload.upload_id, chunk(0))
     assert (await stores[2].get_upload(upload.upload_id)).received == [0]
+
+
+async def test_active_totals_count_in_progress_and_merging_per_owner(io_loop, store):
+    assert await store.active_totals("alice") == (0, 0)
+    assert await store.active_totals() == (0, 0)
+    sizes = {IN_PROGRESS: 100, MERGING: 20, COMPLETED: 3000, FAILED: 400, ABORTED: 5000}
+    for status, size in sizes.items():
+        upload = new_upload("alice", status=status)
+        upload.size = size
+        await store.create_upload(upload)
+    big = new_upload("bob")
+    big.size = 50 * 2**30  # sums past 32 bits
+    await store.create_upload(big)
+    assert await store.active_totals("alice") == (2, 120)
+    assert await store.active_totals("bob") == (1, 50 * 2**30)
+    assert await store.active_totals("nobody") == (0, 0)
+    assert await store.active_totals() == (3, 120 + 50 * 2**30)
+    # Leaving the active statuses frees the reservation.
+    await store.set_status(big.upload_id, COMPLETED, (IN_PROGRESS,))
+    assert await store.active_totals("bob") == (0, 0)

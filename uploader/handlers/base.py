@@ -9,15 +9,21 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado import httputil
 
+from ..auth import LOCAL_OWNER
+from ..cors import cors_headers
 from ..errors import ERRORS, STATUS_TO_CODE, UploadError
 
 if TYPE_CHECKING:
     from ..app import Runtime
 
 log = logging.getLogger("uploader.http")
-LOCAL_OWNER = "local"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 
 
+# Streaming for every handler, so prepare() (authentication, rate limits)
+# runs when the headers arrive, before any body byte is read; small JSON
+# bodies are then collected in data_received (bounded by max_json_body).
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     runtime: "Runtime"
     owner: str
@@ -30,9 +36,43 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+        if hasattr(self, "runtime"):  # not yet during __init__; again on errors
+            self.set_cors_headers()
+
+    def set_cors_headers(self, preflight: bool = False) -> None:
+        headers = cors_headers(self.runtime.config.cors, self.request.headers.get("Origin"),
+                               preflight=preflight, methods=self.allowed_methods())
+        for name, value in headers.items():
+            self.set_header(name, value)
+
+    def allowed_methods(self) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [m for m in _METHODS if getattr(type(self), m.lower()) is not getattr(base, m.lower())]
 
     async def prepare(self) -> None:
         self.owner = LOCAL_OWNER
+        self.set_cors_headers()
+        if self.request.method == "OPTIONS":
+            return  # a CORS preflight carries no credentials by design
+        self.owner = self.runtime.authenticator.owner_for(
+            self.request.headers.get("Authorization"))
+
+    async def limit_rate(self) -> None:
+        """The owner's and the client address's token buckets (init, chunks)."""
+        await self.runtime.ratelimiter.check(self.owner, self.request.remote_ip or "")
+
+    def data_received(self, chunk: bytes) -> None:
+        # Tornado caps the total at max_json_body; a handful of pieces at most.
+        self.request.body += chunk
+
+    async def options(self, *args: str) -> None:
+        """CORS preflight (and plain OPTIONS): the route's methods; the CORS
+        headers were set in prepare() if the origin is allowed."""
+        self.set_cors_headers(preflight=True)
+        self.set_header("Allow", ", ".join(self.allowed_methods() + ["OPTIONS"]))
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
 
     def json_body(self, *, optional: bool = False) -> Any:
         body = self.request.body

@@ -6,6 +6,11 @@ from .base import BaseHandler
 
 
 class InitHandler(BaseHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method == "POST":
+            await self.limit_rate()
+
     async def post(self) -> None:
         upload = await self.service.create(self.owner, self.json_body())
         self.set_header("Location", f"/upload/{upload.upload_id}/status")

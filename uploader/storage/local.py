@@ -313,6 +313,12 @@ class LocalStorage:
         finally:
             os.close(fd)
 
+    async def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use under data_dir
+        (quota.SpaceReporting)."""
+        st = await self.run(os.statvfs, self.root)
+        return st.f_bavail * st.f_frsize
+
     async def temp_upload_ids(self) -> list[str]:
         def ids() -> list[str]:
             try:

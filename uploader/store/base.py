@@ -80,3 +80,8 @@ class MetadataStore(Protocol):
 
     async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
         """Which of these ids have a row (to spot orphaned temp folders)."""
+
+    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
+        """(count, sum of total_size) of uploads ``in_progress`` or ``merging``,
+        of one owner or, with None, of everyone: what quotas and the
+        free-space reserve are checked against."""

@@ -415,6 +415,16 @@ class MySQLStore:
             found.update(r[0] for r in rows)
         return found
 
+    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
+        sql = ("SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
+               "WHERE status IN ('in_progress', 'merging')")
+        params: tuple[Any, ...] = ()
+        if owner is not None:
+            sql += " AND owner = %s"  # the (owner, status) index serves it
+            params = (owner,)
+        rows = await self._all(sql, params)
+        return int(rows[0][0]), int(rows[0][1])
+
 
 def _marks(count: int) -> str:
     return ",".join(["%s"] * count)

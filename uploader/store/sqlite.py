@@ -219,6 +219,16 @@ class SQLiteStore:
             found.update(r[0] for r in rows)
         return found
 
+    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
+        sql = ("SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
+               "WHERE status IN ('in_progress', 'merging')")
+        params: tuple[Any, ...] = ()
+        if owner is not None:
+            sql += " AND owner = ?"  # the (owner, status) index serves it
+            params = (owner,)
+        row = await self._one(sql, params)
+        return int(row[0]), int(row[1])
+
 
 def is_locked_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
