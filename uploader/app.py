@@ -57,7 +57,7 @@ def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
 def make_locks(config: Config) -> Locks:
     if config.locks.backend == "redis":
         from .locks.redis import RedisLocks
-        return RedisLocks(config.locks.redis_url)
+        return RedisLocks(config.locks.redis_url, key_prefix=config.locks.redis_prefix)
     from .locks.memory import MemoryLocks
     return MemoryLocks()
 

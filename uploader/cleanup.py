@@ -41,6 +41,11 @@ class Expirer:
         self.service = service
         self._timer: PeriodicCallback | None = None
 
+    @property
+    def timer(self) -> PeriodicCallback | None:
+        """The running sweep timer (None when stopped or disabled)."""
+        return self._timer
+
     def start(self) -> None:
         if not self.config.expiry.enabled:
             return
@@ -66,8 +71,15 @@ class Expirer:
         service = self.service
         try:
             async with service.locks.lock("expiry", ttl=self.config.locks.ttl, wait=0):
-                cutoff = utcnow() - timedelta(seconds=self.config.expiry.ttl)
-                for upload in await service.store.find_expired(cutoff, EXPIRABLE):
+                now = utcnow()
+                cutoff = now - timedelta(seconds=self.config.expiry.ttl)
+                # Rows left ``aborted`` by a delete or an expiry that failed
+                # half-way (bytes first, then row) are retried once idle for
+                # stale_part_age: otherwise nothing would ever find them again.
+                retry = now - timedelta(seconds=self.config.storage.stale_part_age)
+                found = await service.store.find_expired(cutoff, EXPIRABLE)
+                found += await service.store.find_expired(retry, (ABORTED,))
+                for upload in found:
                     try:
                         await self._expire(upload.upload_id, report)
                     except Exception:
@@ -88,7 +100,8 @@ class Expirer:
             async with service.locks.lock(f"merge:{upload_id}", ttl=self.config.locks.ttl, wait=0):
                 # Aborted first, so a chunk arriving now is refused, not
                 # recorded against bytes about to vanish.
-                if not await service.store.set_status(upload_id, ABORTED, EXPIRABLE):
+                if not await service.store.set_status(upload_id, ABORTED,
+                                                      (*EXPIRABLE, ABORTED)):
                     return
                 upload = await service.store.get_upload(upload_id, with_chunks=False)
                 if upload is not None:

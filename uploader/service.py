@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import Config
 from .errors import UploadError, not_found
+from .fence import record_completed
 from .locks.base import Locks, LockTimeout
 from .metrics import Metrics
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
@@ -261,6 +262,8 @@ class UploadService:
 
     async def _merge_locked(self, upload: Upload, version: int, expected: str | None) -> Upload:
         upload_id = upload.upload_id
+        # Operators (and the multi-instance tests) count merges by this line.
+        log.info("merge started %s version %d", upload_id, version)
         self._merge_progress[upload_id] = 0
 
         def progress(merged: int) -> None:  # called from the I/O thread
@@ -269,11 +272,17 @@ class UploadService:
         try:
             staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:
+            # Fence first: a stale merger finds the chunks gone because the
+            # new owner published and deleted them; it must not touch the
+            # records of an upload it no longer owns.
+            if not await self.store.finish_merge(upload_id, version, status=IN_PROGRESS):
+                log.warning("merge superseded %s version %d: chunks gone, a newer merge "
+                            "took over", upload_id, version)
+                raise UploadError("conflict", "merge superseded by a newer one") from None
             # Recorded chunks whose bytes vanished: forget them so the client
             # sends them again, rather than merging a hole.
             for index in exc.indices:
                 await self.store.delete_chunk(upload_id, index)
-            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
             raise UploadError("incomplete", "chunk data missing, send these chunks again",
                               missing=exc.indices[:MAX_MISSING_LISTED],
                               missing_count=len(exc.indices)) from None
@@ -293,13 +302,19 @@ class UploadService:
             await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
                                           error=error.to_json()["error"])
             raise error
-        if not await self.store.finish_merge(upload_id, version, status=COMPLETED,
-                                             md5=staged.md5, storage_key=staged.key):
+        if not await record_completed(self.store, upload_id, version, staged):
             # A newer merger took over while we were paused: its result wins.
+            # Only our own version-named staged file goes; the rest is theirs.
             await self.storage.discard(staged)
+            log.warning("merge superseded %s version %d: a newer merge took over, "
+                        "our result is discarded", upload_id, version)
             raise UploadError("conflict", "merge superseded by a newer one")
         await self.storage.publish(staged)
-        await self.storage.delete_chunks(upload_id)
+        log.info("merge finished %s version %d (%d bytes)", upload_id, version, staged.size)
+        try:
+            await self.storage.delete_chunks(upload_id)
+        except OSError:  # the file is published: leftover chunks are waste, not failure
+            log.exception("could not remove the chunks of completed upload %s", upload_id)
         done = await self.store.get_upload(upload_id)
         assert done is not None
         return done

@@ -29,7 +29,9 @@ def data_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def config_overrides(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return {"store": {"sqlite_path": str(tmp_path / "meta" / "uploader.db")}}
+    # No free-space reserve: these tests are about the disk really filling up.
+    return {"store": {"sqlite_path": str(tmp_path / "meta" / "uploader.db")},
+            "storage": {"min_free_bytes": 0}}
 
 
 def leftovers(data_dir: Path) -> list[Path]:
@@ -41,10 +43,10 @@ def resize(mount: Path, size: str) -> None:
 
 
 async def test_chunk_that_does_not_fit_is_507_then_resumes(api: Api, data_dir: Path) -> None:
-    filler = data_dir / "filler"
-    filler.write_bytes(b"\0" * (900 * KiB))
     data = os.urandom(2 * CS)
     up = await api.init(len(data), CS)
+    filler = data_dir / "filler"
+    filler.write_bytes(b"\0" * (900 * KiB))
     code, err = await api.put_chunk(up["upload_id"], 0, data[:CS], md5(data[:CS]))
     assert code == 507 and err["error"]["code"] == "insufficient_storage"
     assert leftovers(data_dir) == []

@@ -32,7 +32,10 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class RedisLocks:
-    def __init__(self, url: str, *, socket_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, socket_timeout: float = 5.0,
+                 key_prefix: str = KEY_PREFIX) -> None:
+        # Deployments (or test runs) sharing one Redis keep apart by prefix.
+        self.key_prefix = key_prefix
         # Timeouts on connect and on each command: an unreachable Redis must
         # surface as Unavailable, not as a request hanging forever.
         self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
@@ -50,7 +53,7 @@ class RedisLocks:
         # sharing one between tasks lets one task release another's lock.
         # thread_local=False: every task runs in the same thread, so a
         # thread-local token would be shared between them anyway.
-        lock = Lock(self._client, KEY_PREFIX + name, timeout=ttl, sleep=POLL_INTERVAL,
+        lock = Lock(self._client, self.key_prefix + name, timeout=ttl, sleep=POLL_INTERVAL,
                     blocking=wait is None or wait > 0,
                     blocking_timeout=wait if wait else None, thread_local=False)
         try:

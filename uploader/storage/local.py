@@ -293,7 +293,14 @@ class LocalStorage:
 
     async def delete_chunks(self, upload_id: str) -> None:
         path = self._chunk_dir(upload_id)
-        await self.run(lambda: shutil.rmtree(path, ignore_errors=True))
+
+        def missing_is_fine(func: object, name: str, exc_info: tuple) -> None:
+            # Absent is fine (another instance got there first); any other
+            # failure must surface, or the sweep would drop the row and report
+            # bytes removed that are still on disk.
+            if not isinstance(exc_info[1], FileNotFoundError):
+                raise exc_info[1]
+        await self.run(lambda: shutil.rmtree(path, onerror=missing_is_fine))
 
     async def delete_file(self, key: str) -> None:
         await self.run(_unlink, self.final_path(key))
