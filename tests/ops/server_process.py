@@ -15,6 +15,16 @@ from typing import Any
 from .helpers import free_port, wait_until
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: if the test process is killed (no teardown),
+    the kernel kills the server too (Linux; as tests/e2e does)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ServerProcess:
     """Started on a free port with its own data_dir and JSON logs; always
     killed on exit if it is still running (a test never leaves one behind)."""
@@ -34,7 +44,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1",
              "--port", str(self.port)], cwd=tmp_path, env=env,
-            stdout=subprocess.DEVNULL, stderr=self._stderr)
+            stdout=subprocess.DEVNULL, stderr=self._stderr, preexec_fn=_die_with_parent)
 
     def __enter__(self) -> "ServerProcess":
         wait_until(self._healthy, "the server to answer /healthz")
