@@ -135,8 +135,9 @@ class UploaderApplication(tornado.web.Application):
 
     runtime: Runtime
 
+    # The return type is Tornado's own (a private class) to match the override.
     def find_handler(self, request: tornado.httputil.HTTPServerRequest,
-                     **kwargs: Any) -> tornado.httputil.HTTPMessageDelegate:
+                     **kwargs: Any) -> "tornado.web._HandlerDelegate":
         if self.runtime.drain.draining:
             return self.get_handler_delegate(request, DrainingHandler,
                                              {"runtime": self.runtime})
