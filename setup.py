@@ -16,10 +16,15 @@ setup(
         "PyYAML>=6.0,<7",
     ],
     extras_require={
+        # storage.backend: s3
+        "s3": ["aiobotocore>=2.13,<4"],
         "test": [
             "pytest>=8,<10",
             "pytest-tornasync>=0.6,<0.7",
             "pytest-timeout>=2.3,<3",
+            # The S3 suites run the backend against a real moto server.
+            "aiobotocore>=2.13,<4",
+            "moto[server]>=5,<6",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

@@ -129,7 +129,7 @@ class ChunkReceiver:
             if self.expected_md5 and digest != self.expected_md5:
                 raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
                                   expected=self.expected_md5, actual=digest)
-            await self.writer.commit()
+            await self.writer.commit(digest)
         except BaseException:
             self._state = "aborted"
             await self.writer.abort()

@@ -8,6 +8,7 @@ from the one error table.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from concurrent.futures import Executor
@@ -20,7 +21,8 @@ from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkReco
                      chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .receiver import ChunkReceiver
-from .storage.base import StagedFile, Storage
+from .storage.base import (PresignedDownloads, PresignedUploads, StagedFile, Storage,
+                           UploadHooks)
 from .storage.local import MissingChunkData
 from .store.base import MetadataStore
 
@@ -60,6 +62,9 @@ class UploadService:
         # first instead of queueing behind its lock.
         self._merges: dict[str, asyncio.Task[Upload]] = {}
         self._merge_progress: dict[str, int] = {}
+        # Clients may PUT chunks straight to the object store: advertised in
+        # every upload object, and the store's part list is then the truth.
+        self.direct = isinstance(storage, PresignedUploads) and storage.direct
 
     # -- reading ---------------------------------------------------------
 
@@ -67,6 +72,8 @@ class UploadService:
         doc = upload.to_json(self.config.expiry.ttl if self.config.expiry.enabled else None)
         if upload.status == MERGING and upload.upload_id in self._merge_progress:
             doc["merged_bytes"] = self._merge_progress[upload.upload_id]
+        if self.direct:
+            doc["direct"] = True
         return doc
 
     async def get(self, owner: str, upload_id: str, *, with_chunks: bool = True) -> Upload:
@@ -76,6 +83,8 @@ class UploadService:
         # Another owner's upload is indistinguishable from a missing one.
         if upload is None or upload.owner != owner:
             raise not_found(upload_id)
+        if with_chunks and self.direct and upload.status == IN_PROGRESS:
+            upload = await self._sync_parts(upload)
         return upload
 
     async def list(self, owner: str, *, status: str | None, filename: str | None) -> list[Upload]:
@@ -111,14 +120,37 @@ class UploadService:
         if total > limits.max_chunks:
             raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
                               max_chunks=limits.max_chunks)
+        self._check_part_limits(size, chunk_size, total)
         md5 = check_md5(body.get("md5"))
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
                         total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
                         updated_at=now)
+        if isinstance(self.storage, UploadHooks):
+            # Before the row: a row never points at backend state that was
+            # not created. The reverse (an init that dies in between) leaves
+            # backend state without a row, which the orphan sweep removes.
+            upload.backend_state = await self.storage.create_upload(upload)
         await self.store.create_upload(upload)
         return upload
+
+    def _check_part_limits(self, size: int, chunk_size: int, total: int) -> None:
+        """The storage backend's own bounds on a chunk (S3 parts)."""
+        if not isinstance(self.storage, UploadHooks):
+            return
+        lim = self.storage.part_limits()
+        if total > 1 and chunk_size < lim.min_part_size:
+            raise UploadError("invalid_request",
+                              "chunk_size is below this storage's minimum part size",
+                              min_part_size=lim.min_part_size)
+        if min(chunk_size, size) > lim.max_part_size:
+            raise UploadError("invalid_request",
+                              "chunk_size is above this storage's maximum part size",
+                              max_part_size=lim.max_part_size)
+        if total > lim.max_parts:
+            raise UploadError("invalid_request", "too many chunks for this storage: "
+                              "use a larger chunk_size", max_parts=lim.max_parts)
 
     # -- chunks ------------------------------------------------------------
 
@@ -159,6 +191,51 @@ class UploadService:
         return {"index": receiver.index, "size": size, "md5": md5,
                 "received_chunks": await self.store.count_chunks(upload_id),
                 "total_chunks": receiver.total_chunks}
+
+    # -- direct uploads ----------------------------------------------------
+
+    async def presign_chunk(self, owner: str, upload_id: str, index: int,
+                            body: Any) -> dict[str, Any]:
+        if not self.direct:
+            raise UploadError("not_found", "direct uploads are not enabled")
+        if body is not None and not isinstance(body, dict):
+            raise UploadError("invalid_request", "body must be a JSON object")
+        md5 = check_md5((body or {}).get("md5"))
+        upload = await self.get(owner, upload_id, with_chunks=False)
+        if upload.status != IN_PROGRESS:
+            raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
+        if not 0 <= index < upload.total_chunks:
+            raise UploadError("invalid_request", "index out of range",
+                              total_chunks=upload.total_chunks)
+        assert isinstance(self.storage, PresignedUploads)
+        doc = await self.storage.presign_part(upload, index, md5)
+        return {"index": index, "size": upload.chunk_length(index), **doc}
+
+    async def _sync_parts(self, upload: Upload) -> Upload:
+        """Chunk records := the parts the object store holds with the right
+        size (a client's word about a direct PUT is never taken)."""
+        assert isinstance(self.storage, PresignedUploads)
+        parts = await self.storage.list_parts(upload)
+        if parts is None:  # completed by an earlier merge: records stay
+            return upload
+        held = {p.index: p for p in parts
+                if 0 <= p.index < upload.total_chunks and p.size == upload.chunk_length(p.index)}
+        records = {c.index: c for c in await self.store.get_chunks(upload.upload_id)}
+        changed = False
+        for index, part in held.items():
+            # The ETag is the part's MD5 except under SSE-KMS/C; then an
+            # opaque but stable stand-in.
+            md5 = part.etag if MD5_RE.match(part.etag) else hashlib.md5(
+                part.etag.encode()).hexdigest()
+            if index not in records or records[index].md5 != md5:
+                changed |= await self.store.record_chunk(
+                    upload.upload_id, ChunkRecord(index=index, size=part.size, md5=md5))
+        for index in records.keys() - held.keys():
+            await self.store.delete_chunk(upload.upload_id, index)
+            changed = True
+        if not changed:
+            return upload
+        return await self.store.get_upload(upload.upload_id) or upload
 
     # -- complete ----------------------------------------------------------
 
@@ -297,6 +374,12 @@ class UploadService:
         if upload.storage_key:
             await self.storage.delete_file(upload.storage_key)
         await self.store.delete_upload(upload.upload_id)
+
+    async def download_url(self, upload: Upload, content_disposition: str) -> str | None:
+        """Where to redirect a download (a presigned object URL), or None."""
+        if not isinstance(self.storage, PresignedDownloads) or not upload.storage_key:
+            return None
+        return await self.storage.download_url(upload.storage_key, content_disposition)
 
     async def open_download(self, owner: str, upload_id: str) -> tuple[Upload, int]:
         upload = await self.get(owner, upload_id, with_chunks=False)

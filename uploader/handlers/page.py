@@ -20,6 +20,8 @@ def page_settings(runtime: Any) -> dict[str, Any]:
         "parallel": limits.parallel_chunks,
         "max_file_size": limits.max_file_size,
         "auth_required": runtime.auth_required,
+        # Chunks go straight to S3 through presigned URLs (docs/s3.md).
+        "direct_upload": bool(getattr(runtime.service, "direct", False)),
         "version": __version__,
     }
 

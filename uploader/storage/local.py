@@ -121,7 +121,7 @@ class LocalChunkWriter:
         except FileNotFoundError:
             pass
 
-    async def commit(self) -> None:
+    async def commit(self, md5: str | None = None) -> None:
         await self._storage.run(self._commit)
 
     async def abort(self) -> None:
