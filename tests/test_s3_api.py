@@ -7,7 +7,6 @@ multipart uploads, their parts, the finished objects.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import tornado.httpclient
 
-from conftest import KiB, MiB, Api, chunks_of, md5
+from conftest import MiB, Api, chunks_of, md5
 from s3server import MotoS3
 from uploader.cleanup import Expirer
 from uploader.handlers.page import page_settings
@@ -229,3 +228,41 @@ async def test_direct_urls_need_direct_mode(api: Api) -> None:
     up = await api.init(CS, CS)
     code, err = await api.json("POST", f"/upload/{up['upload_id']}/chunk/0/url")
     assert code == 404 and err["error"]["code"] == "not_found"
+
+
+async def direct_put_all(api: Api, uid: str, parts: list[bytes]) -> None:
+    for index, part in enumerate(parts):
+        code, signed = await api.json("POST", f"/upload/{uid}/chunk/{index}/url",
+                                      {"md5": md5(part)})
+        assert code == 200, signed
+        resp = await fetch(signed["url"], method="PUT", body=part, headers=signed["headers"])
+        assert resp.code == 200
+
+
+async def test_direct_md5_mismatch_then_retry_or_delete(api: Api, runtime, config,
+                                                        s3_server: MotoS3,
+                                                        s3_bucket: str) -> None:
+    """Direct parts can be hashed only once assembled: a refused MD5 leaves
+    the object, which a later complete adopts or a DELETE removes."""
+    config.s3.direct = True
+    runtime.service.direct = True
+    data = random.randbytes(CS + 10)
+    kept = ""
+    for then_delete in (False, True):
+        up = await api.init(len(data), CS)
+        uid = up["upload_id"]
+        await direct_put_all(api, uid, chunks_of(data, CS))
+        code, err = await api.complete(uid, md5(b"wrong"))
+        assert code == 422 and err["error"]["actual"] == md5(data)
+        status = await api.status(uid)
+        assert status["status"] == "in_progress" and status["received"] == [0, 1]
+        code, _ = await api.json("GET", f"/files/{uid}")
+        assert code == 404  # the assembled object is not served
+        if then_delete:
+            assert (await api.call("DELETE", f"/upload/{uid}")).code == 204
+            assert s3_server.keys(s3_bucket) == [f"u/{kept}_f.bin"]
+        else:
+            code, done = await api.complete(uid, md5(data))
+            assert code == 200 and done["md5"] == md5(data)
+            kept = uid
+    assert s3_server.open_uploads(s3_bucket) == []

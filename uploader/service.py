@@ -8,12 +8,12 @@ from the one error table.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from concurrent.futures import Executor
 from typing import Any
 
+from . import capabilities
 from .config import Config
 from .errors import UploadError, not_found
 from .locks.base import Locks
@@ -84,7 +84,7 @@ class UploadService:
         if upload is None or upload.owner != owner:
             raise not_found(upload_id)
         if with_chunks and self.direct and upload.status == IN_PROGRESS:
-            upload = await self._sync_parts(upload)
+            upload = await capabilities.sync_parts(self.store, self.storage, upload)
         return upload
 
     async def list(self, owner: str, *, status: str | None, filename: str | None) -> list[Upload]:
@@ -120,7 +120,7 @@ class UploadService:
         if total > limits.max_chunks:
             raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
                               max_chunks=limits.max_chunks)
-        self._check_part_limits(size, chunk_size, total)
+        capabilities.check_part_limits(self.storage, size, chunk_size, total)
         md5 = check_md5(body.get("md5"))
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
@@ -134,23 +134,6 @@ class UploadService:
             upload.backend_state = await self.storage.create_upload(upload)
         await self.store.create_upload(upload)
         return upload
-
-    def _check_part_limits(self, size: int, chunk_size: int, total: int) -> None:
-        """The storage backend's own bounds on a chunk (S3 parts)."""
-        if not isinstance(self.storage, UploadHooks):
-            return
-        lim = self.storage.part_limits()
-        if total > 1 and chunk_size < lim.min_part_size:
-            raise UploadError("invalid_request",
-                              "chunk_size is below this storage's minimum part size",
-                              min_part_size=lim.min_part_size)
-        if min(chunk_size, size) > lim.max_part_size:
-            raise UploadError("invalid_request",
-                              "chunk_size is above this storage's maximum part size",
-                              max_part_size=lim.max_part_size)
-        if total > lim.max_parts:
-            raise UploadError("invalid_request", "too many chunks for this storage: "
-                              "use a larger chunk_size", max_parts=lim.max_parts)
 
     # -- chunks ------------------------------------------------------------
 
@@ -202,40 +185,7 @@ class UploadService:
             raise UploadError("invalid_request", "body must be a JSON object")
         md5 = check_md5((body or {}).get("md5"))
         upload = await self.get(owner, upload_id, with_chunks=False)
-        if upload.status != IN_PROGRESS:
-            raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
-        if not 0 <= index < upload.total_chunks:
-            raise UploadError("invalid_request", "index out of range",
-                              total_chunks=upload.total_chunks)
-        assert isinstance(self.storage, PresignedUploads)
-        doc = await self.storage.presign_part(upload, index, md5)
-        return {"index": index, "size": upload.chunk_length(index), **doc}
-
-    async def _sync_parts(self, upload: Upload) -> Upload:
-        """Chunk records := the parts the object store holds with the right
-        size (a client's word about a direct PUT is never taken)."""
-        assert isinstance(self.storage, PresignedUploads)
-        parts = await self.storage.list_parts(upload)
-        if parts is None:  # completed by an earlier merge: records stay
-            return upload
-        held = {p.index: p for p in parts
-                if 0 <= p.index < upload.total_chunks and p.size == upload.chunk_length(p.index)}
-        records = {c.index: c for c in await self.store.get_chunks(upload.upload_id)}
-        changed = False
-        for index, part in held.items():
-            # The ETag is the part's MD5 except under SSE-KMS/C; then an
-            # opaque but stable stand-in.
-            md5 = part.etag if MD5_RE.match(part.etag) else hashlib.md5(
-                part.etag.encode()).hexdigest()
-            if index not in records or records[index].md5 != md5:
-                changed |= await self.store.record_chunk(
-                    upload.upload_id, ChunkRecord(index=index, size=part.size, md5=md5))
-        for index in records.keys() - held.keys():
-            await self.store.delete_chunk(upload.upload_id, index)
-            changed = True
-        if not changed:
-            return upload
-        return await self.store.get_upload(upload.upload_id) or upload
+        return await capabilities.presign_chunk(self.storage, upload, index, md5)
 
     # -- complete ----------------------------------------------------------
 
@@ -373,6 +323,10 @@ class UploadService:
         await self.storage.delete_chunks(upload.upload_id)
         if upload.storage_key:
             await self.storage.delete_file(upload.storage_key)
+        elif isinstance(self.storage, UploadHooks):
+            # S3 in direct mode completes before it can hash; a refused MD5
+            # leaves that object with no storage_key recorded.
+            await self.storage.delete_file(self.storage.key_for(upload))
         await self.store.delete_upload(upload.upload_id)
 
     async def download_url(self, upload: Upload, content_disposition: str) -> str | None:

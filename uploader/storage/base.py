@@ -114,6 +114,11 @@ class UploadHooks(Protocol):
         the returned JSON-able state is stored as ``upload.backend_state``
         and handed back with every later call."""
 
+    def key_for(self, upload: Upload) -> str:
+        """The key the upload's file gets. A merge may build the file there
+        before its MD5 is refused, so removing an unfinished upload deletes
+        this key too."""
+
 
 @dataclass
 class StoredPart:

@@ -22,8 +22,6 @@ matches the part S3 holds. The Storage split maps to S3 like this:
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import os
 import secrets
@@ -33,87 +31,20 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-import aiohttp
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..config import S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
 from ..naming import is_upload_id
 from .base import PartLimits, StagedFile, StoredPart
-from .local import FILE_MODE, LocalStorage, MissingChunkData, _storage_error, _unlink, _write_all
+from .local import FILE_MODE, LocalStorage, MissingChunkData, _storage_error
+from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
 
 MiB, GiB = 1 << 20, 1 << 30
 S3_LIMITS = PartLimits(min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000)
 HASH_PIECE = 4 * MiB
-_GONE = ("NoSuchUpload", "NoSuchKey", "404", "NotFound")
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _translate(exc: BaseException) -> BaseException:
-    """S3 failures at our edge: the error table's codes, or the original."""
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        if code in ("BadDigest", "InvalidDigest"):
-            return UploadError("checksum_mismatch", "object storage refused the chunk's MD5")
-        if code in ("QuotaExceeded", "EntityTooLarge"):
-            return UploadError("insufficient_storage", "object storage refused the size")
-        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
-            return Unavailable("object storage unavailable")
-        return exc
-    if isinstance(exc, (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)):
-        return Unavailable("object storage unreachable")
-    return exc
-
-
-def _b64(md5_hex: str) -> str:
-    return base64.b64encode(bytes.fromhex(md5_hex)).decode()
-
-
-class S3ChunkWriter:
-    def __init__(self, storage: "S3Storage", upload: Upload, index: int, part: Path,
-                 final: Path, fd: int) -> None:
-        self._storage, self._upload, self._index = storage, upload, index
-        self._part, self._final = part, final
-        self._fd: int | None = fd
-
-    def write(self, data: bytes) -> None:  # worker thread
-        if self._fd is None:
-            raise RuntimeError("chunk writer is closed")
-        try:
-            _write_all(self._fd, data)
-        except OSError as exc:
-            raise _storage_error(exc) from exc
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    async def commit(self, md5: str | None = None) -> None:
-        run = self._storage.local.run
-        await run(self._close)
-        size = self._upload.chunk_length(self._index)
-        # S3 first, then the staged copy: a failed UploadPart leaves both the
-        # old part and its old staged copy in place, so they never disagree.
-        await self._storage.upload_part(self._upload, self._index, self._part, size, md5)
-        try:
-            await run(os.replace, self._part, self._final)
-        except OSError as exc:
-            raise _storage_error(exc) from exc
-
-    async def abort(self) -> None:
-        try:
-            await self._storage.local.run(self._close)
-            await self._storage.local.run(_unlink, self._part)
-        except Exception:  # abort must never raise: it runs from cleanup paths
-            pass
 
 
 class S3Storage:
@@ -133,24 +64,8 @@ class S3Storage:
 
     async def start(self) -> None:
         await self.local.start()
-        cfg = self.cfg
-        kwargs: dict[str, Any] = {"region_name": cfg.region or None,
-                                  "endpoint_url": cfg.endpoint_url or None}
-        if cfg.access_key_id:  # else botocore's own chain: env, files, roles
-            kwargs.update(aws_access_key_id=cfg.access_key_id,
-                          aws_secret_access_key=cfg.secret_access_key)
-        config = AioConfig(
-            signature_version="s3v4",
-            s3={"addressing_style": cfg.addressing_style},
-            # Content-MD5 is our integrity check; botocore's default CRC32
-            # trailers need aws-chunked bodies many S3-compatibles refuse.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 4, "mode": "standard"},
-            max_pool_connections=64,
-        )
         self._client = await self._stack.enter_async_context(
-            get_session().create_client("s3", config=config, **kwargs))
+            get_session().create_client("s3", **client_kwargs(self.cfg)))
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -162,7 +77,7 @@ class S3Storage:
         try:
             return await getattr(self._client, operation)(Bucket=self.cfg.bucket, **params)
         except Exception as exc:
-            translated = _translate(exc)
+            translated = translate(exc)
             if translated is exc:
                 raise
             raise translated from exc
@@ -209,14 +124,14 @@ class S3Storage:
         params: dict[str, Any] = {"Key": self.key_for(upload), "PartNumber": index + 1,
                                   "UploadId": self._upload_id(upload), "ContentLength": size}
         if md5:
-            params["ContentMD5"] = _b64(md5)
+            params["ContentMD5"] = b64(md5)
         # A file body streams from disk (aiohttp reads it in the executor);
         # botocore seeks it back to 0 to retry.
         body = await self.local.run(open, path, "rb")
         try:
             resp = await self._call("upload_part", Body=body, **params)
         except ClientError as exc:
-            if _code(exc) in _GONE:
+            if error_code(exc) in GONE:
                 raise UploadError("conflict", "the upload's parts are no longer open on S3; "
                                   "start a new upload") from exc
             raise
@@ -239,7 +154,7 @@ class S3Storage:
                 resp = await self._call("list_parts", Key=key, UploadId=s3_upload_id,
                                         PartNumberMarker=marker)
             except ClientError as exc:
-                if _code(exc) in _GONE:
+                if error_code(exc) in GONE:
                     return None
                 raise
             for p in resp.get("Parts", []):
@@ -317,7 +232,7 @@ class S3Storage:
                                     MultipartUpload={"Parts": parts})
         except ClientError as exc:
             # Completed by an earlier call whose answer was lost: done.
-            if _code(exc) in _GONE and await self.file_size(key) is not None:
+            if error_code(exc) in GONE and await self.file_size(key) is not None:
                 return
             raise
         # S3 may answer 200 with an <Error> body; botocore turns that into a
@@ -376,7 +291,7 @@ class S3Storage:
                 await self._call("abort_multipart_upload", Key=open_upload["Key"],
                                  UploadId=open_upload["UploadId"])
             except ClientError as exc:
-                if _code(exc) not in _GONE:
+                if error_code(exc) not in GONE:
                     raise
 
     async def delete_file(self, key: str) -> None:
@@ -386,7 +301,7 @@ class S3Storage:
         try:
             return int((await self._call("head_object", Key=key))["ContentLength"])
         except ClientError as exc:
-            if _code(exc) in _GONE:
+            if error_code(exc) in GONE:
                 return None
             raise
 
@@ -399,7 +314,7 @@ class S3Storage:
                 async for piece in body.iter_chunks(1 << 20):
                     yield piece
             except Exception as exc:
-                raise _translate(exc) from exc
+                raise translate(exc) from exc
 
     async def download_url(self, key: str, content_disposition: str) -> str | None:
         if self.cfg.download != "redirect":
@@ -418,7 +333,7 @@ class S3Storage:
                   "UploadId": self._upload_id(upload), "PartNumber": index + 1}
         headers: dict[str, str] = {}
         if md5:  # signed: S3 refuses the PUT unless this exact header comes
-            params["ContentMD5"] = headers["Content-MD5"] = _b64(md5)
+            params["ContentMD5"] = headers["Content-MD5"] = b64(md5)
         url = await self._client.generate_presigned_url(
             "upload_part", Params=params, ExpiresIn=self.cfg.presign_expiry)
         return {"url": url, "method": "PUT", "headers": headers,
