@@ -179,6 +179,8 @@ async def test_direct_upload_end_to_end(api: Api, runtime, config, s3_server: Mo
     config.s3.direct = True
     runtime.service.direct = True  # the service read the config at start
     assert page_settings(runtime)["direct_upload"] is True
+    page = await api.call("GET", "/")
+    assert f"connect-src 'self' {s3_server.endpoint};" in page.headers["Content-Security-Policy"]
     data = random.randbytes(2 * CS + 77)
     up = await api.init(len(data), CS, md5=md5(data))
     uid = up["upload_id"]

@@ -78,7 +78,7 @@ class S3Config:
     region: str = "us-east-1"
     # Both empty: the standard AWS chain (environment, ~/.aws, instance role).
     access_key_id: str = ""
-    secret_access_key: str = ""
+    secret_access_key: str = field(default="", repr=False)  # kept out of logs
     # auto, path or virtual (path for most self-hosted S3 servers).
     addressing_style: str = "auto"
     # Clients PUT chunk bytes straight to S3 through presigned URLs.

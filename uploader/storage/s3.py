@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
@@ -59,6 +60,8 @@ class S3Storage:
         self.orphan_age = orphan_age
         self._stack = AsyncExitStack()
         self._client: Any = None
+        # scheme://host[:port] that presigned URLs point at (for the page's CSP).
+        self.upload_origin: str | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -66,6 +69,11 @@ class S3Storage:
         await self.local.start()
         self._client = await self._stack.enter_async_context(
             get_session().create_client("s3", **client_kwargs(self.cfg)))
+        # Presigning is local computation: one dummy URL tells the origin
+        # (virtual-host or path style, custom endpoint or AWS).
+        sample = urlsplit(await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.cfg.bucket, "Key": "x"}, ExpiresIn=60))
+        self.upload_origin = f"{sample.scheme}://{sample.netloc}"
 
     async def close(self) -> None:
         await self._stack.aclose()
