@@ -21,6 +21,8 @@ setup(
         # The Python client needs only the standard library; tqdm draws the
         # CLI's progress bar (a plain line without it).
         "client": ["tqdm>=4.66,<5"],
+        # storage.backend: s3
+        "s3": ["aiobotocore>=2.13,<4"],
         "test": [
             "tqdm>=4.66,<5",
             # Browser tests drive Debian's /usr/bin/chromium (no browser download).
@@ -30,6 +32,9 @@ setup(
             "pytest-timeout>=2.3,<3",
             # OpenAPI conformance run against a live server (tests/security).
             "schemathesis>=4.0,<5",
+            # The S3 suites run the backend against a real moto server.
+            "aiobotocore>=2.13,<4",
+            "moto[server]>=5,<6",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

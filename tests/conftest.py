@@ -14,6 +14,7 @@ import tornado.testing
 
 from uploader.app import make_app, make_server
 from uploader.config import Config, load_config
+from s3server import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 KiB, MiB = 1 << 10, 1 << 20
 

@@ -19,6 +19,7 @@ from .config import Config
 from .connections import make_guarded_server
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
+from .handlers.direct import PartUrlHandler
 from .handlers.files import FileHandler
 from .handlers.ops import DrainingHandler, MetricsHandler, ReadyHandler
 from .handlers.openapi import OpenAPIHandler
@@ -50,6 +51,10 @@ def make_store(config: Config) -> MetadataStore:
 
 
 def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
+    if config.storage.backend == "s3":
+        from .storage.s3 import S3Storage
+        return S3Storage(config.s3, config.data_dir, executor,
+                         orphan_age=max(config.storage.stale_part_age, 3600.0))
     from .storage.local import LocalStorage
     return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync)
 
@@ -156,6 +161,7 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
         (r"/metrics", MetricsHandler, deps),
         (r"/upload/init", InitHandler, deps),
         (rf"/upload/{uid}/chunk", ChunkHandler, deps),
+        (rf"/upload/{uid}/chunk/(\d{{1,9}})/url", PartUrlHandler, deps),
         (rf"/upload/{uid}/status", StatusHandler, deps),
         (rf"/upload/{uid}/complete", CompleteHandler, deps),
         (rf"/upload/{uid}", UploadHandler, deps),

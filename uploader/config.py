@@ -73,6 +73,29 @@ class StorageConfig:
 
 
 @dataclass
+class S3Config:
+    """Used when storage.backend is s3 (ARCHITECTURE.md section 4, docs/s3.md)."""
+
+    # Empty: AWS itself. MinIO, Ceph, R2, moto: their URL.
+    endpoint_url: str = ""
+    bucket: str = ""
+    # Prepended to every object key, e.g. "uploads/".
+    prefix: str = ""
+    region: str = "us-east-1"
+    # Both empty: the standard AWS chain (environment, ~/.aws, instance role).
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=False)  # kept out of logs
+    # auto, path or virtual (path for most self-hosted S3 servers).
+    addressing_style: str = "auto"
+    # Clients PUT chunk bytes straight to S3 through presigned URLs.
+    direct: bool = False
+    # Seconds a presigned URL (part upload or download) stays valid.
+    presign_expiry: int = 300
+    # redirect: 302 to a presigned GET; stream: the server relays the bytes.
+    download: str = "redirect"
+
+
+@dataclass
 class StoreConfig:
     backend: str = "sqlite"
     # Empty: <data_dir>/uploader.db.
@@ -182,6 +205,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    s3: S3Config = field(default_factory=S3Config)
     store: StoreConfig = field(default_factory=StoreConfig)
     locks: LocksConfig = field(default_factory=LocksConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
@@ -216,7 +240,7 @@ class Config:
             (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1"),
             (0 < self.server.port < 65536, "server.port must be between 1 and 65535"),
             (self.server.read_chunk_size >= 4 * KiB, "server.read_chunk_size must be >= 4KiB"),
-            (self.storage.backend in ("local",), "storage.backend must be one of: local"),
+            (self.storage.backend in ("local", "s3"), "storage.backend must be one of: local, s3"),
             (self.storage.io_threads >= 1, "storage.io_threads must be >= 1"),
             (self.storage.stale_part_age >= 0, "storage.stale_part_age must be >= 0"),
             (self.store.backend in ("sqlite", "mysql"), "store.backend must be one of: sqlite, mysql"),
@@ -232,12 +256,36 @@ class Config:
             (self.logging.level.upper() in LOG_LEVELS,
              "logging.level must be one of: " + ", ".join(LOG_LEVELS)),
         ]
+        checks += self._s3_checks()
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         from .security_config import validate_security
         validate_security(self)
         return self
+
+    def _s3_checks(self) -> list[tuple[bool, str]]:
+        s3 = self.s3
+        checks = [
+            (s3.download in ("redirect", "stream"), "s3.download must be one of: redirect, stream"),
+            (s3.addressing_style in ("auto", "path", "virtual"),
+             "s3.addressing_style must be one of: auto, path, virtual"),
+            # SigV4 presigned URLs live at most 7 days.
+            (1 <= s3.presign_expiry <= 604800, "s3.presign_expiry must be between 1 and 604800"),
+            (bool(s3.access_key_id) == bool(s3.secret_access_key),
+             "s3.access_key_id and s3.secret_access_key must be given together"),
+            (not s3.prefix.startswith("/"), "s3.prefix must not start with /"),
+            # Keys are prefix + 32-char id + "_" + a name of up to 200 bytes,
+            # and storage_key holds 512.
+            (len(s3.prefix.encode()) <= 256, "s3.prefix must be at most 256 bytes"),
+        ]
+        if self.storage.backend == "s3":
+            checks += [
+                (bool(s3.bucket), "s3.bucket is required when storage.backend is s3"),
+                (self.limits.chunk_size_default >= 5 * MiB,
+                 "limits.chunk_size_default must be >= 5MiB when storage.backend is s3"),
+            ]
+        return checks
 
 
 def parse_size(value: Any, key: str) -> int:

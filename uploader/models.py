@@ -59,6 +59,9 @@ class Upload:
     last_chunk_at: datetime | None = None
     # Last merge failure, e.g. a whole-file checksum mismatch (JSON-able).
     error: dict[str, Any] | None = None
+    # What the storage backend keeps from init on (S3: the multipart
+    # UploadId); JSON-able, never shown to clients.
+    backend_state: dict[str, Any] | None = None
 
     def chunk_length(self, index: int) -> int:
         """Bytes in chunk ``index``: chunk_size except for a shorter last one."""

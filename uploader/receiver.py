@@ -39,6 +39,7 @@ class ChunkReceiver:
         self._error: BaseException | None = None
         # open -> finishing -> verified -> finished, or aborted from any but finished
         self._state = "open"
+        self._digest: str | None = None
 
     @property
     def done(self) -> bool:
@@ -128,7 +129,7 @@ class ChunkReceiver:
             if self.received < self.expected_size:
                 raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
                                   expected=self.expected_size, received=self.received)
-            digest = self._md5.hexdigest()
+            digest = self._digest = self._md5.hexdigest()
             if self.expected_md5 and digest != self.expected_md5:
                 raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
                                   expected=self.expected_md5, actual=digest)
@@ -144,7 +145,7 @@ class ChunkReceiver:
         if self._state != "verified":
             raise RuntimeError(f"cannot commit a chunk that is {self._state}")
         try:
-            await self.writer.commit()
+            await self.writer.commit(self._digest)
         except BaseException:
             self._state = "aborted"
             await self.writer.abort()

@@ -13,6 +13,7 @@ import re
 from concurrent.futures import Executor
 from typing import Any
 
+from . import capabilities
 from .config import Config
 from .errors import UploadError, not_found
 from .fence import record_completed
@@ -23,7 +24,8 @@ from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkReco
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
-from .storage.base import StagedFile, Storage
+from .storage.base import (PresignedDownloads, PresignedUploads, StagedFile, Storage,
+                           UploadHooks)
 from .storage.local import MissingChunkData
 from .store.base import MetadataStore
 
@@ -65,6 +67,9 @@ class UploadService:
         self._merges: dict[str, asyncio.Task[Upload]] = {}
         self._merge_progress: dict[str, int] = {}
         self.quota = QuotaGuard(config, store, storage)
+        # Clients may PUT chunks straight to the object store: advertised in
+        # every upload object, and the store's part list is then the truth.
+        self.direct = isinstance(storage, PresignedUploads) and storage.direct
 
     # -- reading ---------------------------------------------------------
 
@@ -72,6 +77,8 @@ class UploadService:
         doc = upload.to_json(self.config.expiry.ttl if self.config.expiry.enabled else None)
         if upload.status == MERGING and upload.upload_id in self._merge_progress:
             doc["merged_bytes"] = self._merge_progress[upload.upload_id]
+        if self.direct:
+            doc["direct"] = True
         return doc
 
     async def get(self, owner: str, upload_id: str, *, with_chunks: bool = True) -> Upload:
@@ -81,6 +88,8 @@ class UploadService:
         # Another owner's upload is indistinguishable from a missing one.
         if upload is None or upload.owner != owner:
             raise not_found(upload_id)
+        if with_chunks and self.direct and upload.status == IN_PROGRESS:
+            upload = await capabilities.sync_parts(self.store, self.storage, upload)
         return upload
 
     async def list(self, owner: str, *, status: str | None, filename: str | None) -> list[Upload]:
@@ -116,6 +125,7 @@ class UploadService:
         if total > limits.max_chunks:
             raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
                               max_chunks=limits.max_chunks)
+        capabilities.check_part_limits(self.storage, size, chunk_size, total)
         md5 = check_md5(body.get("md5"))
         await self.quota.check_init(owner, size)
         now = utcnow()
@@ -123,6 +133,11 @@ class UploadService:
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
                         total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
                         updated_at=now)
+        if isinstance(self.storage, UploadHooks):
+            # Before the row: a row never points at backend state that was
+            # not created. The reverse (an init that dies in between) leaves
+            # backend state without a row, which the orphan sweep removes.
+            upload.backend_state = await self.storage.create_upload(upload)
         await self.store.create_upload(upload)
         return upload
 
@@ -184,6 +199,18 @@ class UploadService:
         return {"index": receiver.index, "size": size, "md5": md5,
                 "received_chunks": await self.store.count_chunks(upload_id),
                 "total_chunks": receiver.total_chunks}
+
+    # -- direct uploads ----------------------------------------------------
+
+    async def presign_chunk(self, owner: str, upload_id: str, index: int,
+                            body: Any) -> dict[str, Any]:
+        if not self.direct:
+            raise UploadError("not_found", "direct uploads are not enabled")
+        if body is not None and not isinstance(body, dict):
+            raise UploadError("invalid_request", "body must be a JSON object")
+        md5 = check_md5((body or {}).get("md5"))
+        upload = await self.get(owner, upload_id, with_chunks=False)
+        return await capabilities.presign_chunk(self.storage, upload, index, md5)
 
     # -- complete ----------------------------------------------------------
 
@@ -335,7 +362,17 @@ class UploadService:
         await self.storage.delete_chunks(upload.upload_id)
         if upload.storage_key:
             await self.storage.delete_file(upload.storage_key)
+        elif isinstance(self.storage, UploadHooks):
+            # S3 in direct mode completes before it can hash; a refused MD5
+            # leaves that object with no storage_key recorded.
+            await self.storage.delete_file(self.storage.key_for(upload))
         await self.store.delete_upload(upload.upload_id)
+
+    async def download_url(self, upload: Upload, content_disposition: str) -> str | None:
+        """Where to redirect a download (a presigned object URL), or None."""
+        if not isinstance(self.storage, PresignedDownloads) or not upload.storage_key:
+            return None
+        return await self.storage.download_url(upload.storage_key, content_disposition)
 
     async def open_download(self, owner: str, upload_id: str) -> tuple[Upload, int]:
         upload = await self.get(owner, upload_id, with_chunks=False)

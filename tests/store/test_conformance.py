@@ -39,7 +39,8 @@ async def test_create_get_round_trip(io_loop, store):
     created = datetime(2026, 1, 2, 3, 4, 5, 123456)
     upload = new_upload(filename="report ü.pdf", md5=MD5_A, created_at=created,
                         updated_at=created + timedelta(microseconds=1), merge_version=3,
-                        storage_key="store/x_report.pdf", error={"code": "checksum_mismatch"})
+                        storage_key="store/x_report.pdf", error={"code": "checksum_mismatch"},
+                        backend_state={"upload_id": "2~abc/+=", "n": 1})
     upload.size, upload.chunk_size, upload.total_chunks = 50 * 2**30, 64 * 2**20, 800
     await store.create_upload(upload)
 
@@ -47,6 +48,15 @@ async def test_create_get_round_trip(io_loop, store):
     assert got == upload  # every field, microseconds included; no chunks yet
     assert got.received == [] and got.last_chunk_at is None
     assert await store.get_upload(uuid.uuid4().hex) is None
+
+
+async def test_backend_state_absent_is_none(io_loop, store):
+    upload = new_upload()
+    await store.create_upload(upload)
+    got = await store.get_upload(upload.upload_id, with_chunks=False)
+    assert got.backend_state is None
+    [listed] = await store.list_uploads(upload.owner)
+    assert listed.backend_state is None
 
 
 async def test_received_is_sorted_and_last_chunk_at(io_loop, store):

@@ -49,6 +49,12 @@ class FileHandler(BaseHandler):
 
     async def get(self, upload_id: str, head: bool = False) -> None:
         upload, size = await self.service.open_download(self.owner, upload_id)
+        if not head:
+            # Object storage serves the bytes (and any Range) itself.
+            url = await self.service.download_url(upload, content_disposition(upload.filename))
+            if url:
+                self.redirect(url, status=302)
+                return
         self.set_header("Accept-Ranges", "bytes")
         try:
             span = parse_range(self.request.headers.get("Range"), size)

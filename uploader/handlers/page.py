@@ -20,6 +20,8 @@ def page_settings(runtime: Any) -> dict[str, Any]:
         "parallel": limits.parallel_chunks,
         "max_file_size": limits.max_file_size,
         "auth_required": runtime.auth_required,
+        # Chunks go straight to S3 through presigned URLs (docs/s3.md).
+        "direct_upload": bool(getattr(runtime.service, "direct", False)),
         "version": __version__,
     }
 
@@ -48,6 +50,12 @@ class PageHandler(BaseHandler):
 
     def get(self) -> None:
         settings = page_settings(self.runtime)
+        origin = getattr(self.runtime.storage, "upload_origin", None)
+        if settings["direct_upload"] and origin:
+            # Direct mode: the page PUTs chunks to the object store's origin.
+            csp = self._headers.get("Content-Security-Policy", "")
+            self.set_header("Content-Security-Policy",
+                            csp.replace("connect-src 'self'", f"connect-src 'self' {origin}"))
         template = self.runtime.templates.get_template("index.html")
         self.finish(template.render(settings=settings, settings_json=script_json(settings),
                                     static_url=self.static_url))

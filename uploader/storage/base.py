@@ -9,7 +9,7 @@ in ``uploads.storage_key``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
 from ..models import Upload
 
@@ -25,9 +25,11 @@ class ChunkWriter(Protocol):
         """Make the written bytes durable (as far as the fsync policy says)
         without publishing them yet. Runs outside any lock."""
 
-    async def commit(self) -> None:
+    async def commit(self, md5: str | None = None) -> None:
         """Make the synced bytes the chunk's content atomically, replacing an
-        earlier copy. Runs under the upload's lock, so keep it short."""
+        earlier copy. Runs under the upload's lock, so the file (or part) and
+        its record never disagree. ``md5`` is the hex digest the receiver
+        computed of exactly these bytes (S3 sends it as Content-MD5)."""
 
     async def abort(self) -> None:
         """Drop the partial bytes; never raises."""
@@ -93,3 +95,65 @@ class Storage(Protocol):
     async def recover(self, older_than: float = 0.0) -> int:
         """Remove partial files of crashed writers untouched for
         ``older_than`` seconds; return how many."""
+
+
+# -- optional capabilities (the service checks for them; local has none) ----
+
+
+@dataclass(frozen=True)
+class PartLimits:
+    """What a backend accepts as one chunk, checked at init (S3: 5 MiB to
+    5 GiB per part except the last, at most 10,000 parts)."""
+
+    min_part_size: int
+    max_part_size: int
+    max_parts: int
+
+
+@runtime_checkable
+class UploadHooks(Protocol):
+    """A backend that constrains and prepares each upload at init."""
+
+    def part_limits(self) -> PartLimits:
+        ...
+
+    async def create_upload(self, upload: Upload) -> dict[str, Any] | None:
+        """Prepare the backend for a new upload (S3: CreateMultipartUpload);
+        the returned JSON-able state is stored as ``upload.backend_state``
+        and handed back with every later call."""
+
+    def key_for(self, upload: Upload) -> str:
+        """The key the upload's file gets. A merge may build the file there
+        before its MD5 is refused, so removing an unfinished upload deletes
+        this key too."""
+
+
+@dataclass
+class StoredPart:
+    index: int
+    size: int
+    etag: str  # without quotes; the part's MD5 hex unless SSE-KMS/C is on
+
+
+@runtime_checkable
+class PresignedUploads(Protocol):
+    """Clients send chunk bytes straight to the object store. The store is
+    then the truth about which chunks arrived: ``list_parts`` (paginated)."""
+
+    @property
+    def direct(self) -> bool:
+        """Whether direct uploads are switched on in the config."""
+
+    async def presign_part(self, upload: Upload, index: int,
+                           md5: str | None) -> dict[str, Any]:
+        """``{"url", "method", "headers", "expires_in"}`` for one chunk's PUT;
+        with ``md5`` the signature pins the chunk's Content-MD5."""
+
+    async def list_parts(self, upload: Upload) -> list[StoredPart]:
+        ...
+
+
+@runtime_checkable
+class PresignedDownloads(Protocol):
+    async def download_url(self, key: str, filename: str) -> str | None:
+        """A short-lived URL of the published file, or None to stream it."""

@@ -132,7 +132,7 @@ class LocalChunkWriter:
     async def sync(self) -> None:
         await self._storage.run(self._sync)
 
-    async def commit(self) -> None:
+    async def commit(self, md5: str | None = None) -> None:
         await self._storage.run(self._commit)
 
     async def abort(self) -> None:

@@ -34,6 +34,10 @@ MYSQL_STEPS: list[list[str]] = [
           PRIMARY KEY (upload_id, chunk_index)
         ) ENGINE=InnoDB DEFAULT CHARSET=ascii""",
     ],
+    # 2: what a storage backend must remember of an upload from init on
+    # (the S3 multipart UploadId), as JSON.
+    # Plain ADD COLUMN: MySQL 8 has no IF NOT EXISTS here (MariaDB has).
+    ["ALTER TABLE uploads ADD COLUMN backend_state TEXT NULL"],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -64,8 +68,10 @@ SQLITE_STEPS: list[list[str]] = [
           PRIMARY KEY (upload_id, chunk_index)
         )""",
     ],
+    ["ALTER TABLE uploads ADD COLUMN backend_state TEXT NULL"],
 ]
 
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "
-                  "status, merge_version, storage_key, last_error, created_at, updated_at")
+                  "status, merge_version, storage_key, last_error, created_at, updated_at, "
+                  "backend_state")

@@ -92,7 +92,7 @@ class SQLiteStore:
 
     async def create_upload(self, upload: Upload) -> None:
         await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
         rows = await self._all("SELECT chunk_index, received_at FROM upload_chunks "

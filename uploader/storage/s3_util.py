@@ -1,0 +1,118 @@
+"""Pieces of the S3 backend: error translation at our edge, client settings,
+and the writer of one proxied chunk (staged on disk, then one UploadPart)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..config import S3Config
+from ..errors import Unavailable, UploadError
+from ..models import Upload
+from .local import _storage_error, _unlink, _write_all
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
+
+GONE = ("NoSuchUpload", "NoSuchKey", "404", "NotFound")
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def translate(exc: BaseException) -> BaseException:
+    """S3 failures at our edge: the error table's codes, or the original."""
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in ("BadDigest", "InvalidDigest"):
+            return UploadError("checksum_mismatch", "object storage refused the chunk's MD5")
+        if code in ("QuotaExceeded", "EntityTooLarge"):
+            return UploadError("insufficient_storage", "object storage refused the size")
+        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
+            return Unavailable("object storage unavailable")
+        return exc
+    if isinstance(exc, (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+        return Unavailable("object storage unreachable")
+    return exc
+
+
+def b64(md5_hex: str) -> str:
+    return base64.b64encode(bytes.fromhex(md5_hex)).decode()
+
+
+def client_kwargs(cfg: S3Config) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"region_name": cfg.region or None,
+                              "endpoint_url": cfg.endpoint_url or None}
+    if cfg.access_key_id:  # else botocore's own chain: env, files, roles
+        kwargs.update(aws_access_key_id=cfg.access_key_id,
+                      aws_secret_access_key=cfg.secret_access_key)
+    kwargs["config"] = AioConfig(
+        signature_version="s3v4",
+        s3={"addressing_style": cfg.addressing_style},
+        # Content-MD5 is our integrity check; botocore's default CRC32
+        # trailers need aws-chunked bodies many S3-compatibles refuse.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 4, "mode": "standard"},
+        max_pool_connections=64,
+    )
+    return kwargs
+
+
+class S3ChunkWriter:
+    def __init__(self, storage: "S3Storage", upload: Upload, index: int, part: Path,
+                 final: Path, fd: int) -> None:
+        self._storage, self._upload, self._index = storage, upload, index
+        self._part, self._final = part, final
+        self._fd: int | None = fd
+
+    def write(self, data: bytes) -> None:  # worker thread
+        if self._fd is None:
+            raise RuntimeError("chunk writer is closed")
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    async def sync(self) -> None:
+        # The staged copy needs no fsync: S3 holds the durable copy once
+        # UploadPart returns.
+        await self._storage.local.run(self._close)
+
+    async def commit(self, md5: str | None = None) -> None:
+        # UploadPart runs here, under the upload's lock, so the part in S3,
+        # the staged copy and the chunk record always describe one body (at
+        # the price of one part upload at a time per upload).
+        run = self._storage.local.run
+        await run(self._close)
+        size = self._upload.chunk_length(self._index)
+        # S3 first, then the staged copy: a failed UploadPart leaves both the
+        # old part and its old staged copy in place, so they never disagree.
+        await self._storage.upload_part(self._upload, self._index, self._part, size, md5)
+        try:
+            await run(os.replace, self._part, self._final)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    async def abort(self) -> None:
+        try:
+            await self._storage.local.run(self._close)
+            await self._storage.local.run(_unlink, self._part)
+        except Exception:  # abort must never raise: it runs from cleanup paths
+            pass
+
+
