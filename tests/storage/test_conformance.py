@@ -170,3 +170,32 @@ async def test_delete_chunks_of_unknown_or_absent_upload(io_loop, storage) -> No
     await storage.delete_chunks(new_upload_id())  # absent is fine
     assert await storage.file_size("nothing-here") is None
     assert await storage.recover(older_than=0) == 0
+
+
+async def test_ping(io_loop, storage):
+    await storage.ping()  # started and reachable: ready
+
+
+async def test_ping_without_staging_folder_is_unavailable(io_loop, storage, tmp_path: Path):
+    import shutil
+
+    from uploader.errors import Unavailable
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(Unavailable):
+        await storage.ping()
+
+
+async def test_s3_ping_of_a_missing_bucket_is_unavailable(io_loop, request, tmp_path: Path):
+    from uploader.errors import Unavailable
+    from uploader.storage.s3 import S3Storage
+    moto = request.getfixturevalue("s3_server")
+    executor = ThreadPoolExecutor(1)
+    backend = S3Storage(S3Config(**moto.config("no-such-bucket-here")), tmp_path / "data",
+                        executor)
+    await backend.start()
+    try:
+        with pytest.raises(Unavailable):
+            await backend.ping()
+    finally:
+        await backend.close()
+        executor.shutdown()

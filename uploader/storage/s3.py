@@ -79,6 +79,15 @@ class S3Storage:
         await self._stack.aclose()
         self._client = None
 
+    async def ping(self) -> None:
+        # Readiness: the staging folder (every proxied chunk lands there
+        # first) and the bucket, which must exist and let us in.
+        await self.local.ping()
+        try:
+            await self._call("head_bucket")
+        except ClientError as exc:  # NoSuchBucket, AccessDenied: not ready either
+            raise Unavailable("object storage bucket is not reachable") from exc
+
     async def _call(self, operation: str, **params: Any) -> Any:
         if self._client is None:
             raise Unavailable("object storage client is not started")
