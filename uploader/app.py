@@ -27,6 +27,7 @@ from .handlers.uploads import (CompleteHandler, HealthHandler, InitHandler, List
 from .locks.base import Locks
 from .naming import ID_PATTERN
 from .ratelimit import RateLimiter
+from .recovery import publish_recorded_merges, return_interrupted_merges
 from .service import UploadService
 from .storage.base import Storage
 from .store.base import MetadataStore
@@ -88,11 +89,14 @@ class Runtime:
     async def start(self) -> None:
         await self.store.open()
         await self.storage.start()
+        # Publish recorded merges before stray parts are swept: a staged
+        # file of a completed upload is not a stray.
+        published = await publish_recorded_merges(self.service)
         removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
-        recovered = await self.service.recover()
-        if removed or recovered:
-            log.info("recovery: removed %d stray part files, %d interrupted merges back to "
-                     "in_progress", removed, recovered)
+        recovered = await return_interrupted_merges(self.service)
+        if removed or recovered or published:
+            log.info("recovery: published %d recorded merges, removed %d stray part files, "
+                     "%d interrupted merges back to in_progress", published, removed, recovered)
         self.expirer.start()
         self.started = True
 
