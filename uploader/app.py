@@ -31,6 +31,7 @@ from .logs import log_request
 from .metrics import Metrics, TimedLocks
 from .naming import ID_PATTERN
 from .ratelimit import RateLimiter
+from .recovery import publish_recorded_merges, return_interrupted_merges
 from .service import UploadService
 from .shutdown import Drain
 from .storage.base import Storage
@@ -96,11 +97,14 @@ class Runtime:
     async def start(self) -> None:
         await self.store.open()
         await self.storage.start()
+        # Publish recorded merges before stray parts are swept: a staged
+        # file of a completed upload is not a stray.
+        published = await publish_recorded_merges(self.service)
         removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
-        recovered = await self.service.recover()
-        if removed or recovered:
-            log.info("recovery: removed %d stray part files, %d interrupted merges back to "
-                     "in_progress", removed, recovered)
+        recovered = await return_interrupted_merges(self.service)
+        if removed or recovered or published:
+            log.info("recovery: published %d recorded merges, removed %d stray part files, "
+                     "%d interrupted merges back to in_progress", published, removed, recovered)
         self.expirer.start()
         self.started = True
 

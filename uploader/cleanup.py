@@ -15,6 +15,7 @@ from tornado.ioloop import PeriodicCallback
 from .config import Config
 from .locks.base import LockTimeout
 from .models import ABORTED, EXPIRABLE, utcnow
+from .recovery import publish_recorded_merges
 from .service import UploadService
 
 log = logging.getLogger("uploader.expiry")
@@ -86,6 +87,8 @@ class Expirer:
                         log.exception("could not expire upload %s", upload.upload_id)
                         report.failed.append(upload.upload_id)
                 await self._orphans(report)
+                # A staged file of a recorded merge is not a stray part.
+                await publish_recorded_merges(service)
                 report.stray_parts = await service.storage.recover(
                     older_than=self.config.storage.stale_part_age)
         except LockTimeout:

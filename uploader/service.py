@@ -380,10 +380,10 @@ class UploadService:
             raise not_found(upload_id)
         size = await self.storage.file_size(upload.storage_key)
         if size is None:
-            size = await self._republish(upload)
+            size = await self.republish(upload)
         return upload, size
 
-    async def _republish(self, upload: Upload) -> int:
+    async def republish(self, upload: Upload) -> int:
         """The merge recorded ``completed`` but the process died before
         publishing the staged file: publish it now."""
         assert upload.storage_key
@@ -401,21 +401,6 @@ class UploadService:
         return size
 
     # -- lifecycle ---------------------------------------------------------
-
-    async def recover(self) -> int:
-        """At start: uploads left ``merging`` by a dead process go back to
-        ``in_progress`` (the client's next complete merges again). A merge
-        alive on another instance holds its lock, so it is left alone."""
-        recovered = 0
-        for upload in await self.store.find_by_status(MERGING):
-            try:
-                async with self.locks.lock(f"merge:{upload.upload_id}",
-                                           ttl=self.config.locks.ttl, wait=0):
-                    if await self.store.set_status(upload.upload_id, IN_PROGRESS, (MERGING,)):
-                        recovered += 1
-            except LockTimeout:
-                continue
-        return recovered
 
     async def wait_merges(self, timeout: float) -> bool:
         """Let merges running in the background (complete answered 202)

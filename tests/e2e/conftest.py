@@ -198,6 +198,20 @@ class Cluster:
             wait_until(lambda: self._healthy(instance), START_TIMEOUT, f"{instance} to start")
         return started
 
+    def restart(self, instance: Instance, **overrides: str) -> None:
+        """Start a process again on the same port (after a kill)."""
+        if instance.proc.poll() is None:
+            instance.proc.kill()
+            instance.proc.wait(STOP_TIMEOUT)
+        with open(instance.log_path, "ab") as log_file:
+            instance.proc = subprocess.Popen(
+                [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1",
+                 "--port", str(instance.port)],
+                cwd=self.tmp, env=self.env(**overrides), stdout=log_file,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent)
+        wait_until(lambda: self._healthy(instance), START_TIMEOUT, f"{instance} to restart")
+
     @staticmethod
     def _healthy(instance: Instance) -> bool:
         if instance.proc.poll() is not None:

@@ -291,6 +291,20 @@ class LocalStorage:
     async def staged_exists(self, staged: StagedFile) -> bool:
         return await self.run(self._staged_path(staged).exists)
 
+    async def staged_uploads(self) -> list[tuple[str, int]]:
+        """(upload id, merge version) of every merge .part in store/: a merge
+        recorded ``completed`` whose process died before the rename leaves
+        one, and it is the file the row promises."""
+        def scan() -> list[tuple[str, int]]:
+            found = []
+            for name in _listdir(self.store):
+                head, _, version = name.removesuffix(".part").rpartition(".")
+                if (name.endswith(".part") and version.isdigit() and len(head) > 33
+                        and is_upload_id(head[:32]) and head[32] == "_"):
+                    found.append((head[:32], int(version)))
+            return found
+        return await self.run(scan)
+
     async def delete_chunks(self, upload_id: str) -> None:
         path = self._chunk_dir(upload_id)
 
