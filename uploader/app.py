@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
 from .connections import make_guarded_server
+from .errors import Unavailable
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
 from .handlers.direct import PartUrlHandler
@@ -95,18 +97,38 @@ class Runtime:
         self.auth_required = self.authenticator.enabled
 
     async def start(self) -> None:
-        await self.store.open()
+        await self._open_store()
         await self.storage.start()
-        # Publish recorded merges before stray parts are swept: a staged
-        # file of a completed upload is not a stray.
-        published = await publish_recorded_merges(self.service)
-        removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
-        recovered = await return_interrupted_merges(self.service)
+        try:
+            # Publish recorded merges before stray parts are swept: a staged
+            # file of a completed upload is not a stray.
+            published = await publish_recorded_merges(self.service)
+            removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
+            recovered = await return_interrupted_merges(self.service)
+        except Unavailable as exc:
+            # Redis or the database went away meanwhile: the sweep publishes
+            # later, and a client's next complete re-merges an interrupted one.
+            log.warning("recovery at start skipped: %s", exc.message)
+            published = removed = recovered = 0
         if removed or recovered or published:
             log.info("recovery: published %d recorded merges, removed %d stray part files, "
                      "%d interrupted merges back to in_progress", published, removed, recovered)
         self.expirer.start()
         self.started = True
+
+    async def _open_store(self) -> None:
+        """Wait for the database instead of dying: a fleet restarted during
+        a database outage comes up by itself when it returns."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.open()
+                return
+            except Unavailable as exc:
+                log.warning("waiting for the database at start (%s); retrying in %.0fs",
+                            exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
         self.expirer.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import Config, ConfigError, load_config
+from .errors import UploadError
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -141,3 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except UploadError as exc:  # Unavailable: the database or Redis is away
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 1

@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
 from typing import Iterator
 
 import pytest
@@ -122,3 +125,47 @@ def test_redis_outage_refuses_complete_then_merges(cluster: Cluster,
     assert code == 200 and doc["md5"] == data_md5, doc
     assert cluster.part_files() == []
     assert "Traceback" not in server.log()
+
+
+def test_server_started_during_a_database_outage_comes_up_when_it_returns(
+        cluster: Cluster, proxies: list[TcpProxy]) -> None:
+    target = parse_dsn(cluster.dsn)
+    proxy = TcpProxy(target["host"], target["port"])
+    proxies.append(proxy)
+    proxy.cut()
+    log_path = cluster.tmp / f"instance{len(cluster.instances) + 1}.log"
+
+    def restore_once_waiting() -> None:
+        for _ in range(600):  # bounded: until the server says it waits
+            if log_path.exists() and "waiting for the database" in log_path.read_text():
+                proxy.restore()
+                return
+            threading.Event().wait(0.05)
+
+    restorer = threading.Thread(target=restore_once_waiting)
+    restorer.start()
+    [server] = cluster.start(1, UPLOADER_STORE_MYSQL_DSN=dsn_via(cluster.dsn, proxy.port))
+    restorer.join(30)
+    assert "waiting for the database" in server.log()
+    uid = server.init(CHUNK, CHUNK)["upload_id"]
+    assert server.put_chunk(uid, 0, os.urandom(CHUNK))[0] == 200
+
+
+def test_cleanup_during_a_database_outage_says_so(cluster: Cluster,
+                                                  proxies: list[TcpProxy]) -> None:
+    target = parse_dsn(cluster.dsn)
+    proxy = TcpProxy(target["host"], target["port"])
+    proxies.append(proxy)
+    cluster.start(1)  # creates the schema
+    proxy.cut()
+    env = cluster.env(UPLOADER_STORE_MYSQL_DSN=dsn_via(cluster.dsn, proxy.port))
+    run = subprocess.run([sys.executable, "-m", "uploader", "cleanup"], env=env,
+                         cwd=cluster.tmp, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "unavailable: database unavailable" in run.stderr
+    assert "Traceback" not in run.stderr
+    proxy.restore()
+    run = subprocess.run([sys.executable, "-m", "uploader", "cleanup"], env=env,
+                         cwd=cluster.tmp, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "expired 0 uploads" in run.stdout
