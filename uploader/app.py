@@ -42,7 +42,8 @@ def make_store(config: Config) -> MetadataStore:
 
 def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
     from .storage.local import LocalStorage
-    return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync)
+    return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync,
+                        incremental=config.merge.incremental)
 
 
 def make_locks(config: Config) -> Locks:

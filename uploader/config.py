@@ -88,6 +88,12 @@ class LocksConfig:
 class MergeConfig:
     # How long complete waits for a merge before answering 202 "merging".
     wait_seconds: float = 20.0
+    # complete answers 202 "merging" at once when more than this many bytes
+    # are left to merge (status shows merged_bytes meanwhile).
+    background_over: int = GiB
+    # Fold chunks into the merged file (and its MD5) while they arrive, in the
+    # process that receives them, so complete has little left (local storage).
+    incremental: bool = True
 
 
 @dataclass
@@ -140,6 +146,7 @@ class Config:
             (self.locks.backend in ("memory", "redis"), "locks.backend must be one of: memory, redis"),
             (self.locks.ttl >= 1, "locks.ttl must be >= 1"),
             (self.merge.wait_seconds >= 0, "merge.wait_seconds must be >= 0"),
+            (self.merge.background_over >= 0, "merge.background_over must be >= 0"),
             (self.expiry.ttl >= 1, "expiry.ttl must be >= 1"),
             (self.expiry.interval >= 1, "expiry.interval must be >= 1"),
             (0 <= self.expiry.jitter < 1, "expiry.jitter must be >= 0 and < 1"),
@@ -163,7 +170,7 @@ def parse_size(value: Any, key: str) -> int:
 
 
 _SIZE_KEYS = {"max_file_size", "chunk_size_min", "chunk_size_max", "chunk_size_default",
-              "read_chunk_size", "max_json_body"}
+              "read_chunk_size", "max_json_body", "background_over"}
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

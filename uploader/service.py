@@ -20,7 +20,7 @@ from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkReco
                      chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .receiver import ChunkReceiver
-from .storage.base import StagedFile, Storage
+from .storage.base import IncrementalMerge, StagedFile, Storage
 from .storage.local import MissingChunkData
 from .store.base import MetadataStore
 
@@ -142,7 +142,7 @@ class UploadService:
         writer = await self.storage.open_chunk(upload, index)
         return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
                              total_chunks=upload.total_chunks, expected_size=expected,
-                             expected_md5=md5)
+                             expected_md5=md5, upload=upload)
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
@@ -156,6 +156,8 @@ class UploadService:
                 await self.storage.delete_chunks(upload_id)
                 raise not_found(upload_id)
             raise UploadError("conflict", f"upload is {current.status}", status=current.status)
+        if isinstance(self.storage, IncrementalMerge) and receiver.upload is not None:
+            self.storage.chunk_stored(receiver.upload, receiver.index, md5, receiver.writer)
         return {"index": receiver.index, "size": size, "md5": md5,
                 "received_chunks": await self.store.count_chunks(upload_id),
                 "total_chunks": receiver.total_chunks}
@@ -175,13 +177,21 @@ class UploadService:
             raise UploadError("conflict", "upload is aborted", status=ABORTED)
         if upload.status != MERGING:
             self._check_complete(upload)
+        wait = self.config.merge.wait_seconds
+        if isinstance(self.storage, IncrementalMerge):
+            left = upload.size - self.storage.merged_ahead(upload_id)
+            if left > self.config.merge.background_over:
+                wait = 0  # much left: answer 202 now, status shows merged_bytes
         task = self._merges.get(upload_id)
         if task is None:
+            # Progress shows from the start (status may already say merging
+            # before the task reaches the storage merge).
+            self._merge_progress[upload_id] = 0
             task = asyncio.create_task(self._merge(upload_id, md5))
             self._merges[upload_id] = task
             task.add_done_callback(lambda t: self._merge_done(upload_id, t))
         try:
-            merged = await asyncio.wait_for(asyncio.shield(task), self.config.merge.wait_seconds)
+            merged = await asyncio.wait_for(asyncio.shield(task), wait)
         except asyncio.TimeoutError:
             current = await self.get(owner, upload_id)
             if current.status in (IN_PROGRESS, FAILED) and not task.done():
@@ -243,7 +253,13 @@ class UploadService:
             self._merge_progress[upload_id] = merged
 
         try:
-            staged = await self.storage.merge(upload, version, progress)
+            if isinstance(self.storage, IncrementalMerge):
+                # The records are frozen now (status merging): what was folded
+                # ahead is used only if it matches them.
+                chunks = await self.store.get_chunks(upload_id)
+                staged = await self.storage.merge(upload, version, progress, chunks=chunks)
+            else:
+                staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:
             # Recorded chunks whose bytes vanished: forget them so the client
             # sends them again, rather than merging a hole.

@@ -9,9 +9,9 @@ in ``uploads.storage_key``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Protocol
+from typing import AsyncIterator, Callable, Protocol, Sequence, runtime_checkable
 
-from ..models import Upload
+from ..models import ChunkRecord, Upload
 
 
 class ChunkWriter(Protocol):
@@ -86,3 +86,22 @@ class Storage(Protocol):
     async def recover(self, older_than: float = 0.0) -> int:
         """Remove partial files of crashed writers untouched for
         ``older_than`` seconds; return how many."""
+
+
+@runtime_checkable
+class IncrementalMerge(Protocol):
+    """Optional capability: the backend folds chunks into the merged file while
+    they arrive, so ``complete`` has little left to do. Purely an optimisation:
+    ``merge`` must give the same result with or without it."""
+
+    def chunk_stored(self, upload: Upload, index: int, md5: str, writer: ChunkWriter) -> None:
+        """A chunk written through ``writer`` is committed and recorded with ``md5``."""
+
+    def merged_ahead(self, upload_id: str) -> int:
+        """Bytes already merged ahead of ``complete`` in this process."""
+
+    async def merge(self, upload: Upload, version: int,
+                    progress: Callable[[int], None] | None = None,
+                    chunks: Sequence[ChunkRecord] | None = None) -> StagedFile:
+        """As ``Storage.merge``; ``chunks`` are the recorded chunk records, which
+        the folded state must match to be used."""
