@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import Any
 
@@ -27,6 +28,7 @@ from .store.base import MetadataStore
 log = logging.getLogger("uploader.service")
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_MISSING_LISTED = 1000
+META_CACHE_SIZE = 10_000  # uploads whose immutable metadata a process remembers
 
 
 def check_md5(value: Any, field: str = "md5") -> str | None:
@@ -60,6 +62,13 @@ class UploadService:
         # first instead of queueing behind its lock.
         self._merges: dict[str, asyncio.Task[Upload]] = {}
         self._merge_progress: dict[str, int] = {}
+        # Immutable metadata (owner, sizes) of in_progress uploads seen here,
+        # so a chunk PUT needs no lookup before its body: the status is checked
+        # atomically by record_chunk anyway. Evicted on any change seen here.
+        self._meta: OrderedDict[str, Upload] = OrderedDict()
+
+    def _forget(self, upload_id: str) -> None:
+        self._meta.pop(upload_id, None)
 
     # -- reading ---------------------------------------------------------
 
@@ -125,7 +134,15 @@ class UploadService:
     async def start_chunk(self, owner: str, upload_id: str, index: int, md5: str | None,
                           content_length: int | None) -> ChunkReceiver:
         """Everything that can be refused before a body byte is read."""
-        upload = await self.get(owner, upload_id, with_chunks=False)
+        upload = self._meta.get(upload_id)
+        if upload is None or upload.owner != owner:
+            upload = await self.get(owner, upload_id, with_chunks=False)
+            if upload.status == IN_PROGRESS:
+                self._meta[upload_id] = upload
+                if len(self._meta) > META_CACHE_SIZE:
+                    self._meta.popitem(last=False)
+        if upload_id in self._merges:
+            upload = upload.replace(status=MERGING)  # merging here: refuse before the body
         if upload.status != IN_PROGRESS:
             raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
         if not 0 <= index < upload.total_chunks:
@@ -147,19 +164,24 @@ class UploadService:
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
         upload_id = receiver.upload_id
-        recorded = await self.store.record_chunk(
+        # One database round trip per chunk: the upsert (which checks the
+        # status atomically) and the count in one unit of work.
+        count = await self.store.record_chunk_counted(
             upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
-        if not recorded:
+        if count is None:
+            self._forget(upload_id)
             current = await self.store.get_upload(upload_id, with_chunks=False)
-            if current is None or current.status == ABORTED:
-                # Deleted while this chunk streamed in: leave nothing behind.
+            if current is None or current.status in (ABORTED, COMPLETED):
+                # Deleted or completed while this chunk streamed in: its file
+                # is not needed (a completed file is merged and recorded).
                 await self.storage.delete_chunks(upload_id)
-                raise not_found(upload_id)
+                if current is None or current.status == ABORTED:
+                    raise not_found(upload_id)
             raise UploadError("conflict", f"upload is {current.status}", status=current.status)
         if isinstance(self.storage, IncrementalMerge) and receiver.upload is not None:
             self.storage.chunk_stored(receiver.upload, receiver.index, md5, receiver.writer)
         return {"index": receiver.index, "size": size, "md5": md5,
-                "received_chunks": await self.store.count_chunks(upload_id),
+                "received_chunks": count,
                 "total_chunks": receiver.total_chunks}
 
     # -- complete ----------------------------------------------------------
@@ -170,6 +192,7 @@ class UploadService:
         if body is not None and not isinstance(body, dict):
             raise UploadError("invalid_request", "body must be a JSON object")
         md5 = check_md5((body or {}).get("md5"))
+        self._forget(upload_id)
         upload = await self.get(owner, upload_id)
         if upload.status == COMPLETED:
             return self._already_completed(upload, md5), True
@@ -299,6 +322,7 @@ class UploadService:
     # -- delete, download --------------------------------------------------
 
     async def delete(self, owner: str, upload_id: str) -> None:
+        self._forget(upload_id)
         upload = await self.get(owner, upload_id, with_chunks=False)
         if upload.status == MERGING:
             raise UploadError("conflict", "upload is merging", status=MERGING)
