@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ def plan(quick: bool) -> dict:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4}
-    return {"ingest_size": GiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
+    return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20}
 
@@ -166,6 +167,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3
+    # A SIGTERM still runs the cleanup (server stopped, temp data deleted).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.time()
     figs = asyncio.run(run(args))
     print()
