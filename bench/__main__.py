@@ -80,6 +80,9 @@ def table(figs: list[Figure]) -> str:
 
 async def run(args: argparse.Namespace) -> list[Figure]:
     p = plan(args.quick)
+    if args.ingest_mib:
+        p["ingest_size"] = args.ingest_mib * MiB
+    grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
     kinds = set(args.only or KINDS)
     tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
     figs: list[Figure] = []
@@ -105,14 +108,13 @@ async def run(args: argparse.Namespace) -> list[Figure]:
             f"a scratch file of each run's size is written and deleted (untimed) before it")
         ours_4x8 = None
         if "ingest" in kinds or "tus_ingest" in kinds:
-            for streams in (1, 4, 16):
-                for chunk in (1, 8, 32):
-                    if "ingest" not in kinds and (streams, chunk) != (4, 8):
-                        continue
-                    fig = await F.ingest(ctx, p["ingest_size"], streams, chunk * MiB)
-                    if (streams, chunk) == (4, 8):
-                        ours_4x8 = fig.value
-                    emit(fig)
+            for streams, chunk in grid:
+                if "ingest" not in kinds and (streams, chunk) != (4, 8):
+                    continue
+                fig = await F.ingest(ctx, p["ingest_size"], streams, chunk * MiB)
+                if (streams, chunk) == (4, 8):
+                    ours_4x8 = fig.value
+                emit(fig)
         if kinds & {"complete", "peak_rss"}:
             for fig in await F.complete(ctx, p["complete"]):
                 emit(fig)
@@ -163,6 +165,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=KINDS, help="measure only these kinds")
     parser.add_argument("--env", action="append", default=[], metavar="UPLOADER_X_Y=V",
                         help="extra server setting (repeatable), e.g. UPLOADER_STORAGE_FSYNC=false")
+    parser.add_argument("--grid", default="1x1,1x8,1x32,4x1,4x8,4x32,16x1,16x8,16x32",
+                        help="ingest streams x chunk MiB pairs (default: all nine)")
+    parser.add_argument("--ingest-mib", type=int, help="bytes per ingest run, in MiB")
     parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
     args = parser.parse_args()
     if args.runs is None:
