@@ -43,7 +43,7 @@ def make_store(config: Config) -> MetadataStore:
 def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
     from .storage.local import LocalStorage
     return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync,
-                        incremental=config.merge.incremental)
+                        incremental=config.merge.incremental, fold_nice=config.merge.fold_nice)
 
 
 def make_locks(config: Config) -> Locks:

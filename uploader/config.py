@@ -94,6 +94,10 @@ class MergeConfig:
     # Fold chunks into the merged file (and its MD5) while they arrive, in the
     # process that receives them, so complete has little left (local storage).
     incremental: bool = True
+    # Nice value of the thread that folds chunks (0-19). Higher: folding uses
+    # only idle CPU and never slows ingest; what it could not fold is merged
+    # at complete. 0: folding competes with ingest for CPU.
+    fold_nice: int = 0
 
 
 @dataclass
@@ -147,6 +151,7 @@ class Config:
             (self.locks.ttl >= 1, "locks.ttl must be >= 1"),
             (self.merge.wait_seconds >= 0, "merge.wait_seconds must be >= 0"),
             (self.merge.background_over >= 0, "merge.background_over must be >= 0"),
+            (0 <= self.merge.fold_nice <= 19, "merge.fold_nice must be between 0 and 19"),
             (self.expiry.ttl >= 1, "expiry.ttl must be >= 1"),
             (self.expiry.interval >= 1, "expiry.interval must be >= 1"),
             (0 <= self.expiry.jitter < 1, "expiry.jitter must be >= 0 and < 1"),

@@ -19,6 +19,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -104,7 +105,7 @@ class LocalChunkWriter:
 
 class LocalStorage:
     def __init__(self, data_dir: Path, executor: Executor, *, fsync: bool = True,
-                 incremental: bool = True) -> None:
+                 incremental: bool = True, fold_nice: int = 0) -> None:
         self.root = Path(data_dir).resolve()
         self.tmp = self.root / "tmp"
         self.store = self.root / "store"
@@ -113,7 +114,8 @@ class LocalStorage:
         self._fold_pool: ThreadPoolExecutor | None = None
         self.incremental: IncrementalMerges | None = None
         if incremental:
-            self._fold_pool = ThreadPoolExecutor(1, thread_name_prefix="uploader-fold")
+            self._fold_pool = ThreadPoolExecutor(1, thread_name_prefix="uploader-fold",
+                                                 initializer=_renice, initargs=(fold_nice,))
             self.incremental = IncrementalMerges(self, self._fold_pool)
         # Merges that reused an incremental state / that read every chunk,
         # and the bytes reused (for metrics, and tests of the fallback).
@@ -332,6 +334,15 @@ class LocalStorage:
                         pass
             return removed
         return await self.run(sweep)
+
+
+def _renice(nice: int) -> None:
+    """Lower this thread's CPU priority (Linux nice values are per thread)."""
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:
+            pass
 
 
 def _listdir(path: Path) -> list[str]:
