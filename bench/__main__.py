@@ -82,6 +82,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     p = plan(args.quick)
     if args.ingest_mib:
         p["ingest_size"] = args.ingest_mib * MiB
+    if args.complete_mib:
+        p["complete"] = [(f"{n}MiB", n * MiB) for n in args.complete_mib]
     grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
     kinds = set(args.only or KINDS)
     tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
@@ -168,6 +170,8 @@ def main() -> int:
     parser.add_argument("--grid", default="1x1,1x8,1x32,4x1,4x8,4x32,16x1,16x8,16x32",
                         help="ingest streams x chunk MiB pairs (default: all nine)")
     parser.add_argument("--ingest-mib", type=int, help="bytes per ingest run, in MiB")
+    parser.add_argument("--complete-mib", type=int, nargs="+",
+                        help="file sizes of the complete figures, in MiB")
     parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
     args = parser.parse_args()
     if args.runs is None:

@@ -34,6 +34,9 @@ class ServerConfig:
     idle_connection_timeout: float = 60.0
     # Bytes Tornado reads from the socket at a time while streaming a chunk.
     read_chunk_size: int = MiB
+    # Bytes of one chunk body queued for hashing and writing before reading
+    # pauses: bounds memory per stream (16 streams x this).
+    max_buffered: int = MiB
     # Largest non-chunk request body (JSON).
     max_json_body: int = 64 * KiB
     # Trust X-Forwarded-For / X-Real-Ip from a reverse proxy.
@@ -142,6 +145,8 @@ class Config:
             (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1"),
             (0 < self.server.port < 65536, "server.port must be between 1 and 65535"),
             (self.server.read_chunk_size >= 4 * KiB, "server.read_chunk_size must be >= 4KiB"),
+            (self.server.max_buffered >= self.server.read_chunk_size,
+             "server.max_buffered must be >= read_chunk_size"),
             (self.storage.backend in ("local",), "storage.backend must be one of: local"),
             (self.storage.io_threads >= 1, "storage.io_threads must be >= 1"),
             (self.storage.stale_part_age >= 0, "storage.stale_part_age must be >= 0"),
@@ -175,7 +180,8 @@ def parse_size(value: Any, key: str) -> int:
 
 
 _SIZE_KEYS = {"max_file_size", "chunk_size_min", "chunk_size_max", "chunk_size_default",
-              "read_chunk_size", "max_json_body", "background_over"}
+              "read_chunk_size", "max_json_body", "background_over",
+              "max_buffered"}
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

@@ -159,7 +159,8 @@ class UploadService:
         writer = await self.storage.open_chunk(upload, index)
         return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
                              total_chunks=upload.total_chunks, expected_size=expected,
-                             expected_md5=md5, upload=upload)
+                             expected_md5=md5, upload=upload,
+                             max_buffered=self.config.server.max_buffered)
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("uploader.storage.incremental")
 MMAP_MIN = 64 << 10      # below this, pread is cheaper than mapping
-READ_PIECE = 8 << 20     # hash a mapped chunk in pieces of this size
+READ_PIECE = 1 << 20     # hash a chunk through mapped windows of this size
 FILE_MODE = 0o600
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of a committed chunk file
@@ -220,13 +220,11 @@ def hash_and_copy(src: int, dst: int, length: int, md5: Any) -> None:
     cache, and append them to ``dst`` at its position with a kernel-side copy.
     Both read the same open file, so they see the same bytes."""
     if length >= MMAP_MIN:
-        with mmap.mmap(src, length, prot=mmap.PROT_READ) as m:
-            view = memoryview(m)
-            try:
-                for off in range(0, length, READ_PIECE):
-                    md5.update(view[off:off + READ_PIECE])
-            finally:
-                view.release()
+        # One window at a time: mapped page-cache pages count in the RSS.
+        for off in range(0, length, READ_PIECE):
+            with mmap.mmap(src, min(READ_PIECE, length - off), prot=mmap.PROT_READ,
+                           offset=off) as m:
+                md5.update(m)
     else:
         data = os.pread(src, length, 0)
         if len(data) != length:
