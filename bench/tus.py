@@ -75,14 +75,29 @@ async def _req(conn: Conn, method: str, path: str, headers: dict[str, str], f=No
         await asyncio.get_running_loop().sendfile(conn.writer.transport, f, off, count)
     raw = (await conn.reader.readuntil(b"\r\n\r\n")).decode("latin-1")
     status = int(raw.split(" ", 2)[1])
-    size = 0
+    size, chunked, close = 0, False, False
     for line in raw.split("\r\n")[1:]:
         name, _, value = line.partition(":")
-        if name.lower() == "content-length":
+        name, value = name.strip().lower(), value.strip()
+        if name == "content-length":
             size = int(value)
-        if name.lower() == "location":
-            conn.last_location = value.strip()  # type: ignore[attr-defined]
-    body = await conn.reader.readexactly(size) if size else b""
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+        elif name == "connection" and value.lower() == "close":
+            close = True
+        elif name == "location":
+            conn.last_location = value  # type: ignore[attr-defined]
+    if chunked:  # Node answers POST with a chunked body
+        body = b""
+        while True:
+            n = int((await conn.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+            body += (await conn.reader.readexactly(n + 2))[:n]
+            if n == 0:
+                break
+    else:
+        body = await conn.reader.readexactly(size) if size else b""
+    if close:
+        await conn.close()
     return status, body
 
 
