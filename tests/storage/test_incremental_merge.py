@@ -185,3 +185,15 @@ async def test_much_left_answers_202_with_merged_bytes(api: Api, runtime, config
     assert done["status"] == "completed" and done["md5"] == md5(data)
     assert "merged_bytes" not in done
     assert stored(data_dir, uid) == data
+
+
+async def test_too_far_out_of_order_falls_back(api: Api, runtime, data_dir: Path,
+                                               monkeypatch) -> None:
+    from uploader.storage import incremental
+    monkeypatch.setattr(incremental, "MAX_PENDING", 2)
+    data = random.randbytes(5 * CS)
+    up = await api.init(len(data), CS)
+    uid = up["upload_id"]
+    await send(api, uid, chunks_of(data, CS), [4, 3, 2, 1, 0])
+    await finish(api, uid, data, data_dir)
+    assert runtime.storage.merge_stats["full"] == 1

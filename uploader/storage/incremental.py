@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("uploader.storage.incremental")
 MMAP_MIN = 64 << 10      # below this, pread is cheaper than mapping
 READ_PIECE = 1 << 20     # hash a chunk through mapped windows of this size
+# Chunks waiting for an earlier one: past this the upload arrives too far out
+# of order to be worth following (memory stays bounded); it merges the full way.
+MAX_PENDING = 1024
 FILE_MODE = 0o600
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of a committed chunk file
@@ -91,6 +94,10 @@ class IncrementalMerges:
             st = self._states[upload.upload_id] = FoldState(upload, path)
         with st.lock:
             if st.broken:
+                return
+            if len(st.pending) >= MAX_PENDING and index not in st.pending:
+                st.broken = True
+                st.pending.clear()
                 return
             if index < st.next:
                 if st.folded[index] != md5:
