@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                     ours_4x8 = fig.value
                 emit(fig)
         if kinds & {"complete", "peak_rss"}:
-            for fig in await F.complete(ctx, p["complete"]):
+            for fig in await F.complete(ctx, p["complete"], streams=args.complete_streams):
                 emit(fig)
         if "status" in kinds:
             emit(await F.status_latency(ctx, p["status_chunks"], p["gets"]))
@@ -172,6 +172,8 @@ def main() -> int:
     parser.add_argument("--ingest-mib", type=int, help="bytes per ingest run, in MiB")
     parser.add_argument("--complete-mib", type=int, nargs="+",
                         help="file sizes of the complete figures, in MiB")
+    parser.add_argument("--complete-streams", type=int, default=16,
+                        help="streams uploading before each complete (and for peak RSS)")
     parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
     args = parser.parse_args()
     if args.runs is None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..models import ChunkRecord, Upload
-from .fileops import copy_range
+from .fileops import copy_range, start_writeback
 
 if TYPE_CHECKING:
     from .local import LocalStorage
@@ -179,6 +179,10 @@ class IncrementalMerges:
                 try:
                     os.lseek(out, st.merged, os.SEEK_SET)
                     hash_and_copy(fd, out, length, st.md5)
+                    if self.storage.fsync:
+                        # The merge fsyncs the staged file at complete: flush
+                        # the folded part while chunks still arrive instead.
+                        start_writeback(out, st.merged, length)
                 finally:
                     os.close(out)
             finally:
