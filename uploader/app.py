@@ -59,7 +59,16 @@ def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
         return S3Storage(config.s3, config.data_dir, executor,
                          orphan_age=max(config.storage.stale_part_age, 3600.0))
     from .storage.local import LocalStorage
-    return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync)
+    return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync,
+                        incremental=incremental_merge(config), fold_nice=config.merge.fold_nice)
+
+
+def incremental_merge(config: Config) -> bool:
+    """The incremental merge lives in one process's memory: with several
+    instances (Redis locks) chunks spread over all of them, no instance sees
+    a contiguous run to fold, and one that folded a head start never learns
+    that another merged the upload. There it is off; complete merges."""
+    return config.merge.incremental and config.locks.backend == "memory"
 
 
 def make_locks(config: Config) -> Locks:

@@ -31,8 +31,22 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
+def _tune_malloc() -> None:
+    """Two malloc arenas instead of 8 x cores: freed 1 MiB body pieces were
+    kept in one heap arena per I/O thread, so RSS grew with threads and
+    streams (16x8 MiB: 153 MB -> ~78 MB). Fixing M_MMAP_THRESHOLD as well
+    gave 67 MB but made every piece a fresh mmap: page faults cut ingest
+    (fsync off, 4x8 MiB) from ~400 to ~230 MB/s, so it is not done."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 async def _serve(config: Config) -> None:
     from .app import make_app, make_server
+    _tune_malloc()
     app = make_app(config)
     runtime = app.runtime  # type: ignore[attr-defined]
     await runtime.start()

@@ -34,6 +34,9 @@ class ServerConfig:
     idle_connection_timeout: float = 60.0
     # Bytes Tornado reads from the socket at a time while streaming a chunk.
     read_chunk_size: int = MiB
+    # Bytes of one chunk body queued for hashing and writing before reading
+    # pauses: bounds memory per stream (16 streams x this).
+    max_buffered: int = MiB
     # Largest non-chunk request body (JSON).
     max_json_body: int = 64 * KiB
     # Trust X-Forwarded-For / X-Real-Ip from a reverse proxy.
@@ -119,6 +122,16 @@ class LocksConfig:
 class MergeConfig:
     # How long complete waits for a merge before answering 202 "merging".
     wait_seconds: float = 20.0
+    # complete answers 202 "merging" at once when more than this many bytes
+    # are left to merge (status shows merged_bytes meanwhile).
+    background_over: int = GiB
+    # Fold chunks into the merged file (and its MD5) while they arrive, in the
+    # process that receives them, so complete has little left (local storage).
+    incremental: bool = True
+    # Nice value of the thread that folds chunks (0-19). Higher: folding uses
+    # only idle CPU and never slows ingest; what it could not fold is merged
+    # at complete. 0: folding competes with ingest for CPU.
+    fold_nice: int = 0
 
 
 @dataclass
@@ -240,6 +253,8 @@ class Config:
             (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1"),
             (0 < self.server.port < 65536, "server.port must be between 1 and 65535"),
             (self.server.read_chunk_size >= 4 * KiB, "server.read_chunk_size must be >= 4KiB"),
+            (self.server.max_buffered >= self.server.read_chunk_size,
+             "server.max_buffered must be >= read_chunk_size"),
             (self.storage.backend in ("local", "s3"), "storage.backend must be one of: local, s3"),
             (self.storage.io_threads >= 1, "storage.io_threads must be >= 1"),
             (self.storage.stale_part_age >= 0, "storage.stale_part_age must be >= 0"),
@@ -248,6 +263,8 @@ class Config:
             (self.locks.backend in ("memory", "redis"), "locks.backend must be one of: memory, redis"),
             (self.locks.ttl >= 1, "locks.ttl must be >= 1"),
             (self.merge.wait_seconds >= 0, "merge.wait_seconds must be >= 0"),
+            (self.merge.background_over >= 0, "merge.background_over must be >= 0"),
+            (0 <= self.merge.fold_nice <= 19, "merge.fold_nice must be between 0 and 19"),
             (self.expiry.ttl >= 1, "expiry.ttl must be >= 1"),
             (self.expiry.interval >= 1, "expiry.interval must be >= 1"),
             (0 <= self.expiry.jitter < 1, "expiry.jitter must be >= 0 and < 1"),
@@ -302,7 +319,7 @@ def parse_size(value: Any, key: str) -> int:
 
 _SIZE_KEYS = {"max_file_size", "chunk_size_min", "chunk_size_max", "chunk_size_default",
               "read_chunk_size", "max_json_body", "min_free_bytes", "max_reserved_bytes",
-              "min_chunk_rate"}
+              "min_chunk_rate", "background_over", "max_buffered"}
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

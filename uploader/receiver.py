@@ -16,14 +16,16 @@ from concurrent.futures import Executor
 from typing import Any
 
 from .errors import UploadError
+from .models import Upload
 from .storage.base import ChunkWriter
 
 
 class ChunkReceiver:
     def __init__(self, writer: ChunkWriter, executor: Executor, *, upload_id: str, index: int,
                  total_chunks: int, expected_size: int, expected_md5: str | None,
-                 max_buffered: int = 4 << 20) -> None:
+                 max_buffered: int = 4 << 20, upload: Upload | None = None) -> None:
         self.writer = writer
+        self.upload = upload  # immutable metadata, for the storage's chunk_stored
         self.executor = executor
         self.upload_id = upload_id
         self.index = index

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import Any
 
@@ -24,14 +25,15 @@ from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkReco
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
-from .storage.base import (PresignedDownloads, PresignedUploads, StagedFile, Storage,
-                           UploadHooks)
+from .storage.base import (IncrementalMerge, PresignedDownloads, PresignedUploads, StagedFile,
+                           Storage, UploadHooks)
 from .storage.local import MissingChunkData
 from .store.base import MetadataStore
 
 log = logging.getLogger("uploader.service")
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_MISSING_LISTED = 1000
+META_CACHE_SIZE = 10_000  # uploads whose immutable metadata a process remembers
 
 
 def check_md5(value: Any, field: str = "md5") -> str | None:
@@ -70,6 +72,13 @@ class UploadService:
         # Clients may PUT chunks straight to the object store: advertised in
         # every upload object, and the store's part list is then the truth.
         self.direct = isinstance(storage, PresignedUploads) and storage.direct
+        # Immutable metadata (owner, sizes) of in_progress uploads seen here,
+        # so a chunk PUT needs no lookup before its body: the status is checked
+        # atomically by record_chunk anyway. Evicted on any change seen here.
+        self._meta: OrderedDict[str, Upload] = OrderedDict()
+
+    def _forget(self, upload_id: str) -> None:
+        self._meta.pop(upload_id, None)
 
     # -- reading ---------------------------------------------------------
 
@@ -146,7 +155,15 @@ class UploadService:
     async def start_chunk(self, owner: str, upload_id: str, index: int, md5: str | None,
                           content_length: int | None) -> ChunkReceiver:
         """Everything that can be refused before a body byte is read."""
-        upload = await self.get(owner, upload_id, with_chunks=False)
+        upload = self._meta.get(upload_id)
+        if upload is None or upload.owner != owner:
+            upload = await self.get(owner, upload_id, with_chunks=False)
+            if upload.status == IN_PROGRESS:
+                self._meta[upload_id] = upload
+                if len(self._meta) > META_CACHE_SIZE:
+                    self._meta.popitem(last=False)
+        if upload_id in self._merges:
+            upload = upload.replace(status=MERGING)  # merging here: refuse before the body
         if upload.status != IN_PROGRESS:
             raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
         if not 0 <= index < upload.total_chunks:
@@ -164,7 +181,8 @@ class UploadService:
         writer = await self.storage.open_chunk(upload, index)
         return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
                              total_chunks=upload.total_chunks, expected_size=expected,
-                             expected_md5=md5)
+                             expected_md5=md5, upload=upload,
+                             max_buffered=self.config.server.max_buffered)
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
@@ -178,26 +196,34 @@ class UploadService:
             # long: after a lock TTL's wait the answer is 409, retryable.
             async with self.locks.lock(f"merge:{upload_id}", ttl=self.config.locks.ttl,
                                        wait=self.config.locks.ttl):
+                # A merge may have finished (or a delete run) before we got the
+                # lock: never rename into an upload that is no longer open.
                 current = await self.store.get_upload(upload_id, with_chunks=False)
-                if current is None or current.status == ABORTED:
-                    raise not_found(upload_id)
-                if current.status != IN_PROGRESS:
+                if current is None or current.status != IN_PROGRESS:
+                    self._forget(upload_id)
+                    if current is None or current.status == ABORTED:
+                        raise not_found(upload_id)
                     raise UploadError("conflict", f"upload is {current.status}",
                                       status=current.status)
                 await receiver.commit()
-                recorded = await self.store.record_chunk(
+                # The upsert (which checks the status atomically) and the count
+                # in one unit of work.
+                count = await self.store.record_chunk_counted(
                     upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
         except LockTimeout:
             raise UploadError("conflict", "upload is merging", status=MERGING) from None
         finally:
             await receiver.abort()  # a no-op once committed
-        if not recorded:
+        if count is None:
             # Deleted or expired between the check and the record: leave
             # nothing behind.
+            self._forget(upload_id)
             await self.storage.delete_chunks(upload_id)
             raise not_found(upload_id)
+        if isinstance(self.storage, IncrementalMerge) and receiver.upload is not None:
+            self.storage.chunk_stored(receiver.upload, receiver.index, md5, receiver.writer)
         return {"index": receiver.index, "size": size, "md5": md5,
-                "received_chunks": await self.store.count_chunks(upload_id),
+                "received_chunks": count,
                 "total_chunks": receiver.total_chunks}
 
     # -- direct uploads ----------------------------------------------------
@@ -220,6 +246,7 @@ class UploadService:
         if body is not None and not isinstance(body, dict):
             raise UploadError("invalid_request", "body must be a JSON object")
         md5 = check_md5((body or {}).get("md5"))
+        self._forget(upload_id)
         upload = await self.get(owner, upload_id)
         if upload.status == COMPLETED:
             return self._already_completed(upload, md5), True
@@ -227,13 +254,21 @@ class UploadService:
             raise UploadError("conflict", "upload is aborted", status=ABORTED)
         if upload.status != MERGING:
             self._check_complete(upload)
+        wait = self.config.merge.wait_seconds
+        if isinstance(self.storage, IncrementalMerge):
+            left = upload.size - self.storage.merged_ahead(upload_id)
+            if left > self.config.merge.background_over:
+                wait = 0  # much left: answer 202 now, status shows merged_bytes
         task = self._merges.get(upload_id)
         if task is None:
+            # Progress shows from the start (status may already say merging
+            # before the task reaches the storage merge).
+            self._merge_progress[upload_id] = 0
             task = asyncio.create_task(self.metrics.time_merge(self._merge(upload_id, md5)))
             self._merges[upload_id] = task
             task.add_done_callback(lambda t: self._merge_done(upload_id, t))
         try:
-            merged = await asyncio.wait_for(asyncio.shield(task), self.config.merge.wait_seconds)
+            merged = await asyncio.wait_for(asyncio.shield(task), wait)
         except asyncio.TimeoutError:
             current = await self.get(owner, upload_id)
             if current.status in (IN_PROGRESS, FAILED) and not task.done():
@@ -297,7 +332,13 @@ class UploadService:
             self._merge_progress[upload_id] = merged
 
         try:
-            staged = await self.storage.merge(upload, version, progress)
+            if isinstance(self.storage, IncrementalMerge):
+                # The records are frozen now (status merging): what was folded
+                # ahead is used only if it matches them.
+                chunks = await self.store.get_chunks(upload_id)
+                staged = await self.storage.merge(upload, version, progress, chunks=chunks)
+            else:
+                staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:
             # Fence first: a stale merger finds the chunks gone because the
             # new owner published and deleted them; it must not touch the
@@ -349,6 +390,7 @@ class UploadService:
     # -- delete, download --------------------------------------------------
 
     async def delete(self, owner: str, upload_id: str) -> None:
+        self._forget(upload_id)
         upload = await self.get(owner, upload_id, with_chunks=False)
         if upload.status == MERGING:
             raise UploadError("conflict", "upload is merging", status=MERGING)

@@ -31,7 +31,11 @@ def data_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
 def config_overrides(tmp_path: Path):  # type: ignore[no-untyped-def]
     # No free-space reserve: these tests are about the disk really filling up.
     return {"store": {"sqlite_path": str(tmp_path / "meta" / "uploader.db")},
-            "storage": {"min_free_bytes": 0}}
+            "storage": {"min_free_bytes": 0},
+            # The merge at complete is what must run out of space here; the
+            # incremental merge would already hold a second copy while the
+            # chunks arrive (it is the same 2x, spent earlier).
+            "merge": {"incremental": False}}
 
 
 def leftovers(data_dir: Path) -> list[Path]:

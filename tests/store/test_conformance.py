@@ -127,6 +127,30 @@ async def test_record_chunk_upserts(io_loop, store):
     assert await store.get_chunks(upload.upload_id) == [later]
 
 
+async def test_record_chunk_counted(io_loop, store):
+    upload = new_upload()
+    await store.create_upload(upload)
+    uid = upload.upload_id
+    assert await store.record_chunk_counted(uid, chunk(7)) == 1
+    assert await store.record_chunk_counted(uid, chunk(7, MD5_B)) == 1  # replaced, not added
+    assert await store.record_chunk_counted(uid, chunk(0)) == 2
+    assert [c.md5 for c in await store.get_chunks(uid)] == [MD5_A, MD5_B]
+    assert await store.begin_merge(uid, [IN_PROGRESS]) == 1
+    assert await store.record_chunk_counted(uid, chunk(3)) is None
+    assert await store.record_chunk_counted(uuid.uuid4().hex, chunk(0)) is None
+    assert await store.count_chunks(uid) == 2
+
+
+async def test_received_of_many_chunks(io_loop, store):
+    upload = new_upload()
+    upload.total_chunks = 3000
+    await store.create_upload(upload)
+    for index in reversed(range(0, 3000, 2)):
+        assert await store.record_chunk(upload.upload_id, chunk(index))
+    got = await store.get_upload(upload.upload_id)
+    assert got.received == list(range(0, 3000, 2))
+
+
 @pytest.mark.parametrize("status", [MERGING, COMPLETED, ABORTED])
 async def test_record_chunk_refused_unless_in_progress(io_loop, store, status):
     upload = new_upload(status=status)

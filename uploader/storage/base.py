@@ -9,9 +9,9 @@ in ``uploads.storage_key``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence, runtime_checkable
 
-from ..models import Upload
+from ..models import ChunkRecord, Upload
 
 
 class ChunkWriter(Protocol):
@@ -157,3 +157,22 @@ class PresignedUploads(Protocol):
 class PresignedDownloads(Protocol):
     async def download_url(self, key: str, filename: str) -> str | None:
         """A short-lived URL of the published file, or None to stream it."""
+
+
+@runtime_checkable
+class IncrementalMerge(Protocol):
+    """Optional capability: the backend folds chunks into the merged file while
+    they arrive, so ``complete`` has little left to do. Purely an optimisation:
+    ``merge`` must give the same result with or without it."""
+
+    def chunk_stored(self, upload: Upload, index: int, md5: str, writer: ChunkWriter) -> None:
+        """A chunk written through ``writer`` is committed and recorded with ``md5``."""
+
+    def merged_ahead(self, upload_id: str) -> int:
+        """Bytes already merged ahead of ``complete`` in this process."""
+
+    async def merge(self, upload: Upload, version: int,
+                    progress: Callable[[int], None] | None = None,
+                    chunks: Sequence[ChunkRecord] | None = None) -> StagedFile:
+        """As ``Storage.merge``; ``chunks`` are the recorded chunk records, which
+        the folded state must match to be used."""

@@ -53,6 +53,11 @@ class MetadataStore(Protocol):
     async def count_chunks(self, upload_id: str) -> int:
         ...
 
+    async def record_chunk_counted(self, upload_id: str, chunk: ChunkRecord) -> int | None:
+        """``record_chunk``, then the upload's number of chunk records, in one
+        unit of work (the per-chunk path: one connection, no second trip
+        through the pool). None when the record was refused."""
+
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         ...
 

@@ -298,9 +298,20 @@ class MySQLStore:
             row = await cur.fetchone()
             if row is None:
                 return None
+            upload = upload_from_row(row)
             if not with_chunks:
-                return upload_from_row(row)
-            return (await self._fill_received(cur, [upload_from_row(row)]))[0]
+                return upload
+            # One row instead of one per chunk (PyMySQL parses rows in Python).
+            await cur.execute("SELECT GROUP_CONCAT(chunk_index), MAX(received_at), COUNT(*) "
+                              "FROM upload_chunks WHERE upload_id = %s", (upload_id,))
+            joined, upload.last_chunk_at, count = await cur.fetchone()
+            if isinstance(joined, bytes):
+                joined = joined.decode()
+            upload.received = sorted(map(int, joined.split(","))) if joined else []
+            if len(upload.received) != count:  # cut by group_concat_max_len
+                upload.received, upload.last_chunk_at = [], None
+                return (await self._fill_received(cur, [upload]))[0]
+            return upload
         return await self._run(work, idempotent=True)
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
@@ -332,14 +343,23 @@ class MySQLStore:
         # merge starting in between (the SELECT share-locks the uploads row).
         # Re-running it is harmless, hence idempotent.
         count = await self._write(
-            "INSERT INTO upload_chunks (upload_id, chunk_index, size, md5, received_at) "
-            "SELECT upload_id, %s, %s, %s, %s FROM uploads "
-            "WHERE upload_id = %s AND status = %s "
-            "ON DUPLICATE KEY UPDATE size = VALUES(size), md5 = VALUES(md5), "
-            "received_at = VALUES(received_at)",
+            _RECORD_CHUNK,
             (chunk.index, chunk.size, chunk.md5, chunk.received_at, upload_id, IN_PROGRESS),
             idempotent=True)
         return count > 0
+
+    async def record_chunk_counted(self, upload_id: str, chunk: ChunkRecord) -> int | None:
+        async def work(cur: aiomysql.Cursor) -> int | None:
+            # Both statements on one pooled connection: one acquire, and the
+            # count (a primary-key range count) right behind the upsert.
+            if not await cur.execute(_RECORD_CHUNK, (
+                    chunk.index, chunk.size, chunk.md5, chunk.received_at, upload_id,
+                    IN_PROGRESS)):
+                return None
+            await cur.execute("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = %s",
+                              (upload_id,))
+            return int((await cur.fetchone())[0])
+        return await self._run(work, idempotent=True)
 
     async def count_chunks(self, upload_id: str) -> int:
         rows = await self._all("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = %s",
@@ -436,6 +456,14 @@ class MySQLStore:
             params = (owner,)
         rows = await self._all(sql, params)
         return int(rows[0][0]), int(rows[0][1])
+
+
+_RECORD_CHUNK = (
+    "INSERT INTO upload_chunks (upload_id, chunk_index, size, md5, received_at) "
+    "SELECT upload_id, %s, %s, %s, %s FROM uploads "
+    "WHERE upload_id = %s AND status = %s "
+    "ON DUPLICATE KEY UPDATE size = VALUES(size), md5 = VALUES(md5), "
+    "received_at = VALUES(received_at)")
 
 
 def _marks(count: int) -> str:

@@ -95,10 +95,17 @@ class SQLiteStore:
                           f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
-        rows = await self._all("SELECT chunk_index, received_at FROM upload_chunks "
-                               "WHERE upload_id = ? ORDER BY chunk_index", (upload.upload_id,))
-        upload.received = [r[0] for r in rows]
-        upload.last_chunk_at = text_to_ts(max((r[1] for r in rows), default=None))
+        # One row back instead of one per chunk: the indices come as one
+        # string from the covering primary-key index, the newest arrival from
+        # the received_at index (status of a 10,000-chunk upload stays cheap).
+        row = await self._one(
+            "SELECT (SELECT group_concat(chunk_index) FROM upload_chunks WHERE upload_id = ?), "
+            "(SELECT MAX(received_at) FROM upload_chunks WHERE upload_id = ?)",
+            (upload.upload_id, upload.upload_id))
+        received = [int(i) for i in row[0].split(",")] if row[0] else []
+        received.sort()  # group_concat's order is not guaranteed (sorted input: O(n))
+        upload.received = received
+        upload.last_chunk_at = text_to_ts(row[1])
         return upload
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
@@ -145,6 +152,12 @@ class SQLiteStore:
         row = await self._one("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = ?",
                               (upload_id,))
         return int(row[0])
+
+    async def record_chunk_counted(self, upload_id: str, chunk: ChunkRecord) -> int | None:
+        # One connection already; the count is a covering-index range count.
+        if not await self.record_chunk(upload_id, chunk):
+            return None
+        return await self.count_chunks(upload_id)
 
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         await self._write("DELETE FROM upload_chunks WHERE upload_id = ? AND chunk_index = ?",

@@ -1,0 +1,193 @@
+"""python -m bench [--quick] [--runs N] [--mysql-redis] [--only KIND ...] [--env K=V ...]
+
+Starts the server itself, generates its data under a temp folder in /tmp
+(deleted at the end, as is the MySQL bench database), and prints a table plus
+one JSON line per figure. Every figure is the median of --runs runs, next to a
+reference measured in the same runs, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from . import figures as F
+from .figures import Ctx, Figure, MiB
+from .server import uploader_server
+
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest"]
+GiB = 1 << 30
+
+
+def plan(quick: bool) -> dict:
+    if quick:
+        return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
+                                                       ("32MiB", 32 * MiB)],
+                "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4}
+    return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
+                                             ("4GiB", 4 * GiB)],
+            "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20}
+
+
+def make_data(path: Path, size: int) -> None:
+    """Random bytes (a 16 MiB random block repeated: MD5 cost does not care)."""
+    block = os.urandom(16 * MiB)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            left -= f.write(block[:min(left, len(block))])
+
+
+def create_mysql_db(name: str, drop: bool = False) -> str:
+    import pymysql
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`" if drop
+                        else f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    return f"mysql://root@127.0.0.1:3306/{name}"
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def table(figs: list[Figure]) -> str:
+    rows = [("figure", "value", "reference", "ratio", "srv CPU%", "cli CPU%")]
+    for f in figs:
+        rows.append((f.name, f"{fmt(f.value)} {f.unit}" if f.value is not None else f.note,
+                     f"{fmt(f.ref_value)} {f.ref_name}" if f.ref_value is not None else "-",
+                     f"{f.ratio:.2f}" if f.ratio is not None else "-",
+                     fmt(f.extra.get("server_cpu_pct")), fmt(f.extra.get("client_cpu_pct"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> list[Figure]:
+    p = plan(args.quick)
+    if args.ingest_mib:
+        p["ingest_size"] = args.ingest_mib * MiB
+    if args.complete_mib:
+        p["complete"] = [(f"{n}MiB", n * MiB) for n in args.complete_mib]
+    grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
+    kinds = set(args.only or KINDS)
+    tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
+    figs: list[Figure] = []
+    db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
+    log = lambda msg: print(f"# {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    def emit(fig: Figure) -> None:
+        figs.append(fig)
+        print(json.dumps(asdict(fig)), flush=True)
+
+    server = None
+    try:
+        dsn = create_mysql_db(db) if db else None
+        biggest = max([p["ingest_size"]] + [s for _, s in p["complete"]])
+        make_data(tmp / "data.bin", biggest)
+        extra = dict(kv.split("=", 1) for kv in args.env)
+        server = uploader_server(tmp, mysql_dsn=dsn,
+                                 redis_url="redis://127.0.0.1:6379/14" if db else None,
+                                 extra_env=extra)
+        await server.start()
+        ctx = Ctx("127.0.0.1", server.port, server.pid, tmp, tmp / "data.bin", args.runs, log)
+        log(f"server pid {server.pid} on port {server.port}; data under {tmp}; "
+            f"a scratch file of each run's size is written and deleted (untimed) before it")
+        ours_4x8 = None
+        if "ingest" in kinds or "tus_ingest" in kinds:
+            for streams, chunk in grid:
+                if "ingest" not in kinds and (streams, chunk) != (4, 8):
+                    continue
+                fig = await F.ingest(ctx, p["ingest_size"], streams, chunk * MiB)
+                if (streams, chunk) == (4, 8):
+                    ours_4x8 = fig.value
+                emit(fig)
+        if kinds & {"complete", "peak_rss"}:
+            for fig in await F.complete(ctx, p["complete"], streams=args.complete_streams):
+                emit(fig)
+        if "status" in kinds:
+            emit(await F.status_latency(ctx, p["status_chunks"], p["gets"]))
+        if "puts_per_s" in kinds:
+            for size in (1024, 8192, 65536):
+                emit(await F.puts_per_second(ctx, size, p["put_uploads"], p["put_per"]))
+        server.stop()
+        if "tus_ingest" in kinds:
+            emit(await tus_figure(ctx, args, p["ingest_size"], ours_4x8, log))
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if db:
+            create_mysql_db(db, drop=True)
+    return figs
+
+
+async def tus_figure(ctx: Ctx, args: argparse.Namespace, size: int, ours: float | None,
+                     log) -> Figure:  # type: ignore[no-untyped-def]
+    name = "tus_ingest 4x8MiB @tus/server (no MD5)"
+    if args.quick and not args.tus:
+        return Figure(name, "MB/s", None, "ours 4x8MiB MB/s", ours, note="skipped (--quick)")
+    from . import tus
+    folder = tus.install(ctx.tmp, log)
+    if folder is None:
+        return Figure(name, "MB/s", None, "ours 4x8MiB MB/s", ours, note="skipped (no npm)")
+    try:
+        r = await tus.tus_ingest(ctx, folder, size, 4, 8 * MiB, ours or 0)
+    except Exception as exc:  # the peer is optional: never fail the run for it
+        log(f"tus peer failed: {exc!r}")
+        return Figure(name, "MB/s", None, "ours 4x8MiB MB/s", ours, note="skipped (failed)")
+    return Figure(name, "MB/s", r["value"], "ours 4x8MiB MB/s", ours,
+                  (ours / r["value"]) if ours else None,
+                  {"server_cpu_pct": r["server_cpu_pct"], "md5_ref": r["md5"], "runs": r["runs"]},
+                  note="ratio = ours / tus")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 run (smoke test)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    parser.add_argument("--mysql-redis", action="store_true",
+                        help="MySQL (a bench database it creates) + Redis db 14")
+    parser.add_argument("--only", nargs="*", choices=KINDS, help="measure only these kinds")
+    parser.add_argument("--env", action="append", default=[], metavar="UPLOADER_X_Y=V",
+                        help="extra server setting (repeatable), e.g. UPLOADER_STORAGE_FSYNC=false")
+    parser.add_argument("--grid", default="1x1,1x8,1x32,4x1,4x8,4x32,16x1,16x8,16x32",
+                        help="ingest streams x chunk MiB pairs (default: all nine)")
+    parser.add_argument("--ingest-mib", type=int, help="bytes per ingest run, in MiB")
+    parser.add_argument("--complete-mib", type=int, nargs="+",
+                        help="file sizes of the complete figures, in MiB")
+    parser.add_argument("--complete-streams", type=int, default=16,
+                        help="streams uploading before each complete (and for peak RSS)")
+    parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
+    args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    # A SIGTERM still runs the cleanup (server stopped, temp data deleted).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.time()
+    figs = asyncio.run(run(args))
+    print()
+    print(table(figs))
+    print(f"\n{len(figs)} figures in {time.time() - t0:.0f}s"
+          f"{' (quick)' if args.quick else ''}; medians of {args.runs} run(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The optional peer: @tus/server + @tus/file-store (Node), installed with npm
+into the run's temp folder. Any failure to install or start skips it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .client import Conn
+from .figures import Ctx, md5_seconds, scratch
+from .server import ServerProcess, cpu_seconds, free_port
+
+SERVER_JS = """
+import http from 'node:http';
+import { Server } from '@tus/server';
+import { FileStore } from '@tus/file-store';
+const [port, dir] = process.argv.slice(2);
+const tus = new Server({ path: '/files', datastore: new FileStore({ directory: dir }) });
+http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), '127.0.0.1');
+"""
+PACKAGES = ["@tus/server@2", "@tus/file-store@2"]
+
+
+def install(tmp: Path, log: "callable") -> Path | None:  # type: ignore[valid-type]
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        log("tus peer skipped: node/npm not found")
+        return None
+    folder = tmp / "tus"
+    folder.mkdir()
+    try:
+        subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", *PACKAGES],
+                       cwd=folder, check=True, timeout=180, capture_output=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        log(f"tus peer skipped: npm install failed ({exc})")
+        return None
+    (folder / "server.mjs").write_text(SERVER_JS)
+    return folder
+
+
+async def tus_upload(host: str, port: int, data: Path, offset: int, size: int,
+                     patch: int) -> None:
+    conn = Conn(host, port)
+    head = {"Tus-Resumable": "1.0.0", "Upload-Length": str(size)}
+    status, _ = await _req(conn, "POST", "/files", head)
+    location = conn.last_location  # type: ignore[attr-defined]
+    assert status == 201, status
+    path = "/files/" + location.rsplit("/files/", 1)[1]
+    sent = 0
+    with open(data, "rb") as f:
+        while sent < size:
+            n = min(patch, size - sent)
+            status, _ = await _req(conn, "PATCH", path, {
+                "Tus-Resumable": "1.0.0", "Upload-Offset": str(sent),
+                "Content-Type": "application/offset+octet-stream"}, f, offset + sent, n)
+            assert status == 204, status
+            sent += n
+    await conn.close()
+
+
+async def _req(conn: Conn, method: str, path: str, headers: dict[str, str], f=None,
+               off: int = 0, count: int = 0) -> tuple[int, bytes]:
+    """A tus request on the raw client (extra headers, Location kept)."""
+    if conn.writer is None:
+        await conn.open()
+    assert conn.reader is not None and conn.writer is not None
+    lines = [f"{method} {path} HTTP/1.1", "Host: bench", f"Content-Length: {count}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    conn.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    if f is not None:
+        await conn.writer.drain()
+        await asyncio.get_running_loop().sendfile(conn.writer.transport, f, off, count)
+    raw = (await conn.reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status = int(raw.split(" ", 2)[1])
+    size, chunked, close = 0, False, False
+    for line in raw.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if name == "content-length":
+            size = int(value)
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+        elif name == "connection" and value.lower() == "close":
+            close = True
+        elif name == "location":
+            conn.last_location = value  # type: ignore[attr-defined]
+    if chunked:  # Node answers POST with a chunked body
+        body = b""
+        while True:
+            n = int((await conn.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+            body += (await conn.reader.readexactly(n + 2))[:n]
+            if n == 0:
+                break
+    else:
+        body = await conn.reader.readexactly(size) if size else b""
+    if close:
+        await conn.close()
+    return status, body
+
+
+async def tus_ingest(ctx: Ctx, folder: Path, size: int, streams: int, patch: int,
+                     ours: float) -> dict:
+    """Median MB/s of ``streams`` parallel tus uploads of size/streams each."""
+    port = free_port()
+    store = ctx.tmp / "tus-files"
+    store.mkdir(exist_ok=True)
+    proc = ServerProcess(["node", str(folder / "server.mjs"), str(port), str(store)], None,
+                         folder, port, "/files", ctx.tmp / "tus.log")
+    proc.env = None  # type: ignore[assignment]
+    await proc.start()
+    rates, cpu = [], []
+    try:
+        part = size // streams
+        for _ in range(ctx.runs):
+            scratch(ctx, 2 * size)
+            s0 = cpu_seconds(proc.pid)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(tus_upload(ctx.host, port, ctx.data, k * part, part, patch)
+                                   for k in range(streams)))
+            seconds = time.perf_counter() - t0
+            rates.append(part * streams / seconds / 1e6)
+            cpu.append(100 * (cpu_seconds(proc.pid) - s0) / seconds)
+            shutil.rmtree(store, ignore_errors=True)
+            store.mkdir()
+        ref = size / md5_seconds(ctx, size) / 1e6
+    finally:
+        proc.stop()
+    import statistics
+    value = statistics.median(rates)
+    return {"value": value, "ours": ours, "md5": ref, "server_cpu_pct": statistics.median(cpu),
+            "runs": rates}

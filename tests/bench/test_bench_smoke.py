@@ -1,0 +1,32 @@
+"""`python -m bench --quick` runs end to end and prints every figure (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(120)
+def test_bench_quick_prints_every_figure() -> None:
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=110).stdout
+    figures = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    names = [f["name"] for f in figures]
+    expected = ([f"ingest {s}x{c}MiB" for s in (1, 4, 16) for c in (1, 8, 32)]
+                + ["complete 8MiB", "complete 16MiB", "complete 32MiB"])
+    for name in expected:
+        assert name in names, (name, names)
+    for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest"):
+        assert any(n.startswith(kind) for n in names), (kind, names)
+    assert sum(n.startswith("puts_per_s") for n in names) == 3
+    measured = [f for f in figures if not f["name"].startswith("tus_ingest")]
+    assert all(f["value"] is not None and f["ref_value"] for f in measured)
+    # The table is printed too, one row per figure.
+    for name in names:
+        assert f"\n{name} " in out

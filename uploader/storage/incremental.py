@@ -1,0 +1,245 @@
+"""Incremental merge: fold chunks into the staged merge file while they arrive.
+
+Why: without it, ``complete`` re-reads every chunk to hash and concatenate the
+file, which for 4 GiB is seconds of MD5 after the last byte arrived. Here the
+process that receives chunks appends each one, as soon as it is contiguous with
+what was folded before, to a staged file (``os.copy_file_range``: the kernel
+moves the bytes) and feeds a running MD5 straight from the page cache (mmap,
+no copy), in one dedicated thread so folding never takes more than one core.
+
+It is a pure optimisation. A ``hashlib`` object cannot be pickled, so the
+running state lives only in this process; the merge uses it only when it
+provably covers the recorded chunks, and otherwise falls back to the full
+merge:
+
+- Each folded chunk is identified by the inode its writer created (a chunk
+  file is written once under a fresh name and renamed into place, never
+  modified), tied to the MD5 the receiver computed over exactly those bytes.
+  A fold opens the chunk file and folds it only if the inode matches the
+  newest chunk this process stored for that index.
+- At merge time every recorded chunk's MD5 (the database is the truth) must
+  equal the one folded for that index; a chunk replaced after folding (here or
+  on another instance) breaks the match, and the full merge runs instead.
+- A crash loses only the memory state; its ``.part`` file is swept like any
+  crashed writer's. Fencing is unchanged: the state is renamed to the merge
+  version's own part file under the merge lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import mmap
+import os
+import secrets
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..models import ChunkRecord, Upload
+from .fileops import copy_range, start_writeback
+
+if TYPE_CHECKING:
+    from .local import LocalStorage
+
+log = logging.getLogger("uploader.storage.incremental")
+MMAP_MIN = 64 << 10      # below this, pread is cheaper than mapping
+READ_PIECE = 1 << 20     # hash a chunk through mapped windows of this size
+# Chunks waiting for an earlier one: past this the upload arrives too far out
+# of order to be worth following (memory stays bounded); it merges the full way.
+MAX_PENDING = 1024
+FILE_MODE = 0o600
+
+Identity = tuple[int, int]  # (st_dev, st_ino) of a committed chunk file
+
+
+@dataclass
+class FoldState:
+    """What one process has folded of one upload. Fields are guarded by
+    ``lock``: the event loop adds pending chunks while the fold thread folds."""
+
+    upload: Upload
+    path: Path
+    md5: Any = field(default_factory=lambda: hashlib.md5(usedforsecurity=False))
+    next: int = 0                          # chunks [0, next) are folded
+    merged: int = 0                        # bytes in the staged file
+    folded: list[str] = field(default_factory=list)          # md5 per folded chunk
+    pending: dict[int, tuple[str, Identity]] = field(default_factory=dict)
+    broken: bool = False
+    job: "asyncio.Future[None] | None" = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class IncrementalMerges:
+    def __init__(self, storage: "LocalStorage", executor: Executor, *,
+                 max_uploads: int = 1000) -> None:
+        self.storage = storage
+        self.executor = executor  # one thread: folding uses at most one core
+        self.max_uploads = max_uploads
+        self._states: dict[str, FoldState] = {}
+
+    # -- on the event loop ------------------------------------------------------
+
+    def chunk_stored(self, upload: Upload, index: int, md5: str, identity: Identity) -> None:
+        """A chunk's bytes are in place (and recorded): fold it when it is next."""
+        st = self._states.get(upload.upload_id)
+        if st is None:
+            if len(self._states) >= self.max_uploads:
+                return  # bounded memory: such uploads merge the full way
+            final = self.storage.final_path(self.storage.key_for(upload))
+            path = final.with_name(f"{final.name}.inc-{secrets.token_hex(6)}.part")
+            st = self._states[upload.upload_id] = FoldState(upload, path)
+        with st.lock:
+            if st.broken:
+                return
+            if len(st.pending) >= MAX_PENDING and index not in st.pending:
+                st.broken = True
+                st.pending.clear()
+                return
+            if index < st.next:
+                if st.folded[index] != md5:
+                    # Replaced by different bytes after folding: the running
+                    # MD5 cannot be rewound, so this upload merges the full way.
+                    st.broken = True
+                return
+            st.pending[index] = (md5, identity)
+        self._kick(st)
+
+    def _kick(self, st: FoldState) -> None:
+        if st.job is not None or st.broken or st.next not in st.pending:
+            return
+        job = asyncio.get_running_loop().run_in_executor(self.executor, self._fold, st)
+        st.job = job
+        job.add_done_callback(lambda j: self._job_done(st, j))
+
+    def _job_done(self, st: FoldState, job: "asyncio.Future[None]") -> None:
+        st.job = None
+        if job.cancelled() or job.exception() is not None:
+            if not job.cancelled():
+                log.warning("incremental merge of %s stopped: %r", st.upload.upload_id,
+                            job.exception())
+            st.broken = True
+            return
+        if self._states.get(st.upload.upload_id) is st:
+            self._kick(st)
+
+    def merged_ahead(self, upload_id: str) -> int:
+        """Bytes already folded for this upload in this process (0 if none)."""
+        st = self._states.get(upload_id)
+        return 0 if st is None or st.broken else st.merged
+
+    async def take(self, upload_id: str) -> FoldState | None:
+        """Detach the state for a merge (called under the merge lock), after
+        its running fold job, if any, has finished."""
+        st = self._states.pop(upload_id, None)
+        if st is None:
+            return None
+        while st.job is not None:
+            try:
+                await asyncio.shield(st.job)
+            except Exception:
+                pass
+            await asyncio.sleep(0)  # let _job_done run
+        return st
+
+    async def drop(self, upload_id: str) -> None:
+        """Forget an upload (deleted, expired, completed): remove its file."""
+        st = await self.take(upload_id)
+        if st is not None:
+            await self.storage.run(discard, st)
+
+    async def close(self) -> None:
+        for upload_id in list(self._states):
+            await self.drop(upload_id)
+
+    # -- in the fold thread -------------------------------------------------------
+
+    def _fold(self, st: FoldState) -> None:
+        while True:
+            with st.lock:
+                if st.broken or st.next not in st.pending:
+                    return
+                index = st.next
+                md5, identity = st.pending[index]
+            length = st.upload.chunk_length(index)
+            fd = _open_if(self.storage.chunk_path(st.upload.upload_id, index), identity, length)
+            if fd is None:
+                # Replaced on disk by a newer write, or gone: wait for that
+                # write's own chunk_stored (or merge the full way).
+                with st.lock:
+                    if st.pending.get(index) == (md5, identity):
+                        del st.pending[index]
+                return
+            try:
+                out = os.open(st.path, os.O_WRONLY | os.O_CLOEXEC |
+                              (os.O_CREAT if index == 0 else 0), FILE_MODE)
+                try:
+                    os.lseek(out, st.merged, os.SEEK_SET)
+                    hash_and_copy(fd, out, length, st.md5)
+                    if self.storage.fsync:
+                        # The merge fsyncs the staged file at complete: flush
+                        # the folded part while chunks still arrive instead.
+                        start_writeback(out, st.merged, length)
+                finally:
+                    os.close(out)
+            finally:
+                os.close(fd)
+            with st.lock:
+                st.folded.append(md5)
+                st.next += 1
+                st.merged += length
+                newer = st.pending.pop(index, None)
+                if newer is not None and newer[0] != md5:
+                    st.broken = True  # different bytes arrived while we folded
+
+
+def usable(st: FoldState, upload: Upload, chunks: Sequence[ChunkRecord] | None) -> bool:
+    """Whether the folded prefix provably equals the recorded chunks."""
+    if st.broken or chunks is None or st.next == 0:
+        return False
+    if (st.upload.size, st.upload.chunk_size) != (upload.size, upload.chunk_size):
+        return False
+    by_index = {c.index: c.md5 for c in chunks}
+    return all(by_index.get(i) == md5 for i, md5 in enumerate(st.folded))
+
+
+def discard(st: FoldState) -> None:
+    try:
+        os.unlink(st.path)
+    except FileNotFoundError:
+        pass
+
+
+def _open_if(path: Path, identity: Identity, length: int) -> int | None:
+    """The chunk file if it is still the one stored (same inode, whole)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != identity or st.st_size != length:
+        os.close(fd)
+        return None
+    return fd
+
+
+def hash_and_copy(src: int, dst: int, length: int, md5: Any) -> None:
+    """Feed ``length`` bytes of ``src`` (from offset 0) to ``md5`` from the page
+    cache, and append them to ``dst`` at its position with a kernel-side copy.
+    Both read the same open file, so they see the same bytes."""
+    if length >= MMAP_MIN:
+        # One window at a time: mapped page-cache pages count in the RSS.
+        for off in range(0, length, READ_PIECE):
+            with mmap.mmap(src, min(READ_PIECE, length - off), prot=mmap.PROT_READ,
+                           offset=off) as m:
+                md5.update(m)
+    else:
+        data = os.pread(src, length, 0)
+        if len(data) != length:
+            raise OSError(f"chunk shorter than {length} bytes")
+        md5.update(data)
+    os.lseek(src, 0, os.SEEK_SET)
+    copy_range(src, dst, length)
