@@ -31,6 +31,7 @@ from ..errors import Unavailable
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .rows import dump_error, upload_from_row, upload_params
 from .schema import MYSQL_STEPS, UPLOAD_COLUMNS
+from .shared import SharedQueries
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, _CONNECTION_ERRORS)
 
 
-class MySQLStore:
+class MySQLStore(SharedQueries):
+    MARK = "%s"
+
     def __init__(self, dsn: str, pool_size: int = 10, *, connect_timeout: float = 5.0,
                  query_timeout: float = 30.0) -> None:
         self._params = parse_dsn(dsn)
@@ -316,16 +319,7 @@ class MySQLStore:
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100) -> list[Upload]:
-        sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner = %s"
-        params: list[Any] = [owner]
-        if status:
-            sql += " AND status = %s"
-            params.append(status)
-        if filename:
-            sql += " AND filename = %s"
-            params.append(filename)
-        sql += " ORDER BY created_at DESC LIMIT %s"
-        params.append(limit)
+        sql, params = self._list_sql(owner, status, filename, limit)
 
         async def work(cur: aiomysql.Cursor) -> list[Upload]:
             await cur.execute(sql, params)
@@ -432,31 +426,6 @@ class MySQLStore:
         rows = await self._all(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE status = %s LIMIT %s",
                                (status, limit))
         return [upload_from_row(r) for r in rows]
-
-    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        ids = list(upload_ids)
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            rows = await self._all(
-                f"SELECT upload_id FROM uploads WHERE upload_id IN ({_marks(len(part))})", part)
-            found.update(r[0] for r in rows)
-        return found
-
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._all("SELECT status, COUNT(*) FROM uploads GROUP BY status")
-        return {r[0]: int(r[1]) for r in rows}
-
-    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
-        sql = ("SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
-               "WHERE status IN ('in_progress', 'merging')")
-        params: tuple[Any, ...] = ()
-        if owner is not None:
-            sql += " AND owner = %s"  # the (owner, status) index serves it
-            params = (owner,)
-        rows = await self._all(sql, params)
-        return int(rows[0][0]), int(rows[0][1])
-
 
 _RECORD_CHUNK = (
     "INSERT INTO upload_chunks (upload_id, chunk_index, size, md5, received_at) "

@@ -19,9 +19,12 @@ from ..errors import Unavailable
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .rows import dump_error, text_to_ts, ts_to_text, upload_from_row, upload_params
 from .schema import SQLITE_STEPS, UPLOAD_COLUMNS
+from .shared import SharedQueries
 
 
-class SQLiteStore:
+class SQLiteStore(SharedQueries):
+    MARK = "?"
+
     def __init__(self, path: str | Path, *, synchronous_full: bool = True) -> None:
         self.path = Path(path)
         self._sync = "FULL" if synchronous_full else "NORMAL"
@@ -118,16 +121,7 @@ class SQLiteStore:
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100) -> list[Upload]:
-        sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner = ?"
-        params: list[Any] = [owner]
-        if status:
-            sql += " AND status = ?"
-            params.append(status)
-        if filename:
-            sql += " AND filename = ?"
-            params.append(filename)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(limit)
+        sql, params = self._list_sql(owner, status, filename, limit)
         uploads = [upload_from_row(r, text_to_ts) for r in await self._all(sql, params)]
         return [await self._fill_chunks(u) for u in uploads]
 
@@ -226,32 +220,3 @@ class SQLiteStore:
         rows = await self._all(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE status = ? LIMIT ?",
                                (status, limit))
         return [upload_from_row(r, text_to_ts) for r in rows]
-
-    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        ids = list(upload_ids)
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            marks = ",".join("?" * len(part))
-            rows = await self._all(f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks})",
-                                   part)
-            found.update(r[0] for r in rows)
-        return found
-
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._all("SELECT status, COUNT(*) FROM uploads GROUP BY status")
-        return {r[0]: int(r[1]) for r in rows}
-
-    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
-        sql = ("SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
-               "WHERE status IN ('in_progress', 'merging')")
-        params: tuple[Any, ...] = ()
-        if owner is not None:
-            sql += " AND owner = ?"  # the (owner, status) index serves it
-            params = (owner,)
-        row = await self._one(sql, params)
-        return int(row[0]), int(row[1])
-
-
-def is_locked_error(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)

@@ -1,0 +1,58 @@
+"""Queries both SQL stores run word for word; only the placeholder differs
+(``?`` for SQLite, ``%s`` for MySQL). Each store provides ``MARK`` and
+``_all(sql, params)`` (rows as tuples)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .schema import UPLOAD_COLUMNS
+
+ID_BATCH = 500  # ids per IN (...) list
+
+
+class SharedQueries:
+    MARK = "?"
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def _list_sql(self, owner: str, status: str | None, filename: str | None,
+                  limit: int) -> tuple[str, list[Any]]:
+        m = self.MARK
+        sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner = {m}"
+        params: list[Any] = [owner]
+        if status:
+            sql += f" AND status = {m}"
+            params.append(status)
+        if filename:
+            sql += f" AND filename = {m}"
+            params.append(filename)
+        sql += f" ORDER BY created_at DESC LIMIT {m}"
+        params.append(limit)
+        return sql, params
+
+    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(upload_ids)
+        for start in range(0, len(ids), ID_BATCH):
+            part = ids[start:start + ID_BATCH]
+            marks = ",".join([self.MARK] * len(part))
+            rows = await self._all(f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks})",
+                                   part)
+            found.update(r[0] for r in rows)
+        return found
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._all("SELECT status, COUNT(*) FROM uploads GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
+        sql = ("SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
+               "WHERE status IN ('in_progress', 'merging')")
+        params: tuple[Any, ...] = ()
+        if owner is not None:
+            sql += f" AND owner = {self.MARK}"  # the (owner, status) index serves it
+            params = (owner,)
+        rows = await self._all(sql, params)
+        return int(rows[0][0]), int(rows[0][1])
