@@ -50,15 +50,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LocalChunkWriter:
-    def __init__(self, storage: "LocalStorage", part: Path, final: Path, fd: int) -> None:
-        self._storage = storage
-        self._part = part
-        self._final = final
+class StagedWriter:
+    """Appends a chunk's body to its own staged file (in a worker thread);
+    the local and S3 chunk writers share it and differ in how they commit."""
+
+    def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
-        # (st_dev, st_ino) of the committed file: ties its bytes to the MD5
-        # the receiver computed, for the incremental merge.
-        self.identity: tuple[int, int] | None = None
 
     def write(self, data: bytes) -> None:
         if self._fd is None:
@@ -67,6 +64,22 @@ class LocalChunkWriter:
             _write_all(self._fd, data)
         except OSError as exc:
             raise _storage_error(exc) from exc
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class LocalChunkWriter(StagedWriter):
+    def __init__(self, storage: "LocalStorage", part: Path, final: Path, fd: int) -> None:
+        super().__init__(fd)
+        self._storage = storage
+        self._part = part
+        self._final = final
+        # (st_dev, st_ino) of the committed file: ties its bytes to the MD5
+        # the receiver computed, for the incremental merge.
+        self.identity: tuple[int, int] | None = None
 
     def _sync(self) -> None:
         assert self._fd is not None
@@ -93,13 +106,8 @@ class LocalChunkWriter:
             raise _storage_error(exc) from exc
 
     def _abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        try:
-            os.unlink(self._part)
-        except FileNotFoundError:
-            pass
+        self._close()
+        _unlink(self._part)
 
     async def sync(self) -> None:
         await self._storage.run(self._sync)

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config import S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
-from .local import _storage_error, _unlink, _write_all
+from .local import StagedWriter, _storage_error, _unlink
 
 if TYPE_CHECKING:
     from .s3 import S3Storage
@@ -68,25 +68,12 @@ def client_kwargs(cfg: S3Config) -> dict[str, Any]:
     return kwargs
 
 
-class S3ChunkWriter:
+class S3ChunkWriter(StagedWriter):
     def __init__(self, storage: "S3Storage", upload: Upload, index: int, part: Path,
                  final: Path, fd: int) -> None:
+        super().__init__(fd)
         self._storage, self._upload, self._index = storage, upload, index
         self._part, self._final = part, final
-        self._fd: int | None = fd
-
-    def write(self, data: bytes) -> None:  # worker thread
-        if self._fd is None:
-            raise RuntimeError("chunk writer is closed")
-        try:
-            _write_all(self._fd, data)
-        except OSError as exc:
-            raise _storage_error(exc) from exc
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     async def sync(self) -> None:
         # The staged copy needs no fsync: S3 holds the durable copy once
