@@ -35,6 +35,8 @@ setup(
             # The S3 suites run the backend against a real moto server.
             "aiobotocore>=2.13,<4",
             "moto[server]>=5,<6",
+            # A real tus 1.0 client (module tusclient) for the /files/ endpoint.
+            "tuspy>=1.1,<2",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

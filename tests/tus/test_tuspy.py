@@ -1,0 +1,42 @@
+"""tuspy 1.1 (``tusclient``), the Python tus client, against a real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tusclient import client as tus_client
+from tusclient.storage.filestorage import FileStorage
+
+from .conftest import MiB, Server, file_md5, make_file
+
+pytestmark = pytest.mark.e2e
+
+
+def test_upload_with_checksums(server: Server, tmp_path: Path) -> None:
+    data = make_file(tmp_path / "tuspy.bin", 3 * MiB + 1)
+    client = tus_client.TusClient(server.base + "/files/")
+    uploader = client.uploader(str(data), chunk_size=MiB, upload_checksum=True,
+                               metadata={"filename": "tuspy.bin"})
+    uploader.upload()
+    assert uploader.offset == data.stat().st_size
+    uid = uploader.url.rsplit("/", 1)[1]
+    status = server.json(f"/upload/{uid}/status")
+    assert status["status"] == "completed" and status["md5"] == file_md5(data)
+    assert status["filename"] == "tuspy.bin"
+
+
+def test_resume_from_stored_url(server: Server, tmp_path: Path) -> None:
+    data = make_file(tmp_path / "resume.bin", 4 * MiB + 3)
+    storage = FileStorage(str(tmp_path / "tuspy-urls.json"))
+    client = tus_client.TusClient(server.base + "/files/")
+    first = client.uploader(str(data), chunk_size=MiB // 2, store_url=True, url_storage=storage)
+    first.upload(stop_at=MiB + 17)  # an interrupted run
+    stopped_at = first.offset
+    assert MiB + 17 <= stopped_at < data.stat().st_size
+
+    again = client.uploader(str(data), chunk_size=MiB // 2, store_url=True, url_storage=storage)
+    assert again.url == first.url and again.offset == stopped_at  # from HEAD
+    again.upload()
+    uid = again.url.rsplit("/", 1)[1]
+    assert server.json(f"/upload/{uid}/status")["md5"] == file_md5(data)

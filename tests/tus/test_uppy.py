@@ -1,0 +1,99 @@
+"""Uppy 6 (the npm ``uppy`` bundle: Dashboard + Tus plugin) in headless Chromium.
+
+The page is a test fixture served from another origin, so the upload also
+exercises CORS for tus (preflights, exposed Location / Upload-Offset).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .conftest import HERE, UPPY, MiB, Server, file_md5, make_file, npm_packages
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: browser tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def page_server(tmp_path: Path) -> Iterator[str]:
+    """The fixture page and the Uppy bundle on their own origin."""
+    modules = npm_packages("uppy", UPPY)
+    root = tmp_path / "site"
+    shutil.copytree(HERE / "uppy", root)
+    for name in ("uppy.min.js", "uppy.min.css"):
+        shutil.copy(modules / "uppy" / "dist" / name, root / name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_uppy_dashboard_uploads_two_files(tmp_path: Path, page_server: str,
+                                          chromium: Any) -> None:
+    from playwright.sync_api import expect
+    server = Server(tmp_path / "srv", cors_allow_origins=page_server)
+    (tmp_path / "srv").mkdir()
+    server.start()
+    try:
+        files = [make_file(tmp_path / "photo one.jpg", 3 * MiB + 11),
+                 make_file(tmp_path / "notes.txt", 200_000)]
+        page = chromium.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{page_server}/index.html?endpoint={server.base}/files/")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        page.locator("input.uppy-Dashboard-input").first.set_input_files(
+            [str(f) for f in files])
+        page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        expect(page.locator("body")).to_have_attribute("data-result", re.compile(".+"),
+                                                        timeout=120_000)
+        result = json.loads(page.locator("body").get_attribute("data-result") or "{}")
+        assert not errors and result["failed"] == [], (errors, result)
+        by_name = {f["name"]: f["url"] for f in result["successful"]}
+        assert set(by_name) == {"photo one.jpg", "notes.txt"}
+        for f in files:
+            uid = by_name[f.name].rstrip("/").rsplit("/", 1)[1]
+            status = server.json(f"/upload/{uid}/status")
+            assert status["filename"] == f.name and status["status"] == "completed"
+            assert server.download_md5(f"/files/{uid}") == file_md5(f)
+    finally:
+        server.stop()
