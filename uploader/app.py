@@ -22,7 +22,7 @@ from .errors import Unavailable
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
 from .handlers.direct import PartUrlHandler
-from .handlers.files import FileHandler
+from .handlers.tus import TusCollectionHandler, TusResourceHandler
 from .handlers.ops import DrainingHandler, MetricsHandler, ReadyHandler
 from .handlers.openapi import OpenAPIHandler
 from .handlers.page import PageHandler
@@ -36,6 +36,7 @@ from .ratelimit import RateLimiter
 from .recovery import publish_recorded_merges, return_interrupted_merges
 from .service import UploadService
 from .shutdown import Drain
+from .tus.service import TusService
 from .storage.base import Storage
 from .store.base import MetadataStore
 
@@ -98,9 +99,12 @@ class Runtime:
     # Built from the config (a test may swap them before serving).
     authenticator: Authenticator = field(init=False)
     ratelimiter: RateLimiter = field(init=False)
+    # The tus 1.0 / IETF draft endpoint's rules, on top of the service.
+    tus: TusService = field(init=False)
     started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        self.tus = TusService(self.service)
         self.authenticator = Authenticator(self.config.auth)
         self.ratelimiter = RateLimiter(self.config)
         self.auth_required = self.authenticator.enabled
@@ -201,7 +205,10 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
         (rf"/upload/{uid}/complete", CompleteHandler, deps),
         (rf"/upload/{uid}", UploadHandler, deps),
         (r"/uploads", ListHandler, deps),
-        (rf"/files/{uid}", FileHandler, deps),
+        # tus 1.0 and the IETF draft; GET (and a HEAD without tus headers) of an
+        # upload's resource is the download of the completed file.
+        (r"/files/?", TusCollectionHandler, deps),
+        (rf"/files/{uid}", TusResourceHandler, deps),
         (r"/openapi.json", OpenAPIHandler, deps),
     ]
     # Route labels for metrics: the URL patterns, never paths holding ids.

@@ -24,6 +24,14 @@ ERRORS: dict[str, int] = {
     "insufficient_storage": 507,
     "unavailable": 503,
     "internal": 500,
+    # The tus 1.0 protocol's own answers (/files/, docs/tus.md).
+    "final_upload": 403,
+    "offset_mismatch": 409,
+    "version_unsupported": 412,
+    "unsupported_media_type": 415,
+    "locked": 423,
+    "upload_checksum_mismatch": 460,
+    "upload_completed": 400,
 }
 
 # Tornado raises HTTPError with a bare status for its own refusals (unknown
@@ -35,6 +43,7 @@ STATUS_TO_CODE: dict[int, str] = {
     405: "method_not_allowed",
     411: "invalid_request",
     413: "too_large",
+    415: "unsupported_media_type",
     416: "range_not_satisfiable",
     429: "rate_limited",
     503: "unavailable",

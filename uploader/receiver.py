@@ -143,6 +143,26 @@ class ChunkReceiver:
         self._state = "verified"
         return self.received, digest
 
+    async def finish_partial(self) -> tuple[int, str]:
+        """The body stopped short of the chunk's end on purpose (a tus PATCH
+        ends mid-chunk): wait for the queued bytes, make them durable, and
+        return (bytes, their MD5) without checking the size. The writer then
+        belongs to the caller (it publishes the bytes as the upload's tail)."""
+        if self._state != "open":
+            raise RuntimeError("chunk already finished")
+        self._state = "finishing"
+        try:
+            await self._drain()
+            if self._error is not None:
+                raise self._error
+            await self.writer.sync()
+        except BaseException:
+            self._state = "aborted"
+            await self.writer.abort()
+            raise
+        self._state = "finished"
+        return self.received, self._md5.hexdigest()
+
     async def commit(self) -> None:
         if self._state != "verified":
             raise RuntimeError(f"cannot commit a chunk that is {self._state}")

@@ -20,8 +20,8 @@ from .errors import UploadError, not_found
 from .fence import record_completed
 from .locks.base import Locks, LockTimeout
 from .metrics import Metrics
-from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
-                     chunk_count, utcnow)
+from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, TusState,
+                     Upload, chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
@@ -109,7 +109,7 @@ class UploadService:
 
     # -- init --------------------------------------------------------------
 
-    async def create(self, owner: str, body: Any) -> Upload:
+    async def create(self, owner: str, body: Any, tus: TusState | None = None) -> Upload:
         if not isinstance(body, dict):
             raise UploadError("invalid_request", "body must be a JSON object")
         limits = self.config.limits
@@ -141,7 +141,9 @@ class UploadService:
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
                         total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
-                        updated_at=now)
+                        updated_at=now, tus=tus)
+        if tus is not None and tus.parts:
+            upload.total_chunks = 0  # a tus final upload's bytes are its partials' chunks
         if isinstance(self.storage, UploadHooks):
             # Before the row: a row never points at backend state that was
             # not created. The reverse (an init that dies in between) leaves
@@ -186,6 +188,15 @@ class UploadService:
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
+        count = await self.commit_chunk(receiver, size, md5)
+        return {"index": receiver.index, "size": size, "md5": md5,
+                "received_chunks": count,
+                "total_chunks": receiver.total_chunks}
+
+    async def commit_chunk(self, receiver: ChunkReceiver, size: int, md5: str) -> int:
+        """Put a verified chunk in place and record it; returns how many
+        chunks the upload has now (the tus endpoint commits the chunks of a
+        PATCH carrying a checksum only once the whole body matched)."""
         upload_id = receiver.upload_id
         try:
             # Under the upload's lock, put-in-place and record are one step
@@ -222,9 +233,7 @@ class UploadService:
             raise not_found(upload_id)
         if isinstance(self.storage, IncrementalMerge) and receiver.upload is not None:
             self.storage.chunk_stored(receiver.upload, receiver.index, md5, receiver.writer)
-        return {"index": receiver.index, "size": size, "md5": md5,
-                "received_chunks": count,
-                "total_chunks": receiver.total_chunks}
+        return count
 
     # -- direct uploads ----------------------------------------------------
 
@@ -294,6 +303,11 @@ class UploadService:
 
     @staticmethod
     def _check_complete(upload: Upload) -> None:
+        if upload.tus is not None:  # tus rules (docs/tus.md)
+            if not upload.size_known:
+                raise UploadError("incomplete", "the upload's length is not declared yet")
+            if upload.tus.concat == "partial":
+                raise UploadError("conflict", "a partial upload is completed by its final upload")
         missing = upload.missing()
         if missing:
             raise UploadError("incomplete", f"{len(missing)} chunks missing",
@@ -332,7 +346,11 @@ class UploadService:
             self._merge_progress[upload_id] = merged
 
         try:
-            if isinstance(self.storage, IncrementalMerge):
+            if upload.tus is not None and upload.tus.parts:
+                # A tus final upload: its bytes are its partial uploads' chunks.
+                from .tus.concat import concat_parts
+                staged = await concat_parts(self.store, self.storage, upload, version, progress)
+            elif isinstance(self.storage, IncrementalMerge):
                 # The records are frozen now (status merging): what was folded
                 # ahead is used only if it matches them.
                 chunks = await self.store.get_chunks(upload_id)
@@ -451,6 +469,12 @@ class UploadService:
         if tasks and timeout > 0:
             await asyncio.wait(tasks, timeout=timeout)
         return all(task.done() for task in tasks)
+
+    async def wait_merge(self, upload_id: str) -> None:
+        """Until this process's merge of the upload (if any) has ended."""
+        task = self._merges.get(upload_id)
+        if task is not None:
+            await asyncio.wait([task])
 
     async def shutdown(self) -> None:
         tasks = list(self._merges.values())

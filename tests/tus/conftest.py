@@ -212,7 +212,7 @@ class NodeUpload:
 
     def kill(self) -> None:
         self.proc.kill()
-        self.proc.wait(30)
+        self.proc.communicate(timeout=30)  # reaps it and closes the pipes
 
     def finish(self, timeout: float = 240.0) -> dict[str, Any]:
         """Run to the end; the outcome event (success or error)."""

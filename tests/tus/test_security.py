@@ -55,7 +55,11 @@ async def test_cors_for_tus(api: Api) -> None:
                        "upload-checksum", "upload-concat", "upload-defer-length",
                        "upload-complete", "upload-draft-interop-version", "authorization",
                        "content-type", "x-http-method-override"}
-    assert "PATCH" in resp.headers["Access-Control-Allow-Methods"]
+    assert resp.headers["Access-Control-Allow-Methods"] == "POST"
+    resp = await api.call("OPTIONS", "/files/" + "a" * 32, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "PATCH"})
+    assert set(resp.headers["Access-Control-Allow-Methods"].split(", ")) == {
+        "GET", "HEAD", "PATCH", "DELETE"}
     resp = await api.call("POST", "/files/", raw=b"", headers=as_("alice", **{
         "Origin": ORIGIN, "Upload-Length": "3"}))
     assert resp.code == 201

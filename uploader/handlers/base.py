@@ -10,7 +10,7 @@ import tornado.web
 from tornado import httputil
 
 from ..auth import LOCAL_OWNER
-from ..cors import cors_headers
+from ..cors import ALLOW_HEADERS, EXPOSE_HEADERS, cors_headers
 from ..errors import ERRORS, STATUS_TO_CODE, UploadError
 from ..logs import log_request
 
@@ -30,6 +30,9 @@ class BaseHandler(tornado.web.RequestHandler):
     owner: str
     error_code: str | None = None  # the error-table code answered, for logs and metrics
     answered = False
+    # What a cross-origin caller may send and read (the tus routes add theirs).
+    cors_allow_headers = ALLOW_HEADERS
+    cors_expose_headers = EXPOSE_HEADERS
 
     def initialize(self, runtime: "Runtime") -> None:
         self.runtime = runtime
@@ -80,7 +83,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_cors_headers(self, preflight: bool = False) -> None:
         headers = cors_headers(self.runtime.config.cors, self.request.headers.get("Origin"),
-                               preflight=preflight, methods=self.allowed_methods())
+                               preflight=preflight, methods=self.allowed_methods(),
+                               allow_headers=self.cors_allow_headers,
+                               expose_headers=self.cors_expose_headers)
         for name, value in headers.items():
             self.set_header(name, value)
 
@@ -145,7 +150,14 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", str(error.retry_after))
         for name, value in error.headers.items():
             self.set_header(name, value)
-        self.finish(json.dumps(error.to_json(), separators=(",", ":")))
+        content_type, body = self.error_body(error)
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+    def error_body(self, error: UploadError) -> tuple[str, str]:
+        """(Content-Type, body) of an error answer: the error table's JSON."""
+        return "application/json; charset=utf-8", json.dumps(error.to_json(),
+                                                             separators=(",", ":"))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected refusals are answers, not server faults: no tracebacks.

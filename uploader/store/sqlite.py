@@ -24,6 +24,7 @@ from .shared import SharedQueries
 
 class SQLiteStore(SharedQueries):
     MARK = "?"
+    _ts = staticmethod(ts_to_text)
 
     def __init__(self, path: str | Path, *, synchronous_full: bool = True) -> None:
         self.path = Path(path)
@@ -95,7 +96,7 @@ class SQLiteStore(SharedQueries):
 
     async def create_upload(self, upload: Upload) -> None:
         await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
         # One row back instead of one per chunk: the indices come as one

@@ -1,0 +1,192 @@
+"""The durable tail of a tus upload: the bytes of one chunk short of its end
+(docs/tus.md, "A PATCH stream cut into our chunks").
+
+A tail is written through a chunk writer of the backend (streamed to the
+chunk's own ``.part`` file, hashed, synced) that can end either way: as the
+chunk (``commit``, when the chunk filled up) or as the tail (``save_tail``).
+Tails only grow within a chunk and are written before they are recorded, so
+the first ``tail.size`` bytes of a stored tail are always the recorded ones.
+
+    local: <data_dir>/tmp/<id>/tail_<index>   (renamed into place, dir fsynced)
+    S3:    <prefix><id>.tail                   (PutObject; instances need not
+                                                share a disk)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any, AsyncIterator, Protocol
+
+from ..errors import UploadError
+from ..models import Upload
+from .base import ChunkWriter
+from .fileops import READ_PIECE
+from .local import FILE_MODE, LocalChunkWriter, LocalStorage, _fsync_dir, _storage_error, _unlink
+
+_TAIL_RE = re.compile(r"\Atail_(\d{1,9})\Z")
+
+
+class TailLost(Exception):
+    """The recorded tail is not (all) there any more."""
+
+
+class TailWriter(ChunkWriter, Protocol):
+    async def save_tail(self) -> None:
+        """Publish the synced bytes as the upload's tail for this chunk,
+        replacing an older tail atomically."""
+
+
+class Tails(Protocol):
+    async def open_writer(self, upload: Upload, index: int) -> TailWriter:
+        ...
+
+    def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
+        """The first ``size`` bytes of the tail of chunk ``index``; raises
+        :class:`TailLost` when fewer are stored."""
+
+    async def drop(self, upload_id: str, below: int) -> None:
+        """Remove tails of chunks below ``below`` (absorbed into chunks)."""
+
+
+def tails_for(storage: object) -> Tails:
+    from .s3 import S3Storage  # noqa: PLC0415 (the S3 extra may be absent)
+    if isinstance(storage, S3Storage):
+        return S3Tails(storage)
+    if isinstance(storage, LocalStorage):
+        return LocalTails(storage)
+    raise TypeError(f"no tail storage for {type(storage).__name__}")
+
+
+# -- local disk (one disk, or a volume shared by every instance) --------------
+
+
+class LocalTailWriter(LocalChunkWriter):
+    def __init__(self, storage: LocalStorage, part: Path, final: Path, tail: Path,
+                 fd: int) -> None:
+        super().__init__(storage, part, final, fd)
+        self._tail = tail
+
+    def _save(self) -> None:
+        if self._fd is not None:
+            self._sync()
+        try:
+            os.replace(self._part, self._tail)
+            if self._storage.fsync:
+                _fsync_dir(self._tail.parent)
+        except OSError as exc:
+            self._abort()
+            raise _storage_error(exc) from exc
+
+    async def save_tail(self) -> None:
+        await self._storage.run(self._save)
+
+
+class LocalTails:
+    def __init__(self, storage: LocalStorage) -> None:
+        self.storage = storage
+
+    def path(self, upload_id: str, index: int) -> Path:
+        return self.storage.chunk_path(upload_id, index).with_name(f"tail_{int(index)}")
+
+    async def open_writer(self, upload: Upload, index: int) -> LocalTailWriter:
+        final = self.storage.chunk_path(upload.upload_id, index)
+        part = final.with_name(f"{final.name}.{secrets.token_hex(6)}.part")
+
+        def create() -> int:
+            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            except OSError as exc:
+                raise _storage_error(exc) from exc
+
+        fd = await self.storage.run(create)
+        return LocalTailWriter(self.storage, part, final, self.path(upload.upload_id, index), fd)
+
+    async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
+        path = self.path(upload.upload_id, index)
+        try:
+            fd = await self.storage.run(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TailLost(str(path)) from None
+        try:
+            offset = 0
+            while offset < size:
+                piece = await self.storage.run(os.pread, fd, min(READ_PIECE, size - offset),
+                                               offset)
+                if not piece:
+                    raise TailLost(f"{path} holds {offset} of {size} bytes")
+                offset += len(piece)
+                yield piece
+        finally:
+            os.close(fd)
+
+    async def drop(self, upload_id: str, below: int) -> None:
+        folder = self.storage.chunk_path(upload_id, 0).parent
+
+        def sweep() -> None:
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                return
+            for name in names:
+                m = _TAIL_RE.match(name)
+                if m and int(m.group(1)) < below:
+                    _unlink(folder / name)
+        await self.storage.run(sweep)
+
+
+# -- S3 ------------------------------------------------------------------------
+
+
+def tail_key(storage: Any, upload_id: str) -> str:
+    return f"{storage.cfg.prefix}{upload_id}.tail"
+
+
+class S3Tails:
+    """The tail goes to the bucket, so whichever instance takes the next
+    PATCH can read it; the staged part file is only this request's."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    async def open_writer(self, upload: Upload, index: int) -> TailWriter:
+        from .s3_util import S3ChunkWriter  # noqa: PLC0415
+        storage = self.storage
+        writer = await storage.open_chunk(upload, index)
+        assert isinstance(writer, S3ChunkWriter)
+
+        async def save_tail() -> None:
+            run = storage.local.run
+            await run(writer._close)
+            body = await run(open, writer._part, "rb")
+            try:
+                await storage._call("put_object", Key=tail_key(storage, upload.upload_id),
+                                    Body=body)
+            finally:
+                await run(body.close)
+                await run(_unlink, writer._part)
+
+        writer.save_tail = save_tail  # type: ignore[attr-defined]
+        return writer  # type: ignore[return-value]
+
+    async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
+        if size <= 0:
+            return
+        got = 0
+        try:
+            async for piece in self.storage.read_file(tail_key(self.storage, upload.upload_id),
+                                                      0, size):
+                got += len(piece)
+                yield piece
+        except UploadError:
+            raise
+        except Exception as exc:  # NoSuchKey and friends: the tail is gone
+            raise TailLost(str(exc)) from exc
+        if got < size:
+            raise TailLost(f"tail object holds {got} of {size} bytes")
+
+    async def drop(self, upload_id: str, below: int) -> None:
+        pass  # one object per upload, replaced by the next tail, removed with the chunks
