@@ -34,8 +34,16 @@ class RoundRobin:
                 client.close()
                 continue
             upstream.settimeout(None)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self._connection, args=(client, upstream),
+                             daemon=True).start()
+
+    def _connection(self, client: socket.socket, upstream: socket.socket) -> None:
+        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
+        back.start()
+        self._pipe(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
