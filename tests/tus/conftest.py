@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 
 from conftest import require_service
 from ops.helpers import free_port, wait_until
+from ops.server_process import _die_with_parent
 
 HERE = Path(__file__).resolve().parent
 UPLOAD_JS = HERE / "js" / "upload.cjs"
@@ -64,15 +64,6 @@ def npm_packages(name: str, *packages: str) -> Path:
 @pytest.fixture(scope="session")
 def tus_js_client() -> Path:
     return npm_packages("tus-js-client", TUS_JS_CLIENT)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills it if the test process dies."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def file_md5(path: Path) -> str:

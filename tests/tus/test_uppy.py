@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import re
 import shutil
 import threading
@@ -18,16 +17,10 @@ from typing import Any, Iterator
 
 import pytest
 
+from browser.conftest import browser  # noqa: F401  (fixture: headless Chromium)
 from .conftest import HERE, UPPY, MiB, Server, file_md5, make_file, npm_packages
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-CHROMIUM = "/usr/bin/chromium"
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: browser tests must run)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -49,26 +42,8 @@ def page_server(tmp_path: Path) -> Iterator[str]:
         httpd.server_close()
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 def test_uppy_dashboard_uploads_two_files(tmp_path: Path, page_server: str,
-                                          chromium: Any) -> None:
+                                          browser: Any) -> None:
     from playwright.sync_api import expect
     server = Server(tmp_path / "srv", cors_allow_origins=page_server)
     (tmp_path / "srv").mkdir()
@@ -76,7 +51,7 @@ def test_uppy_dashboard_uploads_two_files(tmp_path: Path, page_server: str,
     try:
         files = [make_file(tmp_path / "photo one.jpg", 3 * MiB + 11),
                  make_file(tmp_path / "notes.txt", 200_000)]
-        page = chromium.new_page()
+        page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{page_server}/index.html?endpoint={server.base}/files/")

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from ..errors import UploadError
 from ..models import Upload
 from .base import ChunkWriter
 from .fileops import READ_PIECE
-from .local import FILE_MODE, LocalChunkWriter, LocalStorage, _fsync_dir, _storage_error, _unlink
+from .local import LocalChunkWriter, LocalStorage, _fsync_dir, _storage_error, _unlink
 
 _TAIL_RE = re.compile(r"\Atail_(\d{1,9})\Z")
 
@@ -33,10 +32,34 @@ class TailLost(Exception):
     """The recorded tail is not (all) there any more."""
 
 
-class TailWriter(ChunkWriter, Protocol):
+class TailWriter:
+    """The backend's own chunk writer, which can also end as the tail."""
+
+    def __init__(self, inner: ChunkWriter, save: Callable[[Any], Awaitable[None]]) -> None:
+        self.inner = inner
+        self._save = save
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+
+    async def sync(self) -> None:
+        await self.inner.sync()
+
+    async def commit(self, md5: str | None = None) -> None:
+        await self.inner.commit(md5)
+
+    async def abort(self) -> None:
+        await self.inner.abort()
+
     async def save_tail(self) -> None:
         """Publish the synced bytes as the upload's tail for this chunk,
         replacing an older tail atomically."""
+        await self._save(self.inner)
+
+    @property
+    def identity(self) -> object:
+        """The local writer's file identity (the incremental merge reads it)."""
+        return getattr(self.inner, "identity", None)
 
 
 class Tails(Protocol):
@@ -63,27 +86,6 @@ def tails_for(storage: object) -> Tails:
 # -- local disk (one disk, or a volume shared by every instance) --------------
 
 
-class LocalTailWriter(LocalChunkWriter):
-    def __init__(self, storage: LocalStorage, part: Path, final: Path, tail: Path,
-                 fd: int) -> None:
-        super().__init__(storage, part, final, fd)
-        self._tail = tail
-
-    def _save(self) -> None:
-        if self._fd is not None:
-            self._sync()
-        try:
-            os.replace(self._part, self._tail)
-            if self._storage.fsync:
-                _fsync_dir(self._tail.parent)
-        except OSError as exc:
-            self._abort()
-            raise _storage_error(exc) from exc
-
-    async def save_tail(self) -> None:
-        await self._storage.run(self._save)
-
-
 class LocalTails:
     def __init__(self, storage: LocalStorage) -> None:
         self.storage = storage
@@ -91,20 +93,24 @@ class LocalTails:
     def path(self, upload_id: str, index: int) -> Path:
         return self.storage.chunk_path(upload_id, index).with_name(f"tail_{int(index)}")
 
-    async def open_writer(self, upload: Upload, index: int) -> LocalTailWriter:
-        final = self.storage.chunk_path(upload.upload_id, index)
-        part = final.with_name(f"{final.name}.{secrets.token_hex(6)}.part")
+    async def open_writer(self, upload: Upload, index: int) -> TailWriter:
+        tail = self.path(upload.upload_id, index)
 
-        def create() -> int:
-            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        def save(writer: LocalChunkWriter) -> None:
+            # The chunk's part file, synced, renamed to the tail's name.
+            if writer._fd is not None:
+                writer._sync()
             try:
-                return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+                os.replace(writer._part, tail)
+                if self.storage.fsync:
+                    _fsync_dir(tail.parent)
             except OSError as exc:
+                writer._abort()
                 raise _storage_error(exc) from exc
 
-        fd = await self.storage.run(create)
-        return LocalTailWriter(self.storage, part, final, self.path(upload.upload_id, index), fd)
-
+        async def save_tail(writer: LocalChunkWriter) -> None:
+            await self.storage.run(save, writer)
+        return TailWriter(await self.storage.open_chunk(upload, index), save_tail)
     async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
         path = self.path(upload.upload_id, index)
         try:
@@ -153,24 +159,20 @@ class S3Tails:
         self.storage = storage
 
     async def open_writer(self, upload: Upload, index: int) -> TailWriter:
-        from .s3_util import S3ChunkWriter  # noqa: PLC0415
         storage = self.storage
-        writer = await storage.open_chunk(upload, index)
-        assert isinstance(writer, S3ChunkWriter)
+        key = tail_key(storage, upload.upload_id)
 
-        async def save_tail() -> None:
+        async def save_tail(writer: Any) -> None:
+            # The synced part file goes up as one object, then away.
             run = storage.local.run
             await run(writer._close)
             body = await run(open, writer._part, "rb")
             try:
-                await storage._call("put_object", Key=tail_key(storage, upload.upload_id),
-                                    Body=body)
+                await storage._call("put_object", Key=key, Body=body)
             finally:
                 await run(body.close)
                 await run(_unlink, writer._part)
-
-        writer.save_tail = save_tail  # type: ignore[attr-defined]
-        return writer  # type: ignore[return-value]
+        return TailWriter(await storage.open_chunk(upload, index), save_tail)
 
     async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
         if size <= 0:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from ..errors import UploadError
 from ..models import TusState, Upload
 from ..receiver import ChunkReceiver
-from ..storage.tails import TailLost
+from ..storage.tails import TailLost, TailWriter
 from .protocol import Checksum
 
 if TYPE_CHECKING:
@@ -208,7 +208,8 @@ class TusAppender:
             return
         size, md5 = await receiver.finish_partial()
         writer = receiver.writer
-        await writer.save_tail()  # type: ignore[attr-defined]
+        assert isinstance(writer, TailWriter)
+        await writer.save_tail()
         state = self.upload.tus or TusState()
         state.tail_index, state.tail_size, state.tail_md5 = self.index, size, md5
         if not await self.tus.store.update_tus(self.upload_id, state):
