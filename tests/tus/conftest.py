@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import require_service
+from e2e.conftest import file_md5  # noqa: F401  (used by the tests through this module)
 from ops.helpers import free_port, wait_until
 from ops.server_process import _die_with_parent
 
@@ -64,14 +65,6 @@ def npm_packages(name: str, *packages: str) -> Path:
 @pytest.fixture(scope="session")
 def tus_js_client() -> Path:
     return npm_packages("tus-js-client", TUS_JS_CLIENT)
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 22):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def make_file(path: Path, size: int) -> Path:
