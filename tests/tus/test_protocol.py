@@ -193,6 +193,12 @@ async def test_checksum_mismatch_is_460_and_drops_the_bytes(api: Api) -> None:
     assert resp.code == 400
     resp = await patch(api, location, 0, data[:130 * KiB], **{"Upload-Checksum": f"sha1 {good}"})
     assert resp.code == 204 and resp.headers["Upload-Offset"] == str(130 * KiB)
+    # A refused PATCH that started from a tail and completed the last chunk:
+    # the tail it started from must survive.
+    resp = await patch(api, location, 130 * KiB, data[130 * KiB:],
+                       **{"Upload-Checksum": f"sha1 {bad}"})
+    assert resp.code == 460
+    assert await head_offset(api, location) == 130 * KiB
     md5 = base64.b64encode(hashlib.md5(data[130 * KiB:]).digest()).decode()
     resp = await patch(api, location, 130 * KiB, data[130 * KiB:],
                        **{"Upload-Checksum": f"md5 {md5}"})

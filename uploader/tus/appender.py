@@ -33,6 +33,8 @@ class TusAppender:
         self.upload = upload
         self.start_offset = offset
         self.index = offset // upload.chunk_size  # the chunk being written
+        # Chunks below this one are committed: their old tails may go.
+        self._committed = self.index
         self.received = 0  # body bytes
         self._checksum = checksum
         self._hash = checksum.hasher() if checksum else None
@@ -149,9 +151,13 @@ class TusAppender:
         if self._checksum is not None:
             self._held.append((receiver, size, md5))
         else:
-            await self.tus.service.commit_chunk(receiver, size, md5)
+            await self._commit(receiver, size, md5)
         self._receiver = None
         self.index += 1
+
+    async def _commit(self, receiver: ChunkReceiver, size: int, md5: str) -> None:
+        await self.tus.service.commit_chunk(receiver, size, md5)
+        self._committed = receiver.index + 1
 
     # -- end ---------------------------------------------------------------
 
@@ -172,7 +178,7 @@ class TusAppender:
             if complete:
                 await self._declare_end()
             for receiver, size, md5 in self._held:
-                await self.tus.service.commit_chunk(receiver, size, md5)
+                await self._commit(receiver, size, md5)
             self._held = []
             await self._keep_rest()
         except BaseException:
@@ -200,7 +206,7 @@ class TusAppender:
             return
         if self.upload.size_known and receiver.received == self._length(self.index):
             size, md5 = await receiver.finish()  # the last chunk, now whole
-            await self.tus.service.commit_chunk(receiver, size, md5)
+            await self._commit(receiver, size, md5)
             self.index += 1
             return
         if self.received == 0:  # an empty body: the recorded tail stands
@@ -249,7 +255,7 @@ class TusAppender:
             return
         self._state = "done"
         try:
-            await self.tus.tails.drop(self.upload_id, below=self.index)
+            await self.tus.tails.drop(self.upload_id, below=self._committed)
         except Exception:  # stale tails are ignored by the offset rule anyway
             log.warning("tus upload %s: could not remove old tails", self.upload_id)
         await self._release()
