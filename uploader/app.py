@@ -207,7 +207,8 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
         (r"/uploads", ListHandler, deps),
         # tus 1.0 and the IETF draft; GET (and a HEAD without tus headers) of an
         # upload's resource is the download of the completed file.
-        (r"/files/?", TusCollectionHandler, deps),
+        (r"/files", TusCollectionHandler, deps),
+        (r"/files/", TusCollectionHandler, deps),
         (rf"/files/{uid}", TusResourceHandler, deps),
         (r"/openapi.json", OpenAPIHandler, deps),
     ]
