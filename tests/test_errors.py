@@ -126,7 +126,8 @@ async def test_chunk_route_refuses_get(api: Api) -> None:
 
 
 async def test_unknown_paths_are_json_404(api: Api) -> None:
-    for path in ("/nope", "/upload", "/upload/" + "a" * 32 + "/other", "/files/"):
+    # (/files/ itself is the tus endpoint: POST and OPTIONS only.)
+    for path in ("/nope", "/upload", "/upload/" + "a" * 32 + "/other", "/files/x"):
         code, doc = await api.json("GET", path)
         assert_error(code, doc, "not_found")
 
