@@ -43,7 +43,7 @@ def page_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_uppy_dashboard_uploads_two_files(tmp_path: Path, page_server: str,
-                                          browser: Any) -> None:
+                                          browser: Any) -> None:  # noqa: F811
     from playwright.sync_api import expect
     server = Server(tmp_path / "srv", cors_allow_origins=page_server)
     (tmp_path / "srv").mkdir()

@@ -229,7 +229,7 @@ class TusResourceHandler(TusMixin, FileHandler):
         self._upload_headers(upload, offset)
         self._no_content()
 
-    async def head(self, upload_id: str) -> None:  # type: ignore[override]
+    async def head(self, upload_id: str) -> None:
         if not tp.is_tus(self.request.headers):
             await FileHandler.head(self, upload_id)
             return

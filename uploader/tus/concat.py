@@ -34,7 +34,9 @@ async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, ve
         raise UploadError("conflict", "the partial uploads changed")
     if not isinstance(storage, LocalStorage):
         raise UploadError("invalid_request", "concatenation is not offered by this storage")
-    return await storage.run(_concat_local, storage, final, parts, version, progress)
+    staged: StagedFile = await storage.run(_concat_local, storage, final, parts, version,
+                                           progress)
+    return staged
 
 
 def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], version: int,

@@ -90,7 +90,7 @@ def non_negative(headers: Any, name: str) -> int | None:
 
 def boolean(headers: Any, name: str) -> bool | None:
     """A structured-field Boolean (``?1`` / ``?0``)."""
-    value = headers.get(name)
+    value: str | None = headers.get(name)
     if value is None:
         return None
     if value.strip() not in ("?1", "?0"):
