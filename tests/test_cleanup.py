@@ -24,7 +24,7 @@ import yaml
 
 from store.conftest import mysql_server  # noqa: F401  (fixture: throwaway databases)
 from store.conftest import MySQLServer, unreachable
-from uploader.app import Runtime, build_runtime
+from uploader.runtime import Runtime, build_runtime, build_service
 from uploader.cleanup import Expirer
 from uploader.config import Config, load_config
 from uploader.locks.redis import RedisLocks
@@ -91,7 +91,7 @@ def redis_prefix(io_loop) -> Iterator[str]:
 # -- helpers -----------------------------------------------------------------
 
 async def new_upload(service: UploadService, chunks: int = 2, total: int = 3) -> str:
-    up = await service.create(OWNER, {"filename": "a.bin", "size": total * CS, "chunk_size": CS})
+    up = await service.create(OWNER, filename="a.bin", size=total * CS, chunk_size=CS)
     for index in range(chunks):
         await new_chunk(service, up.upload_id, index)
     return up.upload_id
@@ -174,6 +174,10 @@ class StorageWrapper:
             await self.release.wait()
         await self.real.delete_chunks(upload_id)
 
+    async def delete_upload(self, upload: Any) -> None:
+        await self.delete_chunks(upload.upload_id)  # the injected fault or wait
+        await self.real.delete_upload(upload)
+
 
 # -- tests -------------------------------------------------------------------
 
@@ -234,9 +238,11 @@ async def test_only_one_instance_sweeps_at_a_time(runtime: Runtime, redis_prefix
     cfg = runtime.config
     locks = [RedisLocks(REDIS_URL, key_prefix=redis_prefix) for _ in range(2)]
     slow = StorageWrapper(runtime.storage)
-    a = Expirer(cfg, UploadService(cfg, runtime.store, slow, locks[0], runtime.executor))
-    b = Expirer(cfg, UploadService(cfg, runtime.store, runtime.storage, locks[1],
-                                   runtime.executor))
+    metrics = runtime.metrics
+    a = Expirer(cfg, build_service(cfg, runtime.store, slow, locks[0], runtime.executor,
+                                   metrics), metrics)
+    b = Expirer(cfg, build_service(cfg, runtime.store, runtime.storage, locks[1],
+                                   runtime.executor, metrics), metrics)
     try:
         upload_id = await new_upload(runtime.service)
         age(runtime, upload_id)

@@ -170,6 +170,6 @@ async def test_background_merges_are_waited_for(api: Api, runtime) -> None:  # t
         assert code == 200
     code, doc = await api.complete(up["upload_id"])
     if code == 202:  # the usual case with wait_seconds 0: the merge runs on
-        assert await runtime.service.wait_merges(60)
+        assert await runtime.merges.wait(60)
     assert (await api.status(up["upload_id"]))["status"] == "completed"
-    assert await runtime.service.wait_merges(60)  # nothing left: True at once
+    assert await runtime.merges.wait(60)  # nothing left: True at once

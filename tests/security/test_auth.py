@@ -120,7 +120,7 @@ async def test_uploads_record_their_owner(alice, bob, runtime):
     b = (await bob.init(1, CS))["upload_id"]
     assert (await runtime.store.get_upload(a)).owner == "alice"
     assert (await runtime.store.get_upload(b)).owner == "bob"
-    assert runtime.auth_required is True
+    assert runtime.authenticator.enabled is True
 
 
 async def test_public_routes_stay_public(anonymous):
@@ -135,10 +135,10 @@ async def test_page_says_auth_is_required(anonymous):
 
 
 def test_auth_off_everything_is_local(tmp_path):
-    from uploader.app import build_runtime
+    from uploader.runtime import build_runtime
     config = load_config(None, env={}, overrides={"storage": {"data_dir": str(tmp_path)}})
     runtime = build_runtime(config)
-    assert runtime.auth_required is False
+    assert runtime.authenticator.enabled is False
     assert runtime.authenticator.owner_for(None) == "local"
     assert runtime.authenticator.owner_for("Bearer anything") == "local"
     runtime.executor.shutdown()
