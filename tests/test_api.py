@@ -6,7 +6,6 @@ import asyncio
 import random
 from pathlib import Path
 
-import pytest
 
 from conftest import KiB, Api, chunks_of, md5
 

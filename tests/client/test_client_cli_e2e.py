@@ -64,7 +64,7 @@ def test_cli_killed_midway_resumes_and_sends_only_missing_chunks(
                           capture_output=True, text=True, timeout=120)
     assert run2.returncode == 0, run2.stderr
     assert f"resuming upload {upload_id}" in run2.stderr
-    assert f"3/8 chunks on the server, sending 5" in run2.stderr
+    assert "3/8 chunks on the server, sending 5" in run2.stderr
 
     with proxy1.cond:
         second = [e for e in proxy1.log[first_new:] if e.chunk_index is not None]

@@ -12,12 +12,13 @@ from datetime import datetime
 
 import pytest
 
+from uploader.store.schema import MYSQL_STEPS
+
 from .conftest import Cluster, Instance, file_md5
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
-from uploader.store.schema import MYSQL_STEPS
 
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
