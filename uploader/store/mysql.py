@@ -21,7 +21,6 @@ import asyncio
 import logging
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import aiomysql
 import pymysql
@@ -29,6 +28,7 @@ from pymysql.constants import CLIENT, ER
 
 from ..errors import Unavailable
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
+from .dsn import parse_dsn
 from .rows import dump_error, upload_from_row, upload_params
 from .schema import MYSQL_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
@@ -66,23 +66,6 @@ class _QuietCursor(aiomysql.Cursor):
 
     async def _show_warnings(self, conn: Any) -> None:
         return None
-
-
-def parse_dsn(dsn: str) -> dict[str, Any]:
-    """``mysql://user[:password]@host[:port]/database`` -> aiomysql kwargs."""
-    parts = urlsplit(dsn)
-    if parts.scheme != "mysql":
-        raise ValueError(f"MySQL DSN must start with mysql://, got {parts.scheme!r}")
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ValueError("MySQL DSN must name a database: mysql://user@host:port/database")
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "db": database,
-    }
 
 
 def _is_disconnect(exc: BaseException) -> bool:
