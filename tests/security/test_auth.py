@@ -12,7 +12,7 @@ import pytest
 
 from conftest import KiB, md5
 from uploader.config import ConfigError, load_config
-from uploader.security_config import anonymous_remote_message
+from uploader.config import anonymous_remote_message
 
 from .conftest import AUTH_ON, TokenApi, raw_request
 

@@ -10,7 +10,8 @@ import aiomysql
 
 from ..errors import Unavailable
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
-from .mysql_pool import DatabaseMissing, MySQLPool, QuietCursor, parse_dsn
+from .dsn import parse_dsn
+from .mysql_pool import DatabaseMissing, MySQLPool, QuietCursor
 from .rows import dump_error, upload_from_row, upload_params
 from .schema import MYSQL_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries

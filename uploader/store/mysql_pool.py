@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import aiomysql
 import pymysql
 from pymysql.constants import CLIENT, ER
 
 from ..errors import Unavailable
+from .dsn import parse_dsn
 
 log = logging.getLogger("uploader.store.mysql")
 
@@ -58,23 +58,6 @@ class QuietCursor(aiomysql.Cursor):
 
     async def _show_warnings(self, conn: Any) -> None:
         return None
-
-
-def parse_dsn(dsn: str) -> dict[str, Any]:
-    """``mysql://user[:password]@host[:port]/database`` -> aiomysql kwargs."""
-    parts = urlsplit(dsn)
-    if parts.scheme != "mysql":
-        raise ValueError(f"MySQL DSN must start with mysql://, got {parts.scheme!r}")
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ValueError("MySQL DSN must name a database: mysql://user@host:port/database")
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "db": database,
-    }
 
 
 def _is_disconnect(exc: BaseException) -> bool:
