@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .errors import with_retryable
+
 IN_PROGRESS = "in_progress"
 MERGING = "merging"
 COMPLETED = "completed"
@@ -103,5 +105,5 @@ class Upload:
         if self.status == COMPLETED:
             doc["location"] = f"/files/{self.upload_id}"
         if self.error:
-            doc["error"] = self.error
+            doc["error"] = with_retryable(self.error)
         return doc

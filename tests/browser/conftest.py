@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -154,10 +155,12 @@ def open_page(browser: Any) -> Iterator[Callable[[Server], Any]]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(srv: Server) -> Any:
+    def open_(srv: Server, settings: dict[str, Any] | None = None) -> Any:
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         contexts.append(context)
         pg = context.new_page()
+        if settings:
+            with_settings(pg, srv, settings)
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         # The server sends a strict CSP: an inline script or style="" would be
         # blocked in production, so a violation is a bug even if tests pass.
@@ -173,6 +176,25 @@ def open_page(browser: Any) -> Iterator[Callable[[Server], Any]]:
         for context in contexts:
             context.close()
     assert not errors, f"errors in the page: {errors}"
+
+
+SETTINGS_JSON = re.compile(r'(<script type="application/json" id="settings">)(.*?)(</script>)',
+                           re.S)
+
+
+def with_settings(pg: Any, srv: Server, changes: dict[str, Any]) -> None:
+    """Serves the page with some of its settings changed, as if the server
+    had sent them (a stall timeout of one second, say)."""
+    def patch(route: Any) -> None:
+        resp = route.fetch()
+        html = resp.text()
+        match = SETTINGS_JSON.search(html)
+        assert match, "the page carries no settings"
+        settings = {**json.loads(match.group(2)), **changes}
+        html = html[:match.start(2)] + json.dumps(settings).replace("<", "\\u003c") \
+            + html[match.end(2):]
+        route.fulfill(response=resp, body=html)
+    pg.route(srv.base + "/", patch)
 
 
 @pytest.fixture

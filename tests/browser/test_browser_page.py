@@ -8,12 +8,15 @@ requests go through Playwright routing, which can hold, fail or pass each one.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from uploader.errors import ERRORS
 
 from .conftest import CHUNK, Server
 
@@ -34,9 +37,13 @@ def percent(done: int, total: int) -> str:
     return str(int(done / total * 100))
 
 
-def json_error(status: int, code: str, message: str, headers: dict | None = None) -> tuple:
-    import json
-    return (status, json.dumps({"error": {"code": code, "message": message}}), headers or {})
+def json_error(status: int, code: str, message: str, headers: dict | None = None,
+               retryable: bool | None = None) -> tuple:
+    """An error answer as the server words it: the flag from its table unless given."""
+    if retryable is None:
+        retryable = ERRORS[code].retryable
+    body = {"error": {"code": code, "message": message, "retryable": retryable}}
+    return (status, json.dumps(body), headers or {})
 
 
 class Chunks:
@@ -154,6 +161,7 @@ def test_upload_30mib_in_1mib_chunks_is_stored_intact(page, server, make_file, a
 def test_failed_chunk_requests_are_retried(page, server, make_file):
     f = make_file("flaky-network.bin", 12 * CHUNK + 12345)
     first_failures = {
+        0: (502, "<html>Bad Gateway</html>", {}),                     # a proxy, server away
         2: "abort",                                                   # network error
         5: json_error(500, "internal", "boom"),
         7: json_error(503, "unavailable", "database away", {"Retry-After": "1"}),

@@ -161,6 +161,7 @@ class TestPerAddressCap:
         await extra.write(b"GET /uploads HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = await wait_closed(extra)
         assert answer.startswith(b"HTTP/1.1 429 ") and b'"code":"rate_limited"' in answer
+        assert b'"retryable":true' in answer   # clients retry from the answer itself
         assert b"Retry-After: 1" in answer
         # Closing one frees its slot for the next client.
         held.pop().close()

@@ -11,7 +11,7 @@ from tornado import httputil
 
 from ..auth import LOCAL_OWNER
 from ..cors import cors_headers
-from ..errors import ERRORS, STATUS_TO_CODE, UploadError
+from ..errors import STATUS_TO_CODE, UploadError
 from ..logs import log_request
 from . import requests
 from .context import HandlerContext
@@ -131,7 +131,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.error_code = error.code
         self.clear()
         self.set_default_headers()
-        self.set_status(ERRORS[error.code])
+        self.set_status(error.status)
         if error.retry_after is not None:
             self.set_header("Retry-After", str(error.retry_after))
         for name, value in error.headers.items():
