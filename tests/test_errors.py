@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import KiB, Api, md5
+from support import KiB, Api, md5
 from uploader.errors import ERRORS
 
 CS = 64 * KiB

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import KiB, Api, md5
+from support import KiB, Api, md5
 
 CS = 256 * KiB
 
