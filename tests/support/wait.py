@@ -19,13 +19,10 @@ def wait_until(condition: Callable[[], T], what: str, timeout: float = 30.0,
     propagate (a server that died is a failure, not a reason to keep polling).
     """
     deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    while not (value := condition()):
+        _check(deadline, timeout, what)
         time.sleep(interval)
+    return value
 
 
 async def wait_until_async(condition: Callable[[], T], what: str, timeout: float = 30.0,
@@ -33,10 +30,12 @@ async def wait_until_async(condition: Callable[[], T], what: str, timeout: float
     """:func:`wait_until` on the test's event loop: the app under test runs
     on the same loop, so the wait yields to it instead of blocking it."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    while not (value := condition()):
+        _check(deadline, timeout, what)
         await asyncio.sleep(interval)
+    return value
+
+
+def _check(deadline: float, timeout: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
