@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 
 CS = 64 * KiB
 

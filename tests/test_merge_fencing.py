@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import uploader.merging
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 from uploader.errors import Unavailable, UploadError
 from uploader.models import COMPLETED, IN_PROGRESS, MERGING
 

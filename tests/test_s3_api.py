@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import tornado.httpclient
 
-from conftest import MiB, Api, chunks_of, md5
-from s3server import MotoS3
+from support import MiB, Api, chunks_of, md5
+from support.s3 import MotoS3
 from uploader.cleanup import Expirer
 from uploader.handlers.page import page_settings
 from uploader.models import utcnow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 from uploader.metrics import Metrics
 from uploader.models import IN_PROGRESS, Upload, utcnow
 

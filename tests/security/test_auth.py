@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from conftest import KiB, md5
+from support import KiB, md5, run_uploader
 from uploader.config import ConfigError, load_config
 from uploader.config import anonymous_remote_message
 
-from .conftest import AUTH_ON, TokenApi, raw_request
+from .helpers import AUTH_ON, TokenApi, raw_request
 
 CS = 64 * KiB
 OTHER_ID = "0" * 32
@@ -161,9 +159,7 @@ def test_loopback_hosts_need_no_auth(host):
 
 
 def test_serve_refuses_to_start_on_a_remote_host(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "uploader", "serve", "--host", "0.0.0.0",
-                           "--port", "1"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    proc = run_uploader("serve", "--host", "0.0.0.0", "--port", "1", cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert anonymous_remote_message("0.0.0.0") in proc.stderr
 
@@ -186,11 +182,9 @@ def test_bad_auth_config(auth, message):
         load_config(None, env={}, overrides={"auth": auth})
 
 
-def test_hash_token_command():
-    proc = subprocess.run([sys.executable, "-m", "uploader", "hash-token"],
-                          input="s3cret\n", capture_output=True, text=True, timeout=60)
+def test_hash_token_command(tmp_path):
+    proc = run_uploader("hash-token", cwd=tmp_path, input="s3cret\n", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
-    empty = subprocess.run([sys.executable, "-m", "uploader", "hash-token"], input="",
-                           capture_output=True, text=True, timeout=60)
+    empty = run_uploader("hash-token", cwd=tmp_path, input="", timeout=60)
     assert empty.returncode == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 from uploader.models import ChunkRecord
 
 CS = 64 * KiB
