@@ -37,6 +37,9 @@ setup(
             "moto[server]>=5,<6",
             # A real tus 1.0 client (module tusclient) for the /files/ endpoint.
             "tuspy>=1.1,<2",
+            # `make test` checks types and a small lint rule set first.
+            "mypy>=1.10,<2",
+            "ruff>=0.6,<1",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
+from support import Api
 
 KiB = 1 << 10
 TUS = {"Tus-Resumable": "1.0.0"}

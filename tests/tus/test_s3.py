@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
-from s3server import MotoS3
+from support import Api
+from support.s3 import MotoS3
 
 MiB = 1 << 20
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
+from support import Api
 from uploader.auth import hash_token
 
 TOKENS = {"alice": "alice-token-1234", "bob": "bob-token-5678"}

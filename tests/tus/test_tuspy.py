@@ -10,7 +10,9 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
 
-from .conftest import MiB, Server, file_md5, make_file
+from support import ServerProcess, file_md5
+
+from .helpers import MiB, get_json, make_file
 
 pytestmark = pytest.mark.e2e
 
@@ -38,23 +40,23 @@ def stream_of() -> Iterator:
         stream.really_close()
 
 
-def test_upload_with_checksums(server: Server, tmp_path: Path, stream_of) -> None:
+def test_upload_with_checksums(server: ServerProcess, tmp_path: Path, stream_of) -> None:
     data = make_file(tmp_path / "tuspy.bin", 3 * MiB + 1)
-    client = tus_client.TusClient(server.base + "/files/")
+    client = tus_client.TusClient(server.url + "/files/")
     uploader = client.uploader(file_stream=stream_of(data), chunk_size=MiB,
                                upload_checksum=True, metadata={"filename": "tuspy.bin"})
     uploader.upload()
     assert uploader.offset == data.stat().st_size
     uid = uploader.url.rsplit("/", 1)[1]
-    status = server.json(f"/upload/{uid}/status")
+    status = get_json(server, f"/upload/{uid}/status")
     assert status["status"] == "completed" and status["md5"] == file_md5(data)
     assert status["filename"] == "tuspy.bin"
 
 
-def test_resume_from_stored_url(server: Server, tmp_path: Path, stream_of) -> None:
+def test_resume_from_stored_url(server: ServerProcess, tmp_path: Path, stream_of) -> None:
     data = make_file(tmp_path / "resume.bin", 4 * MiB + 3)
     storage = FileStorage(str(tmp_path / "tuspy-urls.json"))
-    client = tus_client.TusClient(server.base + "/files/")
+    client = tus_client.TusClient(server.url + "/files/")
     first = client.uploader(file_stream=stream_of(data), chunk_size=MiB // 2, store_url=True,
                             url_storage=storage)
     first.upload(stop_at=MiB + 17)  # an interrupted run
@@ -67,4 +69,4 @@ def test_resume_from_stored_url(server: Server, tmp_path: Path, stream_of) -> No
     again.upload()
     storage.close()
     uid = again.url.rsplit("/", 1)[1]
-    assert server.json(f"/upload/{uid}/status")["md5"] == file_md5(data)
+    assert get_json(server, f"/upload/{uid}/status")["md5"] == file_md5(data)

@@ -31,7 +31,7 @@ class TusMixin(ChunkHandler):
 
     @property
     def tus(self) -> TusService:
-        return self.runtime.tus
+        return self.ctx.tus
 
     @property
     def draft(self) -> str | None:

@@ -7,7 +7,7 @@ chunk (``commit``, when the chunk filled up) or as the tail (``save_tail``).
 Tails only grow within a chunk and are written before they are recorded, so
 the first ``tail.size`` bytes of a stored tail are always the recorded ones.
 
-    local: <data_dir>/tmp/<id>/tail_<index>   (renamed into place, dir fsynced)
+    local: <data_dir>/tmp/<id>/tail_<index>   (layout.py; renamed into place, dir fsynced)
     S3:    <prefix><id>.tail                   (PutObject; instances need not
                                                 share a disk)
 """
@@ -15,17 +15,14 @@ the first ``tail.size`` bytes of a stored tail are always the recorded ones.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from ..errors import UploadError
 from ..models import Upload
 from .base import ChunkWriter
-from .fileops import READ_PIECE
-from .local import LocalChunkWriter, LocalStorage, _fsync_dir, _storage_error, _unlink
-
-_TAIL_RE = re.compile(r"\Atail_(\d{1,9})\Z")
+from .fileops import READ_PIECE, fsync_dir, listdir, storage_error, unlink_quiet
+from .local import LocalChunkWriter, LocalStorage
 
 
 class TailLost(Exception):
@@ -45,7 +42,7 @@ class TailWriter:
     async def sync(self) -> None:
         await self.inner.sync()
 
-    async def commit(self, md5: str | None = None) -> None:
+    async def commit(self, md5: str) -> None:
         await self.inner.commit(md5)
 
     async def abort(self) -> None:
@@ -55,11 +52,6 @@ class TailWriter:
         """Publish the synced bytes as the upload's tail for this chunk,
         replacing an older tail atomically."""
         await self._save(self.inner)
-
-    @property
-    def identity(self) -> object:
-        """The local writer's file identity (the incremental merge reads it)."""
-        return getattr(self.inner, "identity", None)
 
 
 class Tails(Protocol):
@@ -74,13 +66,13 @@ class Tails(Protocol):
         """Remove tails of chunks below ``below`` (absorbed into chunks)."""
 
 
-def tails_for(storage: object) -> Tails:
-    from .s3 import S3Storage  # noqa: PLC0415 (the S3 extra may be absent)
-    if isinstance(storage, S3Storage):
-        return S3Tails(storage)
+def tails_for(storage: object) -> Tails | None:
+    """The tail store of a backend (None: tus cannot be served on it)."""
     if isinstance(storage, LocalStorage):
         return LocalTails(storage)
-    raise TypeError(f"no tail storage for {type(storage).__name__}")
+    if type(storage).__name__ == "S3Storage":  # no import: the S3 extra may be absent
+        return S3Tails(storage)
+    return None
 
 
 # -- local disk (one disk, or a volume shared by every instance) --------------
@@ -91,7 +83,7 @@ class LocalTails:
         self.storage = storage
 
     def path(self, upload_id: str, index: int) -> Path:
-        return self.storage.chunk_path(upload_id, index).with_name(f"tail_{int(index)}")
+        return self.storage.layout.tail_path(upload_id, index)
 
     async def open_writer(self, upload: Upload, index: int) -> TailWriter:
         tail = self.path(upload.upload_id, index)
@@ -103,10 +95,10 @@ class LocalTails:
             try:
                 os.replace(writer._part, tail)
                 if self.storage.fsync:
-                    _fsync_dir(tail.parent)
+                    fsync_dir(tail.parent)
             except OSError as exc:
                 writer._abort()
-                raise _storage_error(exc) from exc
+                raise storage_error(exc) from exc
 
         async def save_tail(writer: LocalChunkWriter) -> None:
             await self.storage.run(save, writer)
@@ -130,17 +122,14 @@ class LocalTails:
             os.close(fd)
 
     async def drop(self, upload_id: str, below: int) -> None:
-        folder = self.storage.chunk_path(upload_id, 0).parent
+        layout = self.storage.layout
+        folder = layout.chunk_dir(upload_id)
 
         def sweep() -> None:
-            try:
-                names = os.listdir(folder)
-            except FileNotFoundError:
-                return
-            for name in names:
-                m = _TAIL_RE.match(name)
-                if m and int(m.group(1)) < below:
-                    _unlink(folder / name)
+            for name in listdir(folder):
+                index = layout.tail_index(name)
+                if index is not None and index < below:
+                    unlink_quiet(folder / name)
         await self.storage.run(sweep)
 
 
@@ -171,7 +160,7 @@ class S3Tails:
                 await storage._call("put_object", Key=key, Body=body)
             finally:
                 await run(body.close)
-                await run(_unlink, writer._part)
+                await run(unlink_quiet, writer._part)
         return TailWriter(await storage.open_chunk(upload, index), save_tail)
 
     async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:

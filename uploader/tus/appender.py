@@ -12,22 +12,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from ..errors import UploadError
 from ..models import TusState, Upload
 from ..receiver import ChunkReceiver
-from ..storage.tails import TailLost, TailWriter
+from ..service import UploadService
+from ..storage.tails import TailLost, Tails, TailWriter
+from ..store.base import MetadataStore
 from .protocol import Checksum
-
-if TYPE_CHECKING:
-    from .service import TusService
 
 log = logging.getLogger("uploader.tus")
 
 
+class Host(Protocol):
+    """What an appender needs of the tus service (tus/service.py)."""
+
+    service: UploadService
+    store: MetadataStore
+    tails: Tails
+
+    async def declare_length(self, upload: Upload, length: int) -> Upload:
+        ...
+
+
 class TusAppender:
-    def __init__(self, tus: "TusService", upload: Upload, offset: int, *,
+    def __init__(self, tus: Host, upload: Upload, offset: int, *,
                  checksum: Checksum | None, release: Callable[[], Awaitable[None]]) -> None:
         self.tus = tus
         self.upload = upload
@@ -101,15 +111,10 @@ class TusAppender:
 
     async def _open(self, index: int) -> ChunkReceiver:
         writer = await self.tus.tails.open_writer(self.upload, index)
-        # Only a plain upload of known size is folded ahead by the incremental
-        # merge; partials and deferred lengths merge another way.
-        fold = self.upload.size_known and (self.upload.tus is None
-                                           or self.upload.tus.concat is None)
         self._receiver = ChunkReceiver(
             writer, self.tus.service.executor, upload_id=self.upload_id, index=index,
             total_chunks=self.upload.total_chunks, expected_size=self._length(index),
-            expected_md5=None, upload=self.upload if fold else None,
-            max_buffered=self.tus.service.config.server.max_buffered)
+            expected_md5=None, max_buffered=self.tus.service.config.server.max_buffered)
         return self._receiver
 
     # -- body --------------------------------------------------------------

@@ -1,27 +1,27 @@
 """The merge of a tus final upload: its partial uploads' chunks, in order,
 into the final's staged file (docs/tus.md, "Concatenation").
 
-Called by the upload service's merge under the final's lock and fence, in
-place of ``Storage.merge``; what follows (record, publish) is the same.
+Called by the merge saga (``merging.py``) under the final's lock and fence,
+in place of ``Storage.merge``; what follows (record, publish) is the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Callable
 
 from ..errors import UploadError
 from ..models import IN_PROGRESS, Upload
-from ..storage.base import StagedFile, Storage
-from ..storage.fileops import MissingChunkData
+from ..storage.base import MissingChunkData, Progress, StagedFile, Storage
 from ..storage.incremental import hash_and_copy
-from ..storage.local import FILE_MODE, LocalStorage, _unlink
+from ..storage.layout import FILE_MODE
+from ..storage.fileops import unlink_quiet
+from ..storage.local import LocalStorage
 from ..store.base import MetadataStore
 
 
 async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, version: int,
-                       progress: Callable[[int], None] | None = None) -> StagedFile:
+                       progress: Progress | None = None) -> StagedFile:
     assert final.tus is not None
     parts: list[Upload] = []
     for upload_id in final.tus.parts:
@@ -40,11 +40,11 @@ async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, ve
 
 
 def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], version: int,
-                  progress: Callable[[int], None] | None) -> StagedFile:
-    key = storage.key_for(final)
-    target = storage.final_path(key)
+                  progress: Progress | None) -> StagedFile:
+    layout = storage.layout
+    key = layout.key_for(final)
     # The name the storage's publish/discard expect of this merge version.
-    staged = target.with_name(f"{target.name}.{version}.part")
+    staged = layout.merge_part(key, version)
     md5, merged = hashlib.md5(usedforsecurity=False), 0
     out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
@@ -52,7 +52,7 @@ def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], ver
             for index in range(part.total_chunks):
                 length = part.chunk_length(index)
                 try:
-                    fd = os.open(storage.chunk_path(part.upload_id, index),
+                    fd = os.open(layout.chunk_path(part.upload_id, index),
                                  os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     raise MissingChunkData([]) from None
@@ -70,7 +70,7 @@ def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], ver
             os.fsync(out)
     except BaseException:
         os.close(out)
-        _unlink(staged)
+        unlink_quiet(staged)
         raise
     os.close(out)
     return StagedFile(final.upload_id, version, key, md5.hexdigest(), final.size, str(staged))

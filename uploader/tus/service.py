@@ -18,9 +18,7 @@ from ..errors import UploadError, not_found
 from ..locks.base import LockTimeout
 from ..models import (ABORTED, COMPLETED, EXPIRABLE, IN_PROGRESS, MERGING, TusState, Upload,
                       chunk_count)
-from ..storage.base import UploadHooks
-from ..storage.local import LocalStorage
-from ..storage.tails import tails_for
+from ..storage.tails import Tails
 from .appender import TusAppender
 from .protocol import CHECKSUMS, Checksum
 
@@ -32,19 +30,15 @@ BASE_EXTENSIONS = ["creation", "creation-with-upload", "creation-defer-length", 
                    "checksum", "expiration"]
 
 
-def lock_name(upload_id: str) -> str:
-    """Held by the one PATCH receiving an upload (any instance)."""
-    return f"tus:{upload_id}"
-
-
 class TusService:
     def __init__(self, service: "UploadService") -> None:
         self.service = service
         self.store = service.store
         self.config = service.config
-        self.tails = tails_for(service.storage)
-        # Concatenation reads partials' chunk files: the local backend only.
-        self.concatenation = isinstance(service.storage, LocalStorage)
+        tails = service.features.tails
+        assert tails is not None, "this storage backend keeps no tus tails"
+        self.tails: Tails = tails
+        self.concatenation = service.features.concatenation
 
     # -- discovery -----------------------------------------------------------
 
@@ -66,9 +60,8 @@ class TusService:
         limits = self.config.limits
         target = size if size is not None else limits.max_file_size
         chunk = max(limits.chunk_size_default, math.ceil(target / limits.max_chunks))
-        storage = self.service.storage
-        if isinstance(storage, UploadHooks):
-            parts = storage.part_limits()
+        parts = self.service.features.part_limits
+        if parts is not None:
             chunk = max(chunk, parts.min_part_size, math.ceil(target / parts.max_parts))
         chunk = math.ceil(chunk / ALIGN) * ALIGN
         return max(limits.chunk_size_min, min(chunk, limits.chunk_size_max))
@@ -122,16 +115,15 @@ class TusService:
             raise UploadError("too_large", "file is larger than the server accepts",
                               max_file_size=self.max_size)
         filename = metadata.get("filename") or metadata.get("name") or "file"
-        body = {"filename": filename, "size": length or 0,
-                "chunk_size": self.chunk_size_for(length),
-                # Kept as the upload's metadata (the field the events work adds).
-                "metadata": {k: v for k, v in metadata.items() if k != "filename"}}
-        upload = await self.service.create(owner, body, tus=state)
+        # (The other keys go to the upload's metadata once that field exists:
+        # the events work adds it to create(); until then HEAD echoes them.)
+        upload = await self.service.create(owner, filename=filename, size=length or 0,
+                                           chunk_size=self.chunk_size_for(length), tus=state)
         if concat == "final":
             # Merged at once; the partials go only once the final is completed.
             upload, finished = await self.service.complete(owner, upload.upload_id, None)
             if not finished:
-                await self.service.wait_merge(upload.upload_id)
+                await self.service.merges.wait_one(upload.upload_id)
                 upload = await self.get(owner, upload.upload_id)
             if upload.status == COMPLETED:
                 await self._consume(partials)
@@ -168,8 +160,7 @@ class TusService:
         stack = AsyncExitStack()
         try:
             try:
-                await stack.enter_async_context(self.service.locks.lock(
-                    lock_name(upload_id), ttl=self.config.locks.ttl, wait=0))
+                await stack.enter_async_context(self.service.locks.append(upload_id))
             except LockTimeout:
                 raise UploadError("locked", "another request is writing to this upload; "
                                   "retry when it is done") from None
