@@ -214,6 +214,16 @@ class CorsConfig:
 
 
 @dataclass
+class PageConfig:
+    # What the browser page accepts before it uploads anything (a convenience
+    # for people, not a server-side check). Empty / 0: no restriction.
+    # MIME types ("image/png"), families ("image/*") or extensions (".pdf").
+    allowed_types: list[str] = field(default_factory=list)
+    max_files: int = 0           # files in one page at a time
+    max_total_size: int = 0      # bytes of all files in one page together
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -230,6 +240,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
+    page: PageConfig = field(default_factory=PageConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -251,6 +262,10 @@ class Config:
             (lim.max_chunks >= 1, "limits.max_chunks must be >= 1"),
             (lim.max_file_size >= 0, "limits.max_file_size must be >= 0"),
             (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1"),
+            (self.page.max_files >= 0, "page.max_files must be >= 0"),
+            (self.page.max_total_size >= 0, "page.max_total_size must be >= 0"),
+            (all(_FILE_TYPE.fullmatch(t) for t in self.page.allowed_types),
+             "page.allowed_types must list MIME types (image/png, image/*) or extensions (.pdf)"),
             (0 < self.server.port < 65536, "server.port must be between 1 and 65535"),
             (self.server.read_chunk_size >= 4 * KiB, "server.read_chunk_size must be >= 4KiB"),
             (self.server.max_buffered >= self.server.read_chunk_size,
@@ -319,7 +334,8 @@ def parse_size(value: Any, key: str) -> int:
 
 _SIZE_KEYS = {"max_file_size", "chunk_size_min", "chunk_size_max", "chunk_size_default",
               "read_chunk_size", "max_json_body", "min_free_bytes", "max_reserved_bytes",
-              "min_chunk_rate", "background_over", "max_buffered"}
+              "min_chunk_rate", "background_over", "max_buffered", "max_total_size"}
+_FILE_TYPE = re.compile(r"\.[\w.+-]+|[\w.+-]+/(\*|[\w.+-]+)")
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
