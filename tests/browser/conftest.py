@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,7 +49,8 @@ class Server:
     """One `uploader serve` process with its own data directory; stop() and
     start() again keep the port and the data (a restart)."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None):
+        self.env = env or {}
         self.data_dir = tmp / "data"
         self.log = tmp / "server.log"
         self.port = _free_port()
@@ -59,7 +61,7 @@ class Server:
         env = {**os.environ,
                "UPLOADER_STORAGE_DATA_DIR": str(self.data_dir),
                "UPLOADER_LIMITS_CHUNK_SIZE_DEFAULT": str(CHUNK),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1",
@@ -155,8 +157,9 @@ def open_page(browser: Any) -> Iterator[Callable[[Server], Any]]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(srv: Server, settings: dict[str, Any] | None = None) -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
+    def open_(srv: Server, settings: dict[str, Any] | None = None, **context_options: Any) -> Any:
+        options = {"viewport": {"width": 1280, "height": 860}, **context_options}
+        context = browser.new_context(**options)
         contexts.append(context)
         pg = context.new_page()
         if settings:
@@ -200,6 +203,29 @@ def with_settings(pg: Any, srv: Server, changes: dict[str, Any]) -> None:
 @pytest.fixture
 def page(open_page: Callable[[Server], Any], server: Server) -> Any:
     return open_page(server)
+
+
+AXE_VERSION = "4.14.1"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's released axe.min.js (MPL-2.0, licence in the package),
+    installed once from npm into a cache folder outside the repository."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    prefix = cache / "uploader-tests" / f"axe-core-{AXE_VERSION}"
+    script = prefix / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            _missing("npm is missing (needed once to install axe-core)")
+        prefix.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([npm, "install", "--prefix", str(prefix), f"axe-core@{AXE_VERSION}",
+                               "--no-save", "--no-audit", "--no-fund", "--no-package-lock"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not script.exists():
+            _missing(f"npm could not install axe-core: {done.stderr[-500:]}")
+    return script.read_text()
 
 
 @pytest.fixture

@@ -15,13 +15,17 @@ export const RETRY_DEFAULTS = { fast: 6, baseMs: 500, capMs: 30_000, probeMs: 50
 
 // call(attempt) runs the request; onRetry(err, ms) says a quick retry comes
 // in ms; onWaiting(err) says the retries went slow (an outage, most likely).
+// `quickOnly`: give up after the quick retries (a request the user will not
+// wait for, such as telling the server about a cancel).
 export async function retrying(call, { signal, onRetry = () => {}, onWaiting = () => {},
-                                       policy = RETRY_DEFAULTS, connectivity = null } = {}) {
+                                       policy = RETRY_DEFAULTS, connectivity = null,
+                                       quickOnly = false } = {}) {
   for (let attempt = 0; ; attempt++) {
     try {
       return await call(attempt);
     } catch (err) {
       if (isAbort(err) || signal?.aborted || !err.retryable) throw err;
+      if (quickOnly && attempt >= policy.fast) throw err;
       const ms = err.retryAfter != null ? err.retryAfter * 1000 + Math.random() * 250
         : backoffDelay(attempt, { base: policy.baseMs, cap: policy.capMs });
       if (attempt < policy.fast) {

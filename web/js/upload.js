@@ -126,7 +126,8 @@ export class FileUpload {
     this.#set("cancelled", t("msg.cancelled"));
     if (!this.uploadId) return;
     try {
-      await this.api.remove(this.uploadId);
+      await retrying(() => this.api.remove(this.uploadId),
+                     { policy: this.settings.retry, quickOnly: true });
     } catch (err) {
       if (err.code !== "not_found") {
         this.#set("cancelled", t("msg.cancelledLocally"));

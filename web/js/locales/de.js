@@ -61,7 +61,7 @@ export default {
   "card.merging": "Die Datei wird auf dem Server zusammengesetzt und geprüft …",
   "card.done.md5": "{message} · MD5 {md5} vom Server bestätigt",
   "card.failed": "Angehalten bei {done} von {total} · {pct}",
-  "card.waiting": "Wartet auf den Server · {done} von {total} · {pct}",
+  "card.waiting": "{done} von {total} · {pct}",
   "card.empty": "Leere Datei",
   "msg.preparing": "Wird vorbereitet …",
   "msg.hashing": "Prüfsumme wird berechnet …",

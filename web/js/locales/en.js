@@ -62,7 +62,7 @@ export default {
   "card.merging": "Assembling and verifying the file on the server…",
   "card.done.md5": "{message} · MD5 {md5} verified by the server",
   "card.failed": "Stopped at {done} of {total} · {pct}",
-  "card.waiting": "Waiting for the server · {done} of {total} · {pct}",
+  "card.waiting": "{done} of {total} · {pct}",
   "card.empty": "Empty file",
   "msg.preparing": "Preparing…",
   "msg.hashing": "Hashing…",
