@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import KiB, Api, md5
+from support import KiB, Api, md5
 from uploader.errors import ERRORS, ErrorKind, UploadError
 from uploader.models import Upload, utcnow
 

@@ -57,6 +57,9 @@ class Upload:
     storage_key: str | None = None
     # Sorted indices of the chunks recorded so far (filled by the store).
     received: list[int] = field(default_factory=list)
+    # The chunk records themselves, when a caller loaded them (a merge does:
+    # the storage checks what it folded ahead against them).
+    chunks: list[ChunkRecord] | None = None
     # Newest chunk arrival: activity that counts for expiry besides updated_at.
     last_chunk_at: datetime | None = None
     # Last merge failure, e.g. a whole-file checksum mismatch (JSON-able).

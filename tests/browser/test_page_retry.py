@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CHUNK
+from .helpers import CHUNK
 from .test_browser_page import Chunks, assert_stored, card_for, json_error, upload_id_of
 
 pytestmark = pytest.mark.browser

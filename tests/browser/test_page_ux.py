@@ -11,14 +11,15 @@ import hashlib
 import json
 import re
 import struct
-import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import CHUNK, Server
+from support import ServerProcess, wait_until
+
+from .helpers import CHUNK, page_server
 from .test_browser_page import (Chunks, assert_stored, card_for, json_error, percent,
                                 screenshot, upload_id_of)
 
@@ -32,14 +33,6 @@ except ImportError:  # the browser fixture skips (or fails in CI) with the reaso
 LONG = "a-really-long-file-name-without-any-spaces-that-goes-on-and-on-" * 3
 WIDTHS = (390, 768, 1280)
 INIT_URL = re.compile(r"/upload/init$")
-
-
-def wait_until(condition: Any, what: str, timeout: float = 30) -> None:
-    """Polls a condition with a bound (the interval is not a sync point)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def long_name(tag: str, ext: str = ".bin") -> str:
@@ -91,7 +84,7 @@ def tiny_png(width: int = 8, height: int = 6) -> bytes:
 def test_every_state_fits_every_width_and_passes_axe(open_page, server, make_file, artifacts,
                                                      axe_source):
     # An unfinished upload of an earlier visit, for the resume list.
-    code, earlier = server.request("POST", "/upload/init",
+    code, earlier = server.json("POST", "/upload/init",
                                    {"filename": long_name("earlier"), "size": 3 * CHUNK,
                                     "chunk_size": CHUNK})
     assert code == 201
@@ -178,7 +171,7 @@ def test_an_outage_past_the_quick_retries_is_waited_out(open_page, make_file, tm
     The slow retries are 10 minutes apart here: finishing proves the
     /healthz probe woke the upload."""
     (tmp_path / "own").mkdir()
-    srv = Server(tmp_path / "own")
+    srv = page_server(tmp_path / "own")
     srv.start()
     try:
         page = open_page(srv, {"retry": {"fast": 2, "baseMs": 100, "capMs": 600_000,
@@ -235,7 +228,7 @@ def make_folder(root: Path) -> dict[str, bytes]:
     return files
 
 
-def assert_folder_uploaded(page: Any, server: Server, files: dict[str, bytes]) -> None:
+def assert_folder_uploaded(page: Any, server: ServerProcess, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         name = rel.rsplit("/", 1)[1]
         card = card_for(page, name)
@@ -319,7 +312,8 @@ def test_pause_all_resume_all_cancel_all(page, server, make_file):
     for card, uid in zip(more, ids):
         expect(card).to_have_attribute("data-state", "cancelled")
         expect(card.locator(".message")).to_be_hidden()   # the server was told
-        wait_until(lambda: server.status(uid)[0] == 404, f"upload {uid} removed")
+        wait_until(lambda: server.json("GET", f"/upload/{uid}/status")[0] == 404,
+                   f"upload {uid} removed")
 
 
 def test_retry_all_restarts_every_failed_file(page, server, make_file):
@@ -355,9 +349,9 @@ def test_a_thumbnail_for_an_image_and_none_for_a_binary(page, tmp_path, make_fil
 def test_the_servers_restrictions_are_enforced_before_upload(open_page, tmp_path, make_file,
                                                              artifacts):
     (tmp_path / "own").mkdir()
-    srv = Server(tmp_path / "own", env={"UPLOADER_PAGE_ALLOWED_TYPES": "image/*,.txt",
-                                        "UPLOADER_PAGE_MAX_FILES": "2",
-                                        "UPLOADER_PAGE_MAX_TOTAL_SIZE": "3000"})
+    srv = ServerProcess(tmp_path / "own", {"limits.chunk_size_default": CHUNK,
+                                           "page.allowed_types": "image/*,.txt",
+                                           "page.max_files": 2, "page.max_total_size": 3000})
     srv.start()
     try:
         page = open_page(srv)
