@@ -23,6 +23,8 @@ setup(
         "client": ["tqdm>=4.66,<5"],
         # storage.backend: s3
         "s3": ["aiobotocore>=2.13,<4"],
+        # locks.backend: etcd (its v3 HTTP/JSON gateway)
+        "etcd": ["aiohttp>=3.9,<4"],
         "test": [
             "tqdm>=4.66,<5",
             # Browser tests drive Debian's /usr/bin/chromium (no browser download).
@@ -34,6 +36,8 @@ setup(
             "schemathesis>=4.0,<5",
             # The S3 suites run the backend against a real moto server.
             "aiobotocore>=2.13,<4",
+            # The etcd lock backend's HTTP client.
+            "aiohttp>=3.9,<4",
             "moto[server]>=5,<6",
         ],
     },

@@ -65,7 +65,7 @@ def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
 
 def incremental_merge(config: Config) -> bool:
     """The incremental merge lives in one process's memory: with several
-    instances (Redis locks) chunks spread over all of them, no instance sees
+    instances (shared locks) chunks spread over all of them, no instance sees
     a contiguous run to fold, and one that folded a head start never learns
     that another merged the upload. There it is off; complete merges."""
     return config.merge.incremental and config.locks.backend == "memory"
@@ -75,6 +75,16 @@ def make_locks(config: Config) -> Locks:
     if config.locks.backend == "redis":
         from .locks.redis import RedisLocks
         return RedisLocks(config.locks.redis_url, key_prefix=config.locks.redis_prefix)
+    if config.locks.backend == "mysql":
+        from .locks.mysql import MySQLLocks
+        return MySQLLocks(config.locks.mysql_dsn or config.store.mysql_dsn, ttl=config.locks.ttl,
+                          pool_size=config.locks.mysql_pool_size)
+    if config.locks.backend == "etcd":
+        try:
+            from .locks.etcd import EtcdLocks
+        except ImportError as exc:  # the extra is not installed
+            raise RuntimeError("locks.backend etcd needs: pip install 'uploader[etcd]'") from exc
+        return EtcdLocks(config.locks.etcd_endpoints, key_prefix=config.locks.etcd_prefix)
     from .locks.memory import MemoryLocks
     return MemoryLocks()
 

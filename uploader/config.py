@@ -22,6 +22,9 @@ _UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
           "KIB": KiB, "MIB": MiB, "GIB": GiB, "TIB": 1 << 40}
 
 
+LOCK_BACKENDS = ("memory", "redis", "mysql", "etcd")
+
+
 class ConfigError(ValueError):
     pass
 
@@ -109,10 +112,19 @@ class StoreConfig:
 
 @dataclass
 class LocksConfig:
+    # memory (one instance), or shared by several: redis, mysql, etcd.
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Prefix of every lock key: deployments sharing one Redis keep apart.
     redis_prefix: str = "uploader:lock:"
+    # MySQL named locks; empty: store.mysql_dsn (lock names are prefixed with
+    # the database's name, so deployments on one server keep apart).
+    mysql_dsn: str = ""
+    # Connections of the lock pool: one per lock held or awaited at once.
+    mysql_pool_size: int = 16
+    # etcd client URLs (members of one cluster), and the prefix of lock keys.
+    etcd_endpoints: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    etcd_prefix: str = "uploader/lock/"
     # Seconds before a crashed holder's lock frees itself (a live holder's
     # watchdog keeps extending it).
     ttl: float = 30.0
@@ -260,7 +272,16 @@ class Config:
             (self.storage.stale_part_age >= 0, "storage.stale_part_age must be >= 0"),
             (self.store.backend in ("sqlite", "mysql"), "store.backend must be one of: sqlite, mysql"),
             (self.store.pool_size >= 1, "store.pool_size must be >= 1"),
-            (self.locks.backend in ("memory", "redis"), "locks.backend must be one of: memory, redis"),
+            (self.locks.backend in LOCK_BACKENDS,
+             "locks.backend must be one of: " + ", ".join(LOCK_BACKENDS)),
+            (self.locks.backend != "mysql" or self.store.backend == "mysql"
+             or bool(self.locks.mysql_dsn),
+             "locks.backend mysql needs store.backend mysql or locks.mysql_dsn"),
+            (self.locks.mysql_pool_size >= 1, "locks.mysql_pool_size must be >= 1"),
+            (self.locks.backend != "etcd" or bool(self.locks.etcd_endpoints),
+             "locks.etcd_endpoints must name at least one URL"),
+            (all(u.startswith(("http://", "https://")) for u in self.locks.etcd_endpoints),
+             "locks.etcd_endpoints must be http:// or https:// URLs"),
             (self.locks.ttl >= 1, "locks.ttl must be >= 1"),
             (self.merge.wait_seconds >= 0, "merge.wait_seconds must be >= 0"),
             (self.merge.background_over >= 0, "merge.background_over must be >= 0"),
