@@ -48,6 +48,10 @@ class ReadyHandler(BaseHandler):
         results = await asyncio.gather(_check(runtime.store.ping), _check(runtime.locks.ping),
                                        _check(runtime.storage.ping))
         checks = dict(zip(names, results))
+        config = runtime.config
+        # Which backend each check is about (operators reading an outage).
+        backends = {"database": config.store.backend, "locks": config.locks.backend,
+                    "storage": config.storage.backend}
         failed = [name for name, result in checks.items() if result != "ok"]
         for name, result in checks.items():
             if runtime.metrics.set_ready(name, result == "ok"):
@@ -55,13 +59,13 @@ class ReadyHandler(BaseHandler):
                 log.log(logging.INFO if result == "ok" else logging.WARNING,
                         "readiness: %s is %s", name, result)
         if not failed:
-            self.send_json({"ready": True, "checks": checks})
+            self.send_json({"ready": True, "checks": checks, "backends": backends})
             return
         # Not counted in uploader_errors_total: probes every few seconds would
         # drown the API's errors; uploader_ready_check tells this story.
         error = Unavailable("not ready: " + ", ".join(failed))
         self.set_header("Retry-After", str(error.retry_after))
-        self.send_json({"ready": False, "checks": checks,
+        self.send_json({"ready": False, "checks": checks, "backends": backends,
                         "error": {**error.to_json()["error"], "failed": failed}}, 503)
 
 
