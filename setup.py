@@ -39,6 +39,9 @@ setup(
             # The etcd lock backend's HTTP client.
             "aiohttp>=3.9,<4",
             "moto[server]>=5,<6",
+            # `make test` checks types and a small lint rule set first.
+            "mypy>=1.10,<2",
+            "ruff>=0.6,<1",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

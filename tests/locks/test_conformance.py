@@ -17,12 +17,12 @@ import time
 
 import pytest
 
-from ops.tcp_proxy import TcpProxy
+from support import TcpProxy
 from uploader.errors import Unavailable
 from uploader.locks.base import LockHandle, Locks, LockTimeout
 from uploader.locks.memory import MemoryLocks
 
-from .conftest import Harness
+from .helpers import Harness
 
 # Locks held by a process that crashed or froze must free within this bound
 # (the ttls below are 2 s; etcd's shortest lease is about 2 s).

@@ -13,7 +13,7 @@ from uploader.locks.base import LockTimeout
 from uploader.locks.etcd import EtcdLocks, etcd_lock_key
 from uploader.locks.etcd_gateway import unb64
 
-from .conftest import ETCD_URL, EtcdHarness
+from .helpers import ETCD_URL, EtcdHarness
 
 pytestmark = pytest.mark.etcd
 

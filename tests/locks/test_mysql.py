@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from store.conftest import MYSQL_DSN
+from support import MYSQL_DSN
 from uploader.errors import Unavailable
 from uploader.locks.mysql import MAX_NAME, MySQLLocks, mysql_lock_name
 
-from .conftest import MySQLHarness
+from .helpers import MySQLHarness
 
 pytestmark = pytest.mark.mysql
 

@@ -10,7 +10,7 @@ import pytest
 
 from uploader.locks.base import LockTimeout
 
-from .conftest import RedisHarness
+from .helpers import RedisHarness
 
 pytestmark = pytest.mark.redis
 

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from contextlib import asynccontextmanager, suppress
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 from urllib.parse import quote
 
 from ..errors import Unavailable
@@ -106,7 +106,8 @@ class EtcdLocks:
             "/v3/lock/lock", {"name": b64(key), "lease": str(lease)},
             timeout=(remaining or LONGEST_WAIT) + self._request_timeout, waits=True))
         # The keep-alive ends only when the lease is lost: stop waiting then.
-        done, _ = await asyncio.wait({request, keeper}, timeout=remaining,
+        either: set[asyncio.Future[Any]] = {request, keeper}
+        done, _ = await asyncio.wait(either, timeout=remaining,
                                      return_when=asyncio.FIRST_COMPLETED)
         if request in done:
             try:

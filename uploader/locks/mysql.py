@@ -2,8 +2,9 @@
 
 ``GET_LOCK(name, timeout)`` belongs to the session that took it and frees
 when that session ends, so each held lock keeps one connection of a small
-pool of its own for its whole life (never the metadata store's pool: a
-connection holding a lock must not run anyone else's queries):
+pool of its own for its whole life. Not the store's ``MySQLPool``: a
+connection holding a lock must run nobody else's queries, and its life is
+the lock's, not one unit of work's; its sessions also differ (wait_timeout):
 
 - The session's ``wait_timeout`` is the lock's ttl: a holder that stops
   talking (crashed host, SIGSTOP, partition) is disconnected by the server
@@ -39,7 +40,7 @@ import aiomysql
 import pymysql
 
 from ..errors import Unavailable
-from ..store.mysql import parse_dsn
+from ..store.dsn import parse_dsn
 from .base import NO_TOKEN, LockHandle, LockTimeout
 from .memory import MemoryLocks
 
