@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymysql
 import redis
 
-from support import MYSQL_DSN, MySQLServer, require_redis, require_service
+from support import MYSQL_DSN, MySQLServer, require_etcd, require_redis
 from uploader.locks.base import Locks
 from uploader.locks.etcd import EtcdLocks, etcd_lock_key
 from uploader.locks.etcd_gateway import b64, prefix_end
@@ -195,13 +195,7 @@ def _mysql_up() -> None:
 
 
 def _etcd_up() -> None:
-    try:
-        with urllib.request.urlopen(ETCD_URL + "/health", timeout=3) as response:
-            healthy = json.loads(response.read()).get("health") == "true"
-    except OSError as exc:
-        require_service("etcd", f"not reachable at {ETCD_URL}: {exc}")
-    if not healthy:
-        require_service("etcd", f"{ETCD_URL} is not healthy")
+    require_etcd(ETCD_URL)
 
 
 HARNESSES = {"memory": (MemoryHarness, None), "redis": (RedisHarness, _redis_up),
