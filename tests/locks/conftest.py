@@ -12,9 +12,11 @@ from uploader.locks.base import Locks
 
 from .helpers import Harness, open_harness
 
-BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis),
-            pytest.param("mysql", marks=pytest.mark.mysql),
-            pytest.param("etcd", marks=pytest.mark.etcd)]
+# Shared by several processes: what a crash, a lost lock or an outage can hit.
+SHARED = [pytest.param("redis", marks=pytest.mark.redis),
+          pytest.param("mysql", marks=pytest.mark.mysql),
+          pytest.param("etcd", marks=pytest.mark.etcd)]
+BACKENDS = ["memory", *SHARED]
 
 
 def _harness(io_loop, kind: str) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
@@ -25,6 +27,13 @@ def _harness(io_loop, kind: str) -> Iterator[Harness]:  # type: ignore[no-untype
 
 @pytest.fixture(params=BACKENDS)
 def harness(request, io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    yield from _harness(io_loop, request.param)
+
+
+@pytest.fixture(params=SHARED)
+def shared_harness(request, io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    """The backends of several processes only (memory has no other process,
+    service or outage to test)."""
     yield from _harness(io_loop, request.param)
 
 

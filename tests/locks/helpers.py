@@ -11,9 +11,11 @@ cut away behind a TCP relay. Services: Redis (db 15), MariaDB (database
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -49,7 +51,6 @@ class Harness:
     """Builds instances of one backend and makes faults in it."""
 
     kind = ""
-    shared = True  # False: in-process only (no crash, loss or outage to make)
     url = ""
     prefix = ""
 
@@ -87,7 +88,7 @@ class Harness:
 
 
 class MemoryHarness(Harness):
-    kind, shared = "memory", False
+    kind = "memory"
 
     def __init__(self) -> None:
         super().__init__()
@@ -184,6 +185,15 @@ class EtcdHarness(Harness):
         await super().close()
         self.call("/v3/kv/deleterange", {"key": b64(self.prefix),
                                          "range_end": b64(prefix_end(self.prefix))})
+
+
+async def logged(caplog: Any, text: str, timeout: float = 5.0) -> None:
+    """Wait (bounded poll) until a captured log line contains ``text``: the
+    keep-alives notice a lost lock on their next tick."""
+    deadline = time.monotonic() + timeout
+    while text not in caplog.text:
+        assert time.monotonic() < deadline, f"{text!r} not logged: {caplog.text}"
+        await asyncio.sleep(0.01)
 
 
 def _redis_up() -> None:

@@ -4,8 +4,8 @@
 processes would be. The faults are real: a holder in another process killed
 or frozen (SIGKILL, SIGSTOP), a holder's lock taken away on the service (key
 deleted, session killed, lease revoked), the service cut away behind a TCP
-relay. Memory locks live in one process: they have none of these faults
-(those tests say so and skip).
+relay. Memory locks live in one process: they have none of these faults,
+so those tests run on the shared backends only (``shared_harness``).
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ from .helpers import Harness
 # (the ttls below are 2 s; etcd's shortest lease is about 2 s).
 FREE_BOUND = 30.0
 TTL = 2.0
-
-
-def shared_only(harness: Harness) -> None:
-    if not harness.shared:
-        pytest.skip("in-process locks: no other process, service or outage to test")
 
 
 async def held_elsewhere(locks: Locks, name: str) -> bool:
@@ -187,10 +182,12 @@ async def test_handle_and_token(io_loop, locks, peer, lock_name):
         pass
 
 
-async def test_live_holder_keeps_lock_past_ttl(io_loop, locks, peer, lock_name):
-    """The keep-alive renews it: held well past its ttl, never taken."""
+async def test_live_holder_keeps_lock_past_ttl(io_loop, shared_harness: Harness, lock_name):
+    """The keep-alive renews it: held past its ttl, never taken (memory
+    locks have no ttl to outlive)."""
+    locks, peer = shared_harness.make(), shared_harness.make()
     async with locks.lock(lock_name, ttl=TTL):
-        until = time.monotonic() + 2.5 * TTL
+        until = time.monotonic() + 1.6 * TTL
         checks = 0
         while time.monotonic() < until:
             assert await held_elsewhere(peer, lock_name)
@@ -225,10 +222,10 @@ async def _frees_within_bound(peer: Locks, name: str) -> float:
 
 
 @pytest.mark.parametrize("crash", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
-async def test_crashed_holder_frees(io_loop, harness: Harness, peer, lock_name, crash):
+async def test_crashed_holder_frees(io_loop, shared_harness: Harness, lock_name, crash):
     """A holder process killed (sockets closed) or frozen (sockets open,
     keep-alive stopped): its lock frees by itself, by its ttl at most."""
-    shared_only(harness)
+    harness, peer = shared_harness, shared_harness.make()
     proc = await _start_holder(harness, lock_name)
     try:
         assert await held_elsewhere(peer, lock_name)
@@ -242,11 +239,12 @@ async def test_crashed_holder_frees(io_loop, harness: Harness, peer, lock_name, 
         await proc.wait()
 
 
-async def test_lost_lock_release_spares_new_owner(io_loop, harness: Harness, locks, peer,
-                                                 lock_name, caplog):
+async def test_lost_lock_release_spares_new_owner(io_loop, shared_harness: Harness, lock_name,
+                                                 caplog):
     """A holder whose lock was taken away (expired while it was paused)
     releases only its own: the new owner keeps the lock."""
-    shared_only(harness)
+    harness = shared_harness
+    locks, peer = harness.make(), harness.make()
     first = locks.lock(lock_name, ttl=30)
     await first.__aenter__()
     await harness.take_away(lock_name)
@@ -262,10 +260,10 @@ async def test_lost_lock_release_spares_new_owner(io_loop, harness: Harness, loc
     assert not await held_elsewhere(harness.make(), lock_name)
 
 
-async def test_outage_is_unavailable_and_heals(io_loop, harness: Harness, lock_name):
+async def test_outage_is_unavailable_and_heals(io_loop, shared_harness: Harness, lock_name):
     """The service cut away: acquisition raises Unavailable (503 with
     Retry-After), ping answers False; back again: it works, no restart."""
-    shared_only(harness)
+    harness = shared_harness
     proxy = TcpProxy(*harness.address)
     await proxy.start()
     try:
@@ -290,9 +288,8 @@ async def test_outage_is_unavailable_and_heals(io_loop, harness: Harness, lock_n
         await proxy.stop()
 
 
-async def test_unreachable_is_unavailable(io_loop, harness: Harness, lock_name):
-    shared_only(harness)
-    locks = harness.make_at("127.0.0.1", 1)  # nobody listens on port 1
+async def test_unreachable_is_unavailable(io_loop, shared_harness: Harness, lock_name):
+    locks = shared_harness.make_at("127.0.0.1", 1)  # nobody listens on port 1
     with pytest.raises(Unavailable) as info:
         async with locks.lock(lock_name, ttl=5, wait=0):
             pytest.fail("acquired without the service")

@@ -3,7 +3,6 @@ limit, and a killed session (the shared behaviour is in test_conformance.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -12,7 +11,7 @@ from support import MYSQL_DSN
 from uploader.errors import Unavailable
 from uploader.locks.mysql import MAX_NAME, MySQLLocks, mysql_lock_name
 
-from .helpers import MySQLHarness
+from .helpers import MySQLHarness, logged
 
 pytestmark = pytest.mark.mysql
 
@@ -69,12 +68,7 @@ async def test_killed_session_is_reported_lost(io_loop, mysql_harness: MySQLHarn
     with caplog.at_level(logging.WARNING, logger="uploader.locks.mysql"):
         async with locks.lock(lock_name, ttl=1.5):
             await mysql_harness.take_away(lock_name)
-            # The keep-alive (every ttl/3) notices; poll for it, bounded.
-            for _ in range(500):
-                if "was lost while held" in caplog.text:
-                    break
-                await asyncio.sleep(0.01)
-            assert "was lost while held" in caplog.text
+            await logged(caplog, "was lost while held")  # the keep-alive's next ping
             assert mysql_harness.holder_session(lock_name) is None
     # Nothing raised; the instance serves the next lock on a fresh session.
     async with locks.lock(lock_name, ttl=30, wait=0):

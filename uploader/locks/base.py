@@ -8,6 +8,7 @@ store.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import AsyncContextManager, Protocol
 
@@ -31,6 +32,16 @@ class LockHandle:
 
 
 NO_TOKEN = LockHandle()
+
+
+def deadline_of(wait: float | None) -> float | None:
+    """The monotonic time a ``wait`` ends at (None: waits forever)."""
+    return None if wait is None else time.monotonic() + max(wait, 0.0)
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (never negative; None: no end)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class Locks(Protocol):

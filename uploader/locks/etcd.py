@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import quote
 
 from ..errors import Unavailable
-from .base import LockHandle, LockTimeout
+from .base import LockHandle, LockTimeout, deadline_of, remaining
 from .etcd_gateway import NOT_FOUND, EtcdError, EtcdGateway, EtcdUnavailable, b64, prefix_end
 from .memory import MemoryLocks
 
@@ -66,7 +66,7 @@ class EtcdLocks:
                    wait: float | None = None) -> AsyncIterator[LockHandle]:
         if ttl <= 0:
             raise ValueError("ttl must be > 0: a lock without expiry outlives a crashed holder")
-        deadline = None if wait is None else time.monotonic() + max(wait, 0.0)
+        deadline = deadline_of(wait)
         # Tasks of this process queue here first: one lease and one waiting
         # request per name and process, however many tasks want it.
         async with self._local.lock(name, ttl=ttl, wait=wait):
@@ -96,18 +96,18 @@ class EtcdLocks:
     async def _acquire(self, name: str, lease: int, deadline: float | None,
                        keeper: "asyncio.Future[bool]") -> int:
         key = self.key(name)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if remaining == 0:
+        left = remaining(deadline)
+        if left == 0:
             return await self._try_once(name, key, lease)
         # One request per lease, never repeated: a lock request abandoned on
         # the server deletes its key, which a repeat with the same lease
         # would share (etcd 3.4 would then grant it without a key).
         request = asyncio.ensure_future(self.gateway.call(
             "/v3/lock/lock", {"name": b64(key), "lease": str(lease)},
-            timeout=(remaining or LONGEST_WAIT) + self._request_timeout, waits=True))
+            timeout=(left or LONGEST_WAIT) + self._request_timeout, waits=True))
         # The keep-alive ends only when the lease is lost: stop waiting then.
         either: set[asyncio.Future[Any]] = {request, keeper}
-        done, _ = await asyncio.wait(either, timeout=remaining,
+        done, _ = await asyncio.wait(either, timeout=left,
                                      return_when=asyncio.FIRST_COMPLETED)
         if request in done:
             try:

@@ -31,7 +31,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import time
 import weakref
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -41,7 +40,7 @@ import pymysql
 
 from ..errors import Unavailable
 from ..store.dsn import parse_dsn
-from .base import NO_TOKEN, LockHandle, LockTimeout
+from .base import NO_TOKEN, LockHandle, LockTimeout, deadline_of, remaining
 from .memory import MemoryLocks
 
 log = logging.getLogger(__name__)
@@ -64,10 +63,6 @@ def mysql_lock_name(database: str, name: str) -> str:
     digest = hashlib.sha256(full.encode()).hexdigest()[:32]
     head = full.encode()[:MAX_NAME - len(digest) - 1].decode(errors="ignore")
     return f"{head}~{digest}"
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class MySQLLocks:
@@ -96,7 +91,7 @@ class MySQLLocks:
                    wait: float | None = None) -> AsyncIterator[LockHandle]:
         if ttl <= 0:
             raise ValueError("ttl must be > 0: a lock without expiry outlives a crashed holder")
-        deadline = None if wait is None else time.monotonic() + max(wait, 0.0)
+        deadline = deadline_of(wait)
         key = self.key(name)
         async with self._local.lock(name, ttl=ttl, wait=wait):
             conn = await self._connection(ttl, deadline)
@@ -143,11 +138,10 @@ class MySQLLocks:
 
     async def _connection(self, ttl: float, deadline: float | None) -> Any:
         pool = await self._get_pool()
-        remaining = _remaining(deadline)
+        left = remaining(deadline)
         # Waiting for a free connection counts against the wait, but a
         # try-once still gets the time to open one.
-        limit = self._connect_timeout if remaining is None else max(remaining,
-                                                                    self._connect_timeout)
+        limit = self._connect_timeout if left is None else max(left, self._connect_timeout)
         try:
             conn = await asyncio.wait_for(pool.acquire(), None if deadline is None else limit)
         except asyncio.TimeoutError:
@@ -201,15 +195,15 @@ class MySQLLocks:
 
     async def _get_lock(self, conn: Any, key: str, deadline: float | None) -> bool:
         while True:
-            remaining = _remaining(deadline)
-            span = MAX_SLICE if remaining is None else min(remaining, MAX_SLICE)
+            left = remaining(deadline)
+            span = MAX_SLICE if left is None else min(left, MAX_SLICE)
             got = await self._scalar(conn, "SELECT GET_LOCK(%s, %s)", (key, span),
                                      timeout=span + self._query_timeout)
             if got == 1:
                 return True
             if got is None:  # an error inside GET_LOCK (session killed)
                 raise Unavailable("lock service unavailable (GET_LOCK failed)")
-            if remaining is not None and remaining <= span:
+            if left is not None and left <= span:
                 return False
 
     async def _keep_alive(self, conn: Any, name: str, ttl: float, stop: asyncio.Event) -> bool:
@@ -255,7 +249,7 @@ class MySQLLocks:
 
     async def ping(self) -> bool:
         try:
-            conn = await self._connection(self._ttl, time.monotonic())
+            conn = await self._connection(self._ttl, deadline_of(0))
         except Unavailable:
             return False
         try:
