@@ -26,10 +26,10 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m uploader serve`` on a free port with its own data folder; the
     base URL once /healthz answers 200. Always terminated in teardown.
-    UPLOADER_TEST_SERVER_URL=http://host:port runs the tests against a server
+    TEST_UPLOADER_SERVER_URL=http://host:port runs the tests against a server
     that is already running instead (its port must be on 127.0.0.1 for the proxy)."""
-    if os.environ.get("UPLOADER_TEST_SERVER_URL"):
-        yield os.environ["UPLOADER_TEST_SERVER_URL"].rstrip("/")
+    if os.environ.get("TEST_UPLOADER_SERVER_URL"):
+        yield os.environ["TEST_UPLOADER_SERVER_URL"].rstrip("/")
         return
     if not (ROOT / "uploader" / "app.py").exists():
         pytest.skip("the server (uploader/app.py) is not in this tree yet")

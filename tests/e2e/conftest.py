@@ -33,7 +33,7 @@ from store.conftest import mysql_server  # noqa: F401  (fixture: throwaway datab
 from store.conftest import MySQLServer, unreachable
 from uploader.store.mysql import parse_dsn
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("TEST_UPLOADER_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
 START_TIMEOUT = 30.0  # seconds for a process to answer /healthz
 STOP_TIMEOUT = 15.0
 

@@ -15,7 +15,7 @@ import pytest
 from uploader.store.mysql import MySQLStore, parse_dsn
 from uploader.store.sqlite import SQLiteStore
 
-MYSQL_DSN = os.environ.get("UPLOADER_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+MYSQL_DSN = os.environ.get("TEST_UPLOADER_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
 
 
 def unreachable(message: str) -> None:
