@@ -1,4 +1,4 @@
-"""Build everything from the config in one place (ARCHITECTURE.md section 1)."""
+"""Build everything from the config in one place (docs/architecture.md, "Layers")."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -14,6 +13,7 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.web
 
+from .assets import find_assets
 from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
@@ -40,9 +40,6 @@ from .storage.base import Storage
 from .store.base import MetadataStore
 
 log = logging.getLogger("uploader")
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
-TEMPLATES_DIR = ROOT / "templates"
 
 
 def make_store(config: Config) -> MetadataStore:
@@ -163,7 +160,7 @@ def build_runtime(config: Config) -> Runtime:
     # The service (and the sweep, through it) takes locks through a timer.
     service = UploadService(config, store, storage, TimedLocks(locks, metrics), executor,
                             metrics=metrics)
-    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(find_assets().templates)),
                                    autoescape=True)
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
                    service=service, expirer=Expirer(config, service), templates=templates,
@@ -212,7 +209,7 @@ def make_app(config: Config, runtime: Runtime | None = None) -> tornado.web.Appl
     runtime.metrics.set_routes(labels)
     app = UploaderApplication(
         routes,
-        static_path=str(WEB_DIR),
+        static_path=str(find_assets().static),
         static_url_prefix="/static/",
         default_handler_class=NotFoundHandler,
         default_handler_args=deps,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import __version__
 from .base import BaseHandler
 
 
@@ -51,4 +52,4 @@ class HealthHandler(BaseHandler):
         pass  # liveness needs no identity
 
     async def get(self) -> None:
-        self.send_json({"status": "ok"})
+        self.send_json({"status": "ok", "version": __version__})

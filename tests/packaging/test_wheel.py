@@ -1,0 +1,180 @@
+"""The wheel works from anywhere: built from the source tree, installed into
+a fresh venv, served from an empty folder, its page loaded in Chromium and
+used for an upload. A wheel without the page's files refuses to start.
+
+Offline and quick: the wheel is built with the test venv's setuptools
+(--no-build-isolation --no-index), installed --no-deps, and the fresh venv
+sees the test venv's dependencies through a .pth line (a plain path, so the
+test venv's editable install of uploader is not visible there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from uploader import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.e2e
+
+
+def _run(*args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,  # type: ignore[call-overload]
+                          timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding only the wheel built from this tree."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    # Build from a copy: the build writes build/ and *.egg-info beside the sources.
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "data", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        "tests", "bench"))
+    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                 "--no-index", "-w", tmp / "dist", src)
+    assert built.returncode == 0, built.stdout + built.stderr
+    [wheel] = (tmp / "dist").glob("resumable_uploader-*.whl")
+
+    env_dir = tmp / "venv"
+    made = _run(sys.executable, "-m", "venv", "--without-pip", env_dir)
+    assert made.returncode == 0, made.stderr
+    python = env_dir / "bin" / "python"
+    installed = _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps",
+                     "--no-index", "-q", wheel)
+    assert installed.returncode == 0, installed.stderr
+    purelib = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    (Path(purelib.stdout.strip()) / "test-deps.pth").write_text(
+        "\n".join(site.getsitepackages()) + "\n")
+    return env_dir
+
+
+@pytest.fixture
+def served(venv: Path, tmp_path: Path) -> Iterator[str]:
+    """`uploader serve` of the installed wheel, in an empty folder."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([venv / "bin" / "uploader", "serve", "--port", str(port)],
+                            cwd=empty, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(base + "/healthz"):
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "no /healthz within 30 s"
+            time.sleep(0.05)  # polling interval, not a synchronisation
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_the_installed_package_is_the_wheel(venv: Path, tmp_path: Path) -> None:
+    where = _run(venv / "bin" / "python", "-c", "import uploader, uploader.assets as a; "
+                 "print(uploader.__file__); print(a.find_assets().static)", cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    module, static = where.stdout.split()
+    assert module.startswith(str(venv)) and static.startswith(str(venv))
+    version = _run(venv / "bin" / "uploader", "--version", cwd=tmp_path)
+    assert version.stdout.strip() == f"uploader {__version__} (resumable-uploader)"
+    typed = _run(venv / "bin" / "python", "-c", "import importlib.resources as r; "
+                 "print(r.files('uploader').joinpath('py.typed').is_file())")
+    assert typed.stdout.strip() == "True"
+
+
+def test_the_page_works_from_the_wheel(served: str, tmp_path: Path) -> None:
+    with urllib.request.urlopen(served + "/healthz", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"status": "ok", "version": __version__}
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        _missing(f"{CHROMIUM} is missing")
+    data = os.urandom(300_000)
+    src = tmp_path / "from-the-wheel.bin"
+    src.write_bytes(data)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(served + "/")
+            # data-ready is set by app.js: the packaged JS modules and CSS loaded.
+            expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=30_000)
+            expect(page.locator(".page-footer")).to_contain_text(f"uploader {__version__}")
+            assert page.evaluate("getComputedStyle(document.querySelector('#drop-zone'))"
+                                 ".borderStyle") != "none"  # style.css applied
+            # An upload hashes in the Web Worker with the vendored hash-wasm.
+            page.set_input_files("#file-input", str(src))
+            card = page.locator(".card", has=page.locator(".file-name",
+                                                          has_text="from-the-wheel.bin"))
+            expect(card).to_have_attribute("data-state", "done", timeout=60_000)
+            upload_id = card.get_attribute("data-upload-id")
+            assert not errors, errors
+        finally:
+            browser.close()
+    with urllib.request.urlopen(f"{served}/files/{upload_id}", timeout=30) as resp:
+        assert hashlib.md5(resp.read()).hexdigest() == hashlib.md5(data).hexdigest()
+
+
+def test_a_wheel_without_its_page_refuses_to_start(venv: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(venv, broken, symlinks=True)
+    purelib = _run(broken / "bin" / "python", "-c",
+                   "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    (Path(purelib) / "uploader" / "templates" / "index.html").unlink()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
+    proc = _run(broken / "bin" / "python", "-m", "uploader", "serve", "--port", str(_free_port()),
+                cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("uploader: the page's files are missing (templates/index.html under ")
+    assert "Traceback" not in proc.stderr
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: this test must run)")
+    pytest.skip(reason)
