@@ -1,4 +1,4 @@
-"""Expiry: abandoned uploads lose their bytes, then their rows (ARCHITECTURE.md 6).
+"""Expiry: abandoned uploads lose their bytes, then their rows (docs/architecture.md).
 
 A jittered PeriodicCallback runs :meth:`Expirer.sweep`; under a lock only one
 instance sweeps at a time. One failing item is logged and skipped.

@@ -1,6 +1,6 @@
 """The shared metadata store: MySQL/MariaDB through an aiomysql pool.
 
-Design points (ARCHITECTURE.md sections 3 and 10):
+Design points (docs/architecture.md, "Metadata schema"):
 
 - Every pooled connection runs with ``autocommit=True``: a connection left
   inside an old REPEATABLE READ snapshot would serve stale rows to the next
