@@ -193,22 +193,25 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"pip install '{DISTRIBUTION}[server]'", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        code = _known_failure(exc)
-        if code is None:
+        known = _known_failure(exc)
+        if known is None:
             raise
-        print(f"uploader: {exc}", file=sys.stderr)
+        code, message = known
+        print(f"uploader: {message}", file=sys.stderr)
         return code
 
 
-def _known_failure(exc: Exception) -> int | None:
-    """The exit code of a failure that deserves one line, not a traceback."""
+def _known_failure(exc: Exception) -> tuple[int, str] | None:
+    """The exit code and line of a failure that deserves one line, not a traceback."""
     # Looked up, not imported: uploader.config needs the server's packages,
     # and a ConfigError can only have come from a module already loaded.
     config_errors = sys.modules.get("uploader.config.errors")
     if config_errors is not None and isinstance(exc, config_errors.ConfigError):
-        return EXIT_USAGE
+        return EXIT_USAGE, str(exc)
     from .assets import AssetsMissing
     from .errors import UploadError
-    if isinstance(exc, (AssetsMissing, UploadError)):  # Unavailable: database or Redis away
-        return EXIT_FAILED
+    if isinstance(exc, UploadError):  # Unavailable: the database or Redis is away
+        return EXIT_FAILED, f"{exc.code}: {exc.message}"
+    if isinstance(exc, AssetsMissing):
+        return EXIT_FAILED, str(exc)
     return None

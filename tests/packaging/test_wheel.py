@@ -38,8 +38,7 @@ def _run(*args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding only the wheel built from this tree."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     # Build from a copy: the build writes build/ and *.egg-info beside the sources.
     src = tmp / "src"
@@ -49,18 +48,31 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                  "--no-index", "-w", tmp / "dist", src)
     assert built.returncode == 0, built.stdout + built.stderr
-    [wheel] = (tmp / "dist").glob("resumable_uploader-*.whl")
+    [built_wheel] = (tmp / "dist").glob("resumable_uploader-*.whl")
+    return built_wheel
 
-    env_dir = tmp / "venv"
+
+def _venv_with(wheel: Path, env_dir: Path) -> Path:
+    """A fresh venv holding only the wheel (what a client-only install is)."""
     made = _run(sys.executable, "-m", "venv", "--without-pip", env_dir)
     assert made.returncode == 0, made.stderr
-    python = env_dir / "bin" / "python"
-    installed = _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps",
-                     "--no-index", "-q", wheel)
+    installed = _run(sys.executable, "-m", "pip", "--python", env_dir / "bin" / "python",
+                     "install", "--no-deps", "--no-index", "-q", wheel)
     assert installed.returncode == 0, installed.stderr
-    purelib = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    (Path(purelib.stdout.strip()) / "test-deps.pth").write_text(
-        "\n".join(site.getsitepackages()) + "\n")
+    return env_dir
+
+
+def _purelib(env_dir: Path) -> Path:
+    out = _run(env_dir / "bin" / "python", "-c",
+               "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    return Path(out.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, plus the server's dependencies from the test venv."""
+    env_dir = _venv_with(wheel, tmp_path_factory.mktemp("venv") / "venv")
+    (_purelib(env_dir) / "test-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return env_dir
 
 
@@ -147,9 +159,7 @@ def test_the_page_works_from_the_wheel(served: str, tmp_path: Path) -> None:
 def test_a_wheel_without_its_page_refuses_to_start(venv: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(venv, broken, symlinks=True)
-    purelib = _run(broken / "bin" / "python", "-c",
-                   "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
-    (Path(purelib) / "uploader" / "templates" / "index.html").unlink()
+    (_purelib(broken) / "uploader" / "templates" / "index.html").unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
     proc = _run(broken / "bin" / "python", "-m", "uploader", "serve", "--port", str(_free_port()),
                 cwd=tmp_path, env=env)
@@ -157,6 +167,25 @@ def test_a_wheel_without_its_page_refuses_to_start(venv: Path, tmp_path: Path) -
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("uploader: the page's files are missing (templates/index.html under ")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_client_alone_needs_no_dependency(wheel: Path, served: str, tmp_path: Path) -> None:
+    """The base install is the client: standard library only (tqdm, the
+    client extra, only draws a nicer bar). The server commands say what to
+    install instead of failing with an ImportError."""
+    env_dir = _venv_with(wheel, tmp_path / "client-only")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
+    env["UPLOADER_CLIENT_STATE"] = str(tmp_path / "state.json")
+    src = tmp_path / "from-the-client.bin"
+    src.write_bytes(os.urandom(100_000))
+    up = _run(env_dir / "bin" / "uploader", "upload", src, "--url", served, "-q", "--json",
+              env=env, cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["md5"] == hashlib.md5(src.read_bytes()).hexdigest()
+    serve = _run(env_dir / "bin" / "uploader", "serve", env=env, cwd=tmp_path)
+    assert serve.returncode == 2
+    assert serve.stderr.strip().startswith("uploader: serve needs the server's packages (")
+    assert serve.stderr.strip().endswith("pip install 'resumable-uploader[server]'")
 
 
 def _answers(url: str) -> bool:
