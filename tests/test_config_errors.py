@@ -99,8 +99,8 @@ def test_missing_bucket_stops_the_server_at_start(tmp_path: Path, s3_server) -> 
     """It used to start, report ready only on /readyz, and answer init 500."""
     config = s3_server.config("no-such-bucket")
     env = {f"UPLOADER_S3_{k.upper()}": str(v) for k, v in config.items()}
-    env.update({"UPLOADER_STORAGE_BACKEND": "s3", "UPLOADER_STORAGE_DATA_DIR": str(tmp_path / "d"),
-                "UPLOADER_EXPIRY_ENABLED": "false"})
+    env.update({"UPLOADER_STORAGE_BACKEND": "s3", "UPLOADER_EXPIRY_ENABLED": "false",
+                "UPLOADER_STORAGE_DATA_DIR": str(tmp_path / "d")})
     proc = run(tmp_path, "serve", "--port", "1", env=env)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -17,6 +17,7 @@ is sent to the server's own origin only.
 from __future__ import annotations
 
 import base64
+import builtins  # the method UploadClient.list hides the builtin inside the class
 import email.utils
 import contextlib
 import hashlib
@@ -492,7 +493,7 @@ class UploadClient:
             resume_state.save(upload["upload_id"])
         return upload
 
-    def _send_chunks(self, path: str, upload: dict[str, Any], missing: list[int],
+    def _send_chunks(self, path: str, upload: dict[str, Any], missing: "builtins.list[int]",
                      progress: Progress | None, size: int, note: Callable[[str], None]) -> None:
         chunk_size = upload["chunk_size"]
         lock, failed = threading.Lock(), threading.Event()

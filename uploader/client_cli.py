@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 from uploader import DISTRIBUTION, __version__, units
 from uploader.client import DEFAULT_CHUNK_SIZE, UploadClient, UploadClientError
+from uploader.progress import make_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -115,70 +116,6 @@ class FileResumeState:
                 self._write(entries)
 
 
-# ---- progress --------------------------------------------------------------------------
-
-class _TextBar:
-    """The fallback when tqdm is missing: one line, redrawn at most twice a second."""
-
-    def __init__(self, total: int, desc: str, stream: Any) -> None:
-        self.total, self.desc, self.stream = total, desc, stream
-        self.n, self._start, self._drawn = 0, time.monotonic(), 0.0
-        self._first: int | None = None
-
-    def update_to(self, n: int) -> None:
-        if self._first is None:
-            self._first = n  # bytes already on the server do not count for speed
-        self.n = n
-        now = time.monotonic()
-        if now - self._drawn >= 0.5 or n >= self.total:
-            self._drawn = now
-            rate = (n - self._first) / max(now - self._start, 1e-6) / (1 << 20)
-            pct = 100 * n / self.total if self.total else 100
-            self.stream.write(f"\r{self.desc}: {pct:5.1f}% {n / (1 << 20):,.1f}"
-                              f"/{self.total / (1 << 20):,.1f} MiB {rate:,.1f} MiB/s")
-            self.stream.flush()
-
-    def write(self, msg: str) -> None:
-        self.stream.write(f"\r{msg}\n" if self.n else f"{msg}\n")
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
-
-
-class _TqdmBar:
-    def __init__(self, total: int, desc: str, stream: Any) -> None:
-        from tqdm import tqdm
-        self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                         file=stream, dynamic_ncols=True, miniters=1)
-        self._first = True
-
-    def update_to(self, n: int) -> None:
-        first, self._first = self._first, False
-        if first and n:
-            # A resumed upload starts with the server's bytes: count them as
-            # the bar's "initial" so the speed shown is this run's, not inflated.
-            self._bar.initial = self._bar.n = self._bar.last_print_n = n
-            self._bar.refresh()
-            return
-        self._bar.update(n - self._bar.n)
-
-    def write(self, msg: str) -> None:
-        self._bar.write(msg, file=self._bar.fp)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-def _make_bar(total: int, desc: str, quiet: bool) -> Any:
-    if quiet:
-        return None
-    try:
-        return _TqdmBar(total, desc, sys.stderr)
-    except ImportError:
-        return _TextBar(total, desc, sys.stderr)
-
-
 # ---- commands ----------------------------------------------------------------------------
 
 def _client(args: argparse.Namespace) -> UploadClient:
@@ -217,7 +154,7 @@ def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             state = FileResumeState(state_path(), fingerprint(path, args.url))
-            bar = _make_bar(os.path.getsize(path), os.path.basename(path), args.quiet)
+            bar = make_bar(os.path.getsize(path), os.path.basename(path), args.quiet)
         except OSError as exc:
             _fail(path, exc)
             code = EXIT_FAILED
@@ -326,7 +263,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def _download(client: UploadClient, args: argparse.Namespace, meta: dict[str, Any],
               dest: str) -> None:
-    bar = _make_bar(meta["size"], os.path.basename(dest), args.quiet)
+    bar = make_bar(meta["size"], os.path.basename(dest), args.quiet)
     try:
         client.download(args.upload_id, dest,
                         progress=(lambda n, _t: bar.update_to(n)) if bar else None)

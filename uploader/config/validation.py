@@ -188,8 +188,8 @@ def _check_installed(config: Config) -> None:
         try:
             importlib.import_module("aiobotocore")
         except ImportError:
-            raise ConfigError(f"storage.backend s3 needs the s3 extra: "
-                              f"pip install '{DISTRIBUTION}[s3]'", keys=("storage.backend",)) from None
+            raise ConfigError(f"storage.backend s3 needs the s3 extra: pip install "
+                              f"'{DISTRIBUTION}[s3]'", keys=("storage.backend",)) from None
 
 
 def is_loopback(host: str) -> bool:
