@@ -33,10 +33,3 @@ def test_every_relative_link_in_the_docs_resolves() -> None:
             if "://" not in target and not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert broken == []
-
-
-def test_architecture_doc_covers_what_the_references_need() -> None:
-    text = (ROOT / "docs" / "architecture.md").read_text()
-    for heading in ("Layers", "Walk of a chunk", "Walk of a complete", "Wire format",
-                    "Metadata schema", "Locks and fencing", "Bytes on disk"):
-        assert re.search(rf"^## \d+\. {heading}", text, re.M), heading

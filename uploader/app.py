@@ -1,4 +1,4 @@
-"""Build everything from the config in one place (docs/architecture.md, "Layers")."""
+"""Build everything from the config in one place (docs/architecture.md: layers)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A Python client for the uploader wire format (docs/architecture.md, "Wire format").
+"""A Python client for the uploader wire format (docs/architecture.md: wire format).
 
 Standard library only, on purpose: a user may copy this one file next to a
 script, so it must not import Tornado or anything else the server needs (and

@@ -1,4 +1,4 @@
-"""The one table of API errors (docs/architecture.md, "Wire format").
+"""The one table of API errors (docs/architecture.md: wire format).
 
 Every layer below the handlers raises :class:`UploadError` with a code from
 :data:`ERRORS`; the handlers turn it into ``{"error": {...}}`` with the status

@@ -1,5 +1,5 @@
 """Publishing a merge's result through the ``merge_version`` fence when the
-database may not have told us the outcome (docs/architecture.md, "Locks and fencing").
+database may not have told us the outcome (docs/architecture.md: locks and fencing).
 
 ``finish_merge`` raising Unavailable does not mean it failed: the UPDATE may
 have committed before the connection broke. Discarding the staged file then

@@ -1,4 +1,4 @@
-"""Chunk bytes and merged files on the local disk (docs/architecture.md, "Bytes on disk").
+"""Chunk bytes and merged files on the local disk (docs/architecture.md: on-disk layout).
 
     <data_dir>/tmp/<id>/chunk_<index>                finished chunk
     <data_dir>/tmp/<id>/chunk_<index>.<rand>.part    chunk being received

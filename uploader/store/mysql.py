@@ -1,6 +1,6 @@
 """The shared metadata store: MySQL/MariaDB through an aiomysql pool.
 
-Design points (docs/architecture.md, "Metadata schema"):
+Design points (docs/architecture.md: schema):
 
 - Every pooled connection runs with ``autocommit=True``: a connection left
   inside an old REPEATABLE READ snapshot would serve stale rows to the next

@@ -1,4 +1,4 @@
-// HTTP layer for the uploader API (docs/architecture.md, "Wire format").
+// HTTP layer for the uploader API (docs/architecture.md: wire format).
 //
 // Kept separate from the upload logic (as tus-js-client does with its HTTP
 // stack) so that retry policy lives in one place (ApiError.retryable) and the
