@@ -30,6 +30,8 @@ run: $(RUN_STAMP)
 	$(BIN)/uploader serve --port $(PORT)
 
 test: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: $(TEST_STAMP)

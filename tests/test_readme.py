@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.server_process import ServerProcess
+from support import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -28,20 +28,19 @@ def curl_block() -> str:
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_the_readme_curl_walkthrough_runs_as_written(backend: str, tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
-    settings: dict[str, str] = {}
+    settings: dict[str, object] = {}
     if backend == "s3":
         moto = request.getfixturevalue("s3_server")
-        settings = {f"s3_{k}": str(v) for k, v in moto.config(moto.new_bucket()).items()}
-        settings.update(storage_backend="s3", s3_download="redirect")
+        settings = {f"s3.{k}": v for k, v in moto.config(moto.new_bucket()).items()}
+        settings.update({"storage.backend": "s3", "s3.download": "redirect"})
     work = tmp_path / "work"
     work.mkdir()
     data = os.urandom(20 * MiB + 12345)  # three 8 MiB chunks, the last one short
     (work / "big.iso").write_bytes(data)
     (work / "big.iso.copy").write_bytes(b"an older copy: replaced, no surprise")
-    (tmp_path / "srv").mkdir()
-    with ServerProcess(tmp_path / "srv", **settings) as server:
+    with ServerProcess(tmp_path / "srv", settings) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
-        env["URL"] = f"http://127.0.0.1:{server.port}"
+        env["URL"] = server.url
         run = subprocess.run(["bash", "-euo", "pipefail", "-c", curl_block()], cwd=work, env=env,
                              capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr

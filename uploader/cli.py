@@ -67,10 +67,10 @@ def _tune_malloc() -> None:
 
 async def _serve(config: Config) -> None:
     from .app import make_app, make_server
-    from .shutdown import graceful_stop
+    from .graceful import graceful_stop
     _tune_malloc()
     app = make_app(config)
-    runtime = app.runtime  # type: ignore[attr-defined]
+    runtime = app.runtime
     try:
         await runtime.start()
     except BaseException:
@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args)
-    from .app import make_store
+    from .runtime import make_store
 
     async def run() -> int:
         store = make_store(config)
@@ -118,7 +118,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     config = _load(args)
-    from .app import build_runtime
+    from .runtime import build_runtime
 
     async def run() -> str:
         runtime = build_runtime(config)

@@ -17,7 +17,6 @@ is sent to the server's own origin only.
 from __future__ import annotations
 
 import base64
-import builtins  # the method UploadClient.list hides the builtin inside the class
 import email.utils
 import contextlib
 import hashlib
@@ -33,7 +32,7 @@ import time
 import urllib.parse
 import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Protocol, Union
+from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
 KiB, MiB = 1 << 10, 1 << 20
 DEFAULT_CHUNK_SIZE = 8 * MiB
@@ -493,7 +492,7 @@ class UploadClient:
             resume_state.save(upload["upload_id"])
         return upload
 
-    def _send_chunks(self, path: str, upload: dict[str, Any], missing: "builtins.list[int]",
+    def _send_chunks(self, path: str, upload: dict[str, Any], missing: Sequence[int],
                      progress: Progress | None, size: int, note: Callable[[str], None]) -> None:
         chunk_size = upload["chunk_size"]
         lock, failed = threading.Lock(), threading.Event()

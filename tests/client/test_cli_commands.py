@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from client.support import ChunkProxy, file_md5, write_random
+from support import file_md5, write_random
 from uploader import __version__
 from uploader.client import UploadClient
+
+from .proxy import ChunkProxy
 
 MiB = 1 << 20
 CLI = [sys.executable, "-m", "uploader"]

@@ -14,10 +14,10 @@ from typing import Iterator
 
 import pytest
 
-from client.netkit import ForwardProxy, TLSFront, make_ca_and_cert
-from client.support import file_md5, write_random
-from ops.server_process import ServerProcess
+from support import ServerProcess, file_md5, write_random
 from uploader.client import UploadClient, UploadClientError
+
+from .netkit import ForwardProxy, TLSFront, make_ca_and_cert
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE",
               "SSL_CERT_DIR")
@@ -134,11 +134,12 @@ def test_download_follows_the_s3_redirect_without_the_token(
     the object store; the CLI used to fail there with http_error (302). The
     proxy sees both requests: the token goes to the server only."""
     token = "t0ken-for-alice"
-    settings = {f"s3_{k}": str(v) for k, v in s3_server.config(s3_server.new_bucket()).items()}
-    settings.update(storage_backend="s3", auth_enabled="true", s3_download="redirect",
-                    auth_tokens=f"alice:{hashlib.sha256(token.encode()).hexdigest()}")
-    with ServerProcess(tmp_path, **settings) as server:
-        url = f"http://127.0.0.1:{server.port}"
+    settings: dict[str, object] = {
+        f"s3.{k}": v for k, v in s3_server.config(s3_server.new_bucket()).items()}
+    settings.update({"storage.backend": "s3", "auth.enabled": True, "s3.download": "redirect",
+                     "auth.tokens": f"alice:{hashlib.sha256(token.encode()).hexdigest()}"})
+    with ServerProcess(tmp_path / "srv", settings) as server:
+        url = server.url
         src = tmp_path / "in-s3.bin"
         md5 = write_random(src, 600_000)
         with UploadClient(url, token=token) as client:

@@ -14,17 +14,16 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import site
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from support import ServerProcess, free_port
 from uploader import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,30 +77,9 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def served(venv: Path, tmp_path: Path) -> Iterator[str]:
-    """`uploader serve` of the installed wheel, in an empty folder."""
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([venv / "bin" / "uploader", "serve", "--port", str(port)],
-                            cwd=empty, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(base + "/healthz"):
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "no /healthz within 30 s"
-            time.sleep(0.05)  # polling interval, not a synchronisation
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    """`python -m uploader serve` of the installed wheel, in an empty folder."""
+    with ServerProcess(tmp_path / "empty", python=venv / "bin" / "python") as server:
+        yield server.url
 
 
 def test_the_installed_package_is_the_wheel(venv: Path, tmp_path: Path) -> None:
@@ -161,7 +139,7 @@ def test_a_wheel_without_its_page_refuses_to_start(venv: Path, tmp_path: Path) -
     shutil.copytree(venv, broken, symlinks=True)
     (_purelib(broken) / "uploader" / "templates" / "index.html").unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
-    proc = _run(broken / "bin" / "python", "-m", "uploader", "serve", "--port", str(_free_port()),
+    proc = _run(broken / "bin" / "python", "-m", "uploader", "serve", "--port", str(free_port()),
                 cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -186,21 +164,6 @@ def test_the_client_alone_needs_no_dependency(wheel: Path, served: str, tmp_path
     assert serve.returncode == 2
     assert serve.stderr.strip().startswith("uploader: serve needs the server's packages (")
     assert serve.stderr.strip().endswith("pip install 'resumable-uploader[server]'")
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _missing(reason: str) -> None:
