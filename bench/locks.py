@@ -22,9 +22,9 @@ from uploader.locks.base import Locks
 
 from .figures import Figure
 
-REDIS_URL = os.environ.get("UPLOADER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-MYSQL_DSN = os.environ.get("UPLOADER_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
-ETCD_URL = os.environ.get("UPLOADER_BENCH_ETCD_URL", "http://127.0.0.1:2379")
+REDIS_URL = os.environ.get("BENCH_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/14")
+MYSQL_DSN = os.environ.get("BENCH_UPLOADER_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+ETCD_URL = os.environ.get("BENCH_UPLOADER_ETCD_URL", "http://127.0.0.1:2379")
 BACKENDS = ("memory", "redis", "mysql", "etcd")
 WARMUP = 20
 

@@ -23,8 +23,8 @@ from uploader.locks.etcd_gateway import b64, prefix_end
 from uploader.locks.mysql import mysql_lock_name
 from uploader.store.dsn import parse_dsn
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
-ETCD_URL = os.environ.get("UPLOADER_TEST_ETCD_URL", "http://127.0.0.1:2379")
+REDIS_URL = os.environ.get("TEST_UPLOADER_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
+ETCD_URL = os.environ.get("TEST_UPLOADER_ETCD_URL", "http://127.0.0.1:2379")
 # The shared lock backends every multi-instance behaviour is proven with.
 LOCK_BACKENDS = ("redis", "mysql", "etcd")
 

@@ -4,7 +4,7 @@ service and drops client connections mid-chunk. The seed also picks the
 shared lock backend (Redis, MySQL named locks, etcd; with MySQL the lock
 service is the database, cut with it). At the end every upload is completed with
 the right MD5 (or was explicitly refused), and every file under data_dir is
-accounted for. Seeded (UPLOADER_CHAOS_SEEDS="1,2,3" to choose) and bounded
+accounted for. Seeded (TEST_UPLOADER_CHAOS_SEEDS="1,2,3" to choose) and bounded
 in time; it prints what it injected and what it verified.
 
 The database and the lock service are reached through TcpProxy relays that the driver
@@ -34,7 +34,7 @@ from .helpers import ETCD_URL, LOCK_BACKENDS, REDIS_URL, Cluster, dsn_via
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
-SEEDS = [int(s) for s in os.environ.get("UPLOADER_CHAOS_SEEDS", "7").split(",")]
+SEEDS = [int(s) for s in os.environ.get("TEST_UPLOADER_CHAOS_SEEDS", "7").split(",")]
 UPLOADS, DEADLINE = 30, 150.0
 RETRYABLE = {409, 429, 500, 502, 503, 504, 507}
 

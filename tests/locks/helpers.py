@@ -34,8 +34,8 @@ from uploader.locks.mysql import MySQLLocks, mysql_lock_name
 from uploader.locks.redis import RedisLocks
 from uploader.store.dsn import parse_dsn
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-ETCD_URL = os.environ.get("UPLOADER_TEST_ETCD_URL", "http://127.0.0.1:2379")
+REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/15")
+ETCD_URL = os.environ.get("TEST_UPLOADER_ETCD_URL", "http://127.0.0.1:2379")
 HOLDER = Path(__file__).with_name("holder.py")
 
 

@@ -8,7 +8,7 @@ say where the offending value was set.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import ipaddress
 import re
 from typing import Iterable
@@ -24,6 +24,7 @@ from .schema import LOCK_BACKENDS, LOG_FORMATS, LOG_LEVELS, Config
 OWNER_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 ORIGIN_RE = re.compile(r"\A(\*|https?://[^/\s?#]+)\Z")
+_FILE_TYPE = re.compile(r"\.[\w.+-]+|[\w.+-]+/(\*|[\w.+-]+)")
 
 # (passed?, message, the keys it is about: the first set by the user is blamed)
 Check = tuple[bool, str, tuple[str, ...]]
@@ -68,6 +69,12 @@ def _server_checks(c: Config) -> Iterable[Check]:
     yield (lim.max_file_size >= 0, "limits.max_file_size must be >= 0", ("limits.max_file_size",))
     yield (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1",
            ("limits.parallel_chunks",))
+    yield (c.page.max_files >= 0, "page.max_files must be >= 0", ("page.max_files",))
+    yield (c.page.max_total_size >= 0, "page.max_total_size must be >= 0",
+           ("page.max_total_size",))
+    yield (all(_FILE_TYPE.fullmatch(t) for t in c.page.allowed_types),
+           "page.allowed_types must list MIME types (image/png, image/*) or extensions (.pdf)",
+           ("page.allowed_types",))
     yield (c.logging.format in LOG_FORMATS, "logging.format must be one of: text, json",
            ("logging.format",))
     yield (c.logging.level.upper() in LOG_LEVELS,
@@ -200,12 +207,18 @@ def _check_auth(config: Config) -> None:
 def _check_installed(config: Config) -> None:
     """A backend whose extra is not installed fails here, at start, in one
     line, instead of as an ImportError traceback on first use."""
-    if config.storage.backend == "s3" and importlib.util.find_spec("aiobotocore") is None:
-        raise ConfigError(f"storage.backend s3 needs the s3 extra: "
-                          f"pip install '{DISTRIBUTION}[s3]'", keys=("storage.backend",))
-    if config.locks.backend == "etcd" and importlib.util.find_spec("aiohttp") is None:
-        raise ConfigError(f"locks.backend etcd needs the etcd extra: "
-                          f"pip install '{DISTRIBUTION}[etcd]'", keys=("locks.backend",))
+    if config.storage.backend == "s3":
+        try:
+            importlib.import_module("aiobotocore")
+        except ImportError:
+            raise ConfigError(f"storage.backend s3 needs the s3 extra: pip install "
+                              f"'{DISTRIBUTION}[s3]'", keys=("storage.backend",)) from None
+    if config.locks.backend == "etcd":
+        try:
+            importlib.import_module("aiohttp")
+        except ImportError:
+            raise ConfigError(f"locks.backend etcd needs the etcd extra: pip install "
+                              f"'{DISTRIBUTION}[etcd]'", keys=("locks.backend",)) from None
 
 
 def is_loopback(host: str) -> bool:
