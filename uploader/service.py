@@ -125,7 +125,9 @@ class UploadService:
         if size > limits.max_file_size:
             raise UploadError("too_large", "file is larger than the server accepts",
                               max_file_size=limits.max_file_size)
-        chunk_size = _int_field(body, "chunk_size", required=False) or limits.chunk_size_default
+        chunk_size = _int_field(body, "chunk_size", required=False)
+        if chunk_size is None:  # only an absent chunk_size takes the default; 0 is out of range
+            chunk_size = limits.chunk_size_default
         if not limits.chunk_size_min <= chunk_size <= limits.chunk_size_max:
             raise UploadError("invalid_request", "chunk_size out of range",
                               chunk_size_min=limits.chunk_size_min,

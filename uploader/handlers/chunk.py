@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import re
 import time
 import typing
 from typing import Any
@@ -21,11 +20,12 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from ..errors import UploadError
+from ..parsing import parse_ascii_int
 from ..receiver import ChunkReceiver
 from ..service import check_md5
 from .base import BaseHandler, log
 
-_INDEX_RE = re.compile(r"\A\d{1,9}\Z")
+MAX_INDEX_DIGITS = 9  # limits.max_chunks is far below a billion
 
 
 def _content_md5(value: str) -> str:
@@ -38,8 +38,16 @@ def _content_md5(value: str) -> str:
     return raw.hex()
 
 
+def chunk_index(raw: str | None) -> int:
+    try:
+        return parse_ascii_int(raw or "", max_digits=MAX_INDEX_DIGITS)
+    except ValueError:
+        raise UploadError("invalid_request", "index must be a non-negative integer") from None
+
+
 @tornado.web.stream_request_body
 class ChunkHandler(BaseHandler):
+    json_request = False  # raw bytes, limited per request to this chunk's size
     receiver: ChunkReceiver | None = None
     client_gone = False
     _idle_timer: object | None = None
@@ -56,9 +64,7 @@ class ChunkHandler(BaseHandler):
             raise UploadError("method_not_allowed", "use PUT for chunks")
         await self.limit_rate()
         upload_id = self.path_args[0]
-        raw_index = self.get_query_argument("index", None)
-        if raw_index is None or not _INDEX_RE.match(raw_index):
-            raise UploadError("invalid_request", "index must be a non-negative integer")
+        index = chunk_index(self.get_query_argument("index", None, strip=False))
         md5 = check_md5(self.get_query_argument("md5", None))
         header_md5 = self.request.headers.get("Content-MD5")
         if header_md5 is not None:
@@ -66,12 +72,8 @@ class ChunkHandler(BaseHandler):
             if md5 is not None and md5 != from_header:
                 raise UploadError("invalid_request", "md5 and Content-MD5 disagree")
             md5 = from_header
-        length = self.request.headers.get("Content-Length")
-        if length is not None and not length.isdigit():
-            raise UploadError("invalid_request", "bad Content-Length")
         self.receiver = await self.service.start_chunk(
-            self.owner, upload_id, int(raw_index), md5,
-            int(length) if length is not None else None)
+            self.owner, upload_id, index, md5, self.body_length)
         if self.client_gone:
             # Hung up (or cut by shutdown) while start_chunk ran: Tornado
             # will not read a body nor call us again; drop the new .part now.

@@ -11,10 +11,11 @@ store by ``status`` and ``complete``, never taken from the client.
 from __future__ import annotations
 
 from .base import BaseHandler
+from .chunk import chunk_index
 
 
 class PartUrlHandler(BaseHandler):
     async def post(self, upload_id: str, index: str) -> None:
-        doc = await self.service.presign_chunk(self.owner, upload_id, int(index),
+        doc = await self.service.presign_chunk(self.owner, upload_id, chunk_index(index),
                                                self.json_body(optional=True))
         self.send_json(doc)
