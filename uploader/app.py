@@ -14,6 +14,7 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.web
 
+from . import redis_keys
 from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
@@ -74,7 +75,8 @@ def incremental_merge(config: Config) -> bool:
 def make_locks(config: Config) -> Locks:
     if config.locks.backend == "redis":
         from .locks.redis import RedisLocks
-        return RedisLocks(config.locks.redis_url, key_prefix=config.locks.redis_prefix)
+        return RedisLocks(config.locks.redis_url,
+                          key_prefix=redis_keys.key_prefix(config.locks, redis_keys.LOCKS))
     from .locks.memory import MemoryLocks
     return MemoryLocks()
 

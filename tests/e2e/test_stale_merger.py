@@ -59,7 +59,7 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
     assert status["status"] == "merging" and a.count(f"merge finished {uid}") == 0, \
         "the merge finished before SIGSTOP landed: make the test file bigger"
 
-    lock_key = f"{cluster.redis_prefix}merge:{uid}"
+    lock_key = f"{cluster.redis_prefix}lock:merge:{uid}"  # redis_keys.py
     wait_until(lambda: not redis_client.exists(lock_key), 10 * LOCK_TTL,
                "the frozen merger's lock to expire")
     expired_after = time.monotonic() - stopped
