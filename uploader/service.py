@@ -12,7 +12,7 @@ import logging
 import re
 from collections import OrderedDict
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Sequence
 
 from . import capabilities
 from .config import Config
@@ -20,8 +20,8 @@ from .errors import UploadError, not_found
 from .fence import record_completed
 from .locks.base import Locks, LockTimeout
 from .metrics import Metrics
-from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
-                     chunk_count, utcnow)
+from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, STATUSES, ChunkRecord,
+                     Upload, chunk_count, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
@@ -34,6 +34,7 @@ log = logging.getLogger("uploader.service")
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_MISSING_LISTED = 1000
 META_CACHE_SIZE = 10_000  # uploads whose immutable metadata a process remembers
+LIST_LIMIT = 100  # uploads one GET /uploads answers, newest first
 
 
 def check_md5(value: Any, field: str = "md5") -> str | None:
@@ -101,11 +102,23 @@ class UploadService:
             upload = await capabilities.sync_parts(self.store, self.storage, upload)
         return upload
 
-    async def list(self, owner: str, *, status: str | None, filename: str | None) -> list[Upload]:
-        if status is not None and status not in (IN_PROGRESS, MERGING, COMPLETED, FAILED, ABORTED):
-            raise UploadError("invalid_request", "unknown status filter")
-        return await self.store.list_uploads(owner, status=status or None,
-                                             filename=filename or None)
+    async def list(self, owner: str, *, statuses: Sequence[str] = (),
+                   filename: str | None = None) -> list[Upload]:
+        """The owner's newest uploads (at most LIST_LIMIT) in any of
+        ``statuses`` (all when empty)."""
+        wanted = list(dict.fromkeys(statuses))
+        if any(status not in STATUSES for status in wanted):
+            raise UploadError("invalid_request", "unknown status filter", statuses=list(STATUSES))
+        if len(wanted) <= 1:
+            return await self.store.list_uploads(owner, status=wanted[0] if wanted else None,
+                                                 filename=filename or None, limit=LIST_LIMIT)
+        # The store filters by one status: each query brings its newest, so
+        # the newest of the union are among them.
+        found = [upload for status in wanted
+                 for upload in await self.store.list_uploads(
+                     owner, status=status, filename=filename or None, limit=LIST_LIMIT)]
+        found.sort(key=lambda upload: upload.created_at, reverse=True)
+        return found[:LIST_LIMIT]
 
     # -- init --------------------------------------------------------------
 

@@ -40,8 +40,10 @@ class UploadHandler(BaseHandler):
 
 class ListHandler(BaseHandler):
     async def get(self) -> None:
-        uploads = await self.service.list(self.owner,
-                                          status=self.get_query_argument("status", None),
+        # ?status=in_progress,merging (or the parameter repeated): any of them.
+        statuses = [status for value in self.get_query_arguments("status")
+                    for status in value.split(",") if status]
+        uploads = await self.service.list(self.owner, statuses=statuses,
                                           filename=self.get_query_argument("filename", None))
         self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
 
