@@ -25,8 +25,7 @@ def namespace(config: LocksConfig) -> str:
     the namespace before "lock:", so a configuration written then keeps the
     very same lock keys (no two versions hold different keys for one lock
     during a rolling upgrade)."""
-    prefix = config.redis_prefix
-    return prefix[:-len(LOCKS)] if prefix.endswith(LOCKS) else prefix
+    return config.redis_prefix.removesuffix(LOCKS)
 
 
 def key_prefix(config: LocksConfig, family: str) -> str:

@@ -84,7 +84,7 @@ async def test_json_body_over_the_limit_is_413(api: Api, config: Any, http_serve
     port = http_server_port[1]
     over = config.server.max_json_body + 1
     body = b'{"filename": "' + b"a" * over + b'"}'
-    status, headers, data = await blocking(raw_exchange, port, (
+    status, _, data = await blocking(raw_exchange, port, (
         f"POST /upload/init HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body, "POST")
     assert_error(status, data, 413, "too_large")

@@ -182,7 +182,7 @@ class BaseHandler(tornado.web.RequestHandler):
         try:
             self.write_error(status_code, **kwargs)
         except Exception:
-            log.error("uncaught exception in write_error", exc_info=True)
+            log.exception("uncaught exception in write_error")
             if not self._finished:
                 self.finish()
 
