@@ -195,6 +195,19 @@ def test_other_4xx_is_not_retried_and_says_why(page, server, make_file, artifact
     assert_stored(server, upload_id, f.md5)
 
 
+def reload_expecting_resumable(page: Any, chunks: Chunks, name: str, uploaded: str) -> Any:
+    """Reload (held chunk requests are dropped) and find ``name`` offered
+    again among the unfinished uploads; returns that list."""
+    chunks.reset()
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    waiting = page.locator("#resumable")
+    expect(waiting).to_be_visible()
+    expect(waiting.locator(".file-name")).to_have_text(name)
+    expect(waiting.locator(".file-size")).to_contain_text(uploaded)
+    return waiting
+
+
 def test_reload_mid_upload_then_same_file_sends_only_missing_chunks(page, server, make_file,
                                                                      artifacts):
     f = make_file("resume-after-reload.bin", 30 * CHUNK)
@@ -206,13 +219,7 @@ def test_reload_mid_upload_then_same_file_sends_only_missing_chunks(page, server
     code, before = server.status(upload_id)
     assert code == 200 and before["received"] == list(range(10))
 
-    chunks.reset()
-    page.reload()
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    waiting = page.locator("#resumable")
-    expect(waiting).to_be_visible()
-    expect(waiting.locator(".file-name")).to_have_text(f.path.name)
-    expect(waiting.locator(".file-size")).to_contain_text("33% uploaded")
+    waiting = reload_expecting_resumable(page, chunks, f.path.name, "33% uploaded")
     screenshot(page, artifacts / "after-reload.png")
 
     page.set_input_files("#file-input", f.path)
@@ -241,13 +248,7 @@ def test_an_upload_being_merged_stays_listed_after_a_reload(page, server, make_f
     with sqlite3.connect(server.data_dir / "uploader.db") as db:
         db.execute("UPDATE uploads SET status = 'merging' WHERE upload_id = ?", (upload_id,))
     try:
-        chunks.reset()
-        page.reload()
-        expect(page.locator("body")).to_have_attribute("data-ready", "true")
-        waiting = page.locator("#resumable")
-        expect(waiting).to_be_visible()
-        expect(waiting.locator(".file-name")).to_have_text(f.path.name)
-        expect(waiting.locator(".file-size")).to_contain_text("50% uploaded")
+        reload_expecting_resumable(page, chunks, f.path.name, "50% uploaded")
     finally:
         with sqlite3.connect(server.data_dir / "uploader.db") as db:
             db.execute("UPDATE uploads SET status = 'in_progress' WHERE upload_id = ?",
