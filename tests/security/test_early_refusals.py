@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from conftest import KiB, MiB, md5
+from support import KiB, MiB, md5
 
-from .conftest import (AUTH_ON, BOUND, TOKENS, TokenApi, blocking, http_client_exchange,
+from .helpers import (AUTH_ON, BOUND, TOKENS, TokenApi, blocking, http_client_exchange,
                        read_response)
 
 CS = 16 * MiB

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from conftest import KiB, MiB, Api
+from support import KiB, MiB, Api
 
-from .conftest import blocking, raw_exchange
+from .helpers import blocking, raw_exchange
 
 CS = 64 * KiB
 

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.web
 from tornado import httputil
 
 from ..auth import LOCAL_OWNER
 from ..cors import cors_headers
-from ..errors import ERRORS, STATUS_TO_CODE, UploadError
+from ..errors import STATUS_TO_CODE, UploadError
 from ..logs import log_request
-from ..parsing import parse_json
-from . import framing
-
-if TYPE_CHECKING:
-    from ..app import Runtime
+from . import framing, requests
+from .context import HandlerContext
 
 log = logging.getLogger("uploader.http")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
@@ -28,7 +25,7 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 # bodies are then collected in data_received (bounded by max_json_body).
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    runtime: "Runtime"
+    ctx: HandlerContext
     owner: str
     error_code: str | None = None  # the error-table code answered, for logs and metrics
     answered = False
@@ -45,15 +42,15 @@ class BaseHandler(tornado.web.RequestHandler):
         """Answered before the body, which is being read into nothing."""
         return self.early == "drain"
 
-    def initialize(self, runtime: "Runtime") -> None:
-        self.runtime = runtime
-        self.service = runtime.service
+    def initialize(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+        self.service = ctx.service
         # In flight until answered or abandoned: shutdown waits for these.
-        runtime.drain.enter(self)
+        ctx.drain.enter(self)
 
     def on_finish(self) -> None:
         self.answered = True
-        self.runtime.drain.leave(self)
+        self.ctx.drain.leave(self)
 
     def on_connection_close(self) -> None:
         # The client is gone. A handler whose coroutine still runs on to
@@ -62,7 +59,7 @@ class BaseHandler(tornado.web.RequestHandler):
         # answer given before the body is finished by framing.finish_after_body.
         if not self.answered and not self.draining_body and not self.finishes_after_close():
             log_request(self, aborted=True)
-            self.runtime.drain.leave(self)
+            self.ctx.drain.leave(self)
         super().on_connection_close()
 
     def finishes_after_close(self) -> bool:
@@ -90,11 +87,11 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
-        if hasattr(self, "runtime"):  # not yet during __init__; again on errors
+        if hasattr(self, "ctx"):  # not yet during __init__; again on errors
             self.set_cors_headers()
 
     def set_cors_headers(self, preflight: bool = False) -> None:
-        headers = cors_headers(self.runtime.config.cors, self.request.headers.get("Origin"),
+        headers = cors_headers(self.ctx.config.cors, self.request.headers.get("Origin"),
                                preflight=preflight, methods=self.allowed_methods())
         for name, value in headers.items():
             self.set_header(name, value)
@@ -112,34 +109,34 @@ class BaseHandler(tornado.web.RequestHandler):
         self.body_length = framing.declared_length(self.request.headers)
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials by design
-        self.owner = self.runtime.authenticator.owner_for(
+        self.owner = self.ctx.authenticator.owner_for(
             self.request.headers.get("Authorization"))
         if self.json_request:
             self._limit_json_body()
 
     def _limit_json_body(self) -> None:
-        limit = self.runtime.config.server.max_json_body
+        limit = self.ctx.config.server.max_json_body
         if self.body_length is None:
             # Chunked: counted in data_received, refused in json_body(); up to
             # the drain bound it is read to its end, so the answer arrives.
             self.request.connection.set_max_body_size(  # type: ignore[union-attr]
-                max(limit, self.runtime.config.limits.chunk_size_max))
+                max(limit, self.ctx.config.limits.chunk_size_max))
         elif self.body_length > limit:
             raise self.too_large_body()
 
     def too_large_body(self) -> UploadError:
-        limit = self.runtime.config.server.max_json_body
+        limit = self.ctx.config.server.max_json_body
         return UploadError("too_large", f"the JSON body is larger than {limit} bytes",
                            max_json_body=limit)
 
     async def limit_rate(self) -> None:
         """The owner's and the client address's token buckets (init, chunks)."""
-        await self.runtime.ratelimiter.check(self.owner, self.request.remote_ip or "")
+        await self.ctx.ratelimiter.check(self.owner, self.request.remote_ip or "")
 
     def data_received(self, chunk: bytes) -> None:
         if self.draining_body or self.body_too_large:
             return  # answered already, or refused once the body is in: dropped
-        if len(self.request.body) + len(chunk) > self.runtime.config.server.max_json_body:
+        if len(self.request.body) + len(chunk) > self.ctx.config.server.max_json_body:
             self.body_too_large = True
             self.request.body = b""
             return
@@ -155,18 +152,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.clear_header("Content-Type")
         self.finish()
 
-    def json_body(self, *, optional: bool = False) -> Any:
+    def body(self) -> bytes:
+        """The JSON request body as received; a chunked one that passed
+        server.max_json_body is refused here (413), once it has been read."""
         if self.body_too_large:
             raise self.too_large_body()
-        body = self.request.body
-        if not body.strip():
-            if optional:
-                return None
-            raise UploadError("invalid_request", "a JSON body is required")
-        try:
-            return parse_json(body)
-        except ValueError as exc:
-            raise UploadError("invalid_request", str(exc)) from None
+        return self.request.body
+
+    def json_body(self, *, optional: bool = False) -> Any:
+        return requests.parse_json(self.body(), optional=optional)
 
     def send_json(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -175,7 +169,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         """Tornado's send_error, unless the answer comes before the body: then
         framing.py decides whether the body is drained or the connection closed."""
-        self.early = None if self._headers_written else framing.early_answer(self)
+        self.early = None if self._headers_written else framing.early_answer(
+            self.request, shutting_down=self.ctx.drain.draining,
+            # No legitimate body is larger than the largest chunk.
+            drain_limit=self.ctx.config.limits.chunk_size_max)
         if self.early is None:
             super().send_error(status_code, **kwargs)
             return
@@ -198,7 +195,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.error_code = error.code
         self.clear()
         self.set_default_headers()
-        self.set_status(ERRORS[error.code])
+        self.set_status(error.status)
         if error.retry_after is not None:
             self.set_header("Retry-After", str(error.retry_after))
         for name, value in error.headers.items():

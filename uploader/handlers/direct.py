@@ -10,12 +10,13 @@ store by ``status`` and ``complete``, never taken from the client.
 
 from __future__ import annotations
 
+from . import requests
 from .base import BaseHandler
-from .chunk import chunk_index
 
 
 class PartUrlHandler(BaseHandler):
     async def post(self, upload_id: str, index: str) -> None:
-        doc = await self.service.presign_chunk(self.owner, upload_id, chunk_index(index),
-                                               self.json_body(optional=True))
+        doc = await self.service.presign_chunk(self.owner, upload_id,
+                                               requests.index_value(index),
+                                               requests.optional_md5_body(self.body()))
         self.send_json(doc)

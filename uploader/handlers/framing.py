@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import re
 from asyncio import Future
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from tornado.httputil import HTTPHeaders
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
+from tornado.web import RequestHandler
 
 from ..errors import UploadError
 from ..parsing import parse_ascii_int
-
-if TYPE_CHECKING:
-    from .base import BaseHandler
 
 EarlyAnswer = Literal["drain", "close"]
 
@@ -64,31 +62,33 @@ def declared_length(headers: HTTPHeaders) -> int | None:
                           "Content-Length must be one number of ASCII digits") from None
 
 
-def body_pending(handler: "BaseHandler") -> bool:
+def body_pending(request: HTTPServerRequest) -> bool:
     """Whether the request body has not been read yet (an answer now would
     come before it). Tornado keeps no public flag; its own
     RequestHandler.on_connection_close reads the same future."""
-    body: Future[None] | None = getattr(handler.request, "_body_future", None)
+    body: Future[None] | None = getattr(request, "_body_future", None)
     return body is not None and not body.done()
 
 
-def early_answer(handler: "BaseHandler") -> EarlyAnswer | None:
-    """How to answer now, or None when the body has been read already."""
-    if not body_pending(handler):
+def early_answer(request: HTTPServerRequest, *, shutting_down: bool,
+                 drain_limit: int) -> EarlyAnswer | None:
+    """How to answer now, or None when the body has been read already.
+    ``drain_limit``: the most body bytes read and dropped after an answer."""
+    if not body_pending(request):
         return None
-    headers = handler.request.headers
-    if handler.runtime.drain.draining or "100-continue" in headers.get("Expect", "").lower():
+    headers = request.headers
+    if shutting_down or "100-continue" in headers.get("Expect", "").lower():
         return "close"
     try:
         length = declared_length(headers)
     except UploadError:
         return "close"
-    if length is None or length > handler.runtime.config.limits.chunk_size_max:
+    if length is None or length > drain_limit:
         return "close"
     return "drain"
 
 
-def finish_after_body(handler: "BaseHandler") -> None:
+def finish_after_body(handler: RequestHandler) -> None:
     """The answer is flushed: read the announced body into nothing (the
     handler's data_received drops it) and finish the request once it is in,
     or once the client leaves."""
@@ -96,7 +96,7 @@ def finish_after_body(handler: "BaseHandler") -> None:
     # Tornado refuses a body over its limit with a bare 400 written after
     # our answer: the limit becomes exactly the announced length.
     handler.request.connection.set_max_body_size(max(length, 1))  # type: ignore[union-attr]
-    body: Future[None] = handler.request._body_future  # type: ignore[attr-defined]
+    body: Future[None] = handler.request._body_future
 
     def done(_: Future[None]) -> None:
         if not handler._finished:

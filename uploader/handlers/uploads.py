@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import requests
 from .base import BaseHandler
 
 
@@ -12,7 +13,9 @@ class InitHandler(BaseHandler):
             await self.limit_rate()
 
     async def post(self) -> None:
-        upload = await self.service.create(self.owner, self.json_body())
+        req = requests.init_request(self.body())
+        upload = await self.service.create(self.owner, filename=req.filename, size=req.size,
+                                           chunk_size=req.chunk_size, md5=req.md5)
         self.set_header("Location", f"/upload/{upload.upload_id}/status")
         self.send_json(self.service.to_json(upload), 201)
 
@@ -26,7 +29,7 @@ class StatusHandler(BaseHandler):
 class CompleteHandler(BaseHandler):
     async def post(self, upload_id: str) -> None:
         upload, finished = await self.service.complete(
-            self.owner, upload_id, self.json_body(optional=True))
+            self.owner, upload_id, requests.optional_md5_body(self.body()))
         self.send_json(self.service.to_json(upload), 200 if finished else 202)
 
 
