@@ -236,8 +236,9 @@ class UploadService:
         if upload.status != MERGING:
             check_complete(upload)
         wait = self.config.merge.wait_seconds
-        if self.features.incremental is not None and \
-                upload.size - self.merges.merged_ahead(upload_id) > self.config.merge.background_over:
+        # merged_ahead is 0 without an incremental fold: then the whole file
+        # is left, and background_over applies all the same.
+        if upload.size - self.merges.merged_ahead(upload_id) > self.config.merge.background_over:
             wait = 0  # much left: answer 202 now, status shows merged_bytes
         task = self.merges.start(upload_id, md5)
         try:

@@ -214,7 +214,7 @@ class LocalStorage:
                     progress: Progress | None = None) -> StagedFile:
         """Reuses this process's incremental merge when it provably matches
         the recorded chunks (``upload.chunks``)."""
-        state = await self.fold.take(upload.upload_id) if self.fold else None
+        state = await self.fold.take(upload.upload_id, progress) if self.fold else None
         return await self.run(self._merge_sync, upload, version, progress, state)
 
     def _staged_path(self, staged: StagedFile) -> Path:
