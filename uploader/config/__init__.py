@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .parsing import CLIENT_ENV, CLIENT_ENV_PREFIX, ENV_PREFIX, load_config, parse_size
 from .schema import (LOG_FORMATS, LOG_LEVELS, AuthConfig, Config, ConnectionsConfig,
                      CorsConfig, ExpiryConfig, LimitsConfig, LocksConfig, LoggingConfig,
-                     MergeConfig, QuotaConfig, RateLimitConfig, S3Config, ServerConfig,
+                     MergeConfig, PageConfig, QuotaConfig, RateLimitConfig, S3Config, ServerConfig,
                      StorageConfig, StoreConfig)
 from .validation import anonymous_remote_message, is_loopback, validate
 
@@ -29,7 +29,7 @@ __all__ = [
     "CLIENT_ENV", "CLIENT_ENV_PREFIX", "ENV_PREFIX", "GiB", "KiB", "LOG_FORMATS", "LOG_LEVELS",
     "MiB", "AuthConfig", "Config", "ConfigError", "ConnectionsConfig", "CorsConfig",
     "ExpiryConfig", "LimitsConfig", "LocksConfig", "LoggingConfig", "MergeConfig",
-    "QuotaConfig", "RateLimitConfig", "S3Config", "ServerConfig", "StorageConfig",
+    "PageConfig", "QuotaConfig", "RateLimitConfig", "S3Config", "ServerConfig", "StorageConfig",
     "StoreConfig", "anonymous_remote_message", "as_dict", "is_loopback", "load_config",
     "parse_size", "validate",
 ]
