@@ -95,7 +95,8 @@ class Cluster:
         """Whether someone holds the lock ``name`` on the lock service."""
         if self.lock_backend == "redis":
             with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
-                return bool(client.exists(self.lock_prefix + name))
+                # <prefix>lock:<name>: uploader/redis_keys.py
+                return bool(client.exists(f"{self.lock_prefix}lock:{name}"))
         if self.lock_backend == "mysql":
             key = mysql_lock_name(parse_dsn(self.dsn)["db"], name)
             [(holder,)] = self.sql("SELECT IS_USED_LOCK(%s)", (key,))

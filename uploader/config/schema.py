@@ -110,8 +110,9 @@ class LocksConfig:
     # memory (one instance), or shared by several: redis, mysql, etcd.
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Prefix of every lock key: deployments sharing one Redis keep apart.
-    redis_prefix: str = "uploader:lock:"
+    # Prefix of every Redis key (locks, rate limits): deployments sharing one
+    # Redis keep apart. See redis_keys.py.
+    redis_prefix: str = "uploader:"
     # MySQL named locks; empty: store.mysql_dsn (lock names are prefixed with
     # the database's name, so deployments on one server keep apart).
     mysql_dsn: str = ""
