@@ -25,7 +25,7 @@ from .client import Conn
 from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
-KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest"]
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks"]
 GiB = 1 << 30
 
 
@@ -34,11 +34,11 @@ def plan(quick: bool) -> dict:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
-                "tus_size": 32 * MiB}
+                "tus_size": 32 * MiB, "lock_pairs": 100}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "tus_size": GiB}
+            "tus_size": GiB, "lock_pairs": 1000}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -89,14 +89,24 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         p["complete"] = [(f"{n}MiB", n * MiB) for n in args.complete_mib]
     grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
     kinds = set(args.only or KINDS)
-    tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
     figs: list[Figure] = []
-    db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
     log = lambda msg: print(f"# {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     def emit(fig: Figure) -> None:
         figs.append(fig)
         print(json.dumps(asdict(fig)), flush=True)
+
+    async def locks() -> None:
+        # In this process, against the services themselves (no server).
+        from .locks import lock_figures
+        for fig in await lock_figures(p["lock_pairs"], log):
+            emit(fig)
+
+    if kinds == {"locks"}:  # needs neither the server nor its data
+        await locks()
+        return figs
+    tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
+    db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
 
     server = None
     try:
@@ -125,6 +135,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
         ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
         server.stop()
+        if "locks" in kinds:
+            await locks()
         if "tus_ingest" in kinds:
             for fig in await tus_figures(ctx, args, tus_runs, ours_tus, log):
                 emit(fig)

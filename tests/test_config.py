@@ -42,7 +42,15 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     ({"server": {"port": 0}}, "server.port must be between 1 and 65535"),
     ({"server": {"port": "eighty"}}, "server.port must be an integer"),
     ({"store": {"backend": "postgres"}}, "store.backend must be one of: sqlite, mysql"),
-    ({"locks": {"backend": "zookeeper"}}, "locks.backend must be one of: memory, redis"),
+    ({"locks": {"backend": "zookeeper"}},
+     "locks.backend must be one of: memory, redis, mysql, etcd"),
+    ({"locks": {"backend": "mysql"}},
+     "locks.backend mysql needs store.backend mysql or locks.mysql_dsn"),
+    ({"locks": {"mysql_pool_size": 0}}, "locks.mysql_pool_size must be >= 1"),
+    ({"locks": {"backend": "etcd", "etcd_endpoints": []}},
+     "locks.etcd_endpoints must name at least one URL"),
+    ({"locks": {"etcd_endpoints": "127.0.0.1:2379"}},
+     "locks.etcd_endpoints must be http:// or https:// URLs"),
     ({"limits": {"max_file_size": "lots"}}, "limits.max_file_size must be a size"),
     ({"storage": {"fsync": "maybe"}}, "storage.fsync must be true or false"),
     ({"server": {"colour": "blue"}}, "unknown setting server.colour"),
@@ -76,7 +84,9 @@ def test_one_size_grammar_for_config_and_cli(text: str, value: int) -> None:
     assert cli_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["8 parsecs", "8Mi", "-1M", "1.5GiB", "M"])
+@pytest.mark.parametrize("text", ["8 parsecs", "8Mi", "-1M", "1.5GiB", "M",
+                                  # Issue 13.9: ASCII digits only, of bounded length.
+                                  "\uff18MiB", "\u0668M", "1_000", "9" * 5000])
 def test_sizes_refused_alike(text: str) -> None:
     import argparse
 

@@ -80,8 +80,13 @@ class Merges:
             await asyncio.wait([task])
 
     def progress(self, upload_id: str) -> int | None:
-        """Bytes merged so far by a merge running here (None: none runs)."""
-        return self._progress.get(upload_id)
+        """Bytes merged so far by a merge running here (None: none runs).
+        Until the merge takes the incremental fold over (and hears its
+        progress), the bytes the fold has merged."""
+        merged = self._progress.get(upload_id)
+        if merged is None:
+            return None
+        return max(merged, self.merged_ahead(upload_id))
 
     def merged_ahead(self, upload_id: str) -> int:
         """Bytes the incremental fold already merged before complete."""
@@ -109,7 +114,7 @@ class Merges:
                 log.error("merge of %s failed", upload_id, exc_info=exc)
 
     async def _merge(self, upload_id: str, md5: str | None) -> Upload:
-        async with self.locks.upload(upload_id):
+        async with self.locks.upload(upload_id) as held:
             upload = await self.store.get_upload(upload_id)
             if upload is None:
                 raise not_found(upload_id)
@@ -130,12 +135,17 @@ class Merges:
                 await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
                 check_complete(upload)
             upload.chunks = await self.store.get_chunks(upload_id)
-            return await self._merge_locked(upload, version, md5 or upload.md5)
+            return await self._merge_locked(upload, version, md5 or upload.md5, held.token)
 
-    async def _merge_locked(self, upload: Upload, version: int, expected: str | None) -> Upload:
+    async def _merge_locked(self, upload: Upload, version: int, expected: str | None,
+                            lock_token: int | None = None) -> Upload:
         upload_id = upload.upload_id
         # Operators (and the multi-instance tests) count merges by this line.
-        log.info("merge started %s version %d", upload_id, version)
+        # The lock's own fencing token (etcd: the lock key's revision) ties
+        # the merge to the lock service's history; merge_version stays the
+        # fence that the database enforces.
+        token = f" lock token {lock_token}" if lock_token is not None else ""
+        log.info("merge started %s version %d%s", upload_id, version, token)
         self._progress[upload_id] = 0
 
         def progress(merged: int) -> None:  # called from the I/O thread

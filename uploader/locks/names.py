@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import AsyncContextManager
 
-from .base import Locks
+from .base import LockHandle, Locks
 
 SWEEP_LOCK = "expiry"
 
@@ -30,16 +30,17 @@ class UploadLocks:
         self.locks = locks
         self.ttl = ttl
 
-    def upload(self, upload_id: str, *, wait: float | None = None) -> AsyncContextManager[None]:
+    def upload(self, upload_id: str, *,
+               wait: float | None = None) -> AsyncContextManager[LockHandle]:
         """Hold the upload's lock; ``wait`` as in ``Locks.lock`` (None:
         forever, 0: try once), raising ``LockTimeout`` when not acquired."""
         return self.locks.lock(upload_lock(upload_id), ttl=self.ttl, wait=wait)
 
-    def append(self, upload_id: str) -> AsyncContextManager[None]:
+    def append(self, upload_id: str) -> AsyncContextManager[LockHandle]:
         """One tus PATCH per upload at a time, on any instance: a second one
         is refused at once (``LockTimeout``), never queued."""
         return self.locks.lock(append_lock(upload_id), ttl=self.ttl, wait=0)
 
-    def sweep(self) -> AsyncContextManager[None]:
+    def sweep(self) -> AsyncContextManager[LockHandle]:
         """One sweeping instance at a time: the others skip, never wait."""
         return self.locks.lock(SWEEP_LOCK, ttl=self.ttl, wait=0)
