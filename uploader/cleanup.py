@@ -16,7 +16,7 @@ from .config import Config
 from .locks.base import LockTimeout
 from .metrics import Metrics
 from .models import ABORTED, EXPIRABLE, utcnow
-from .recovery import publish_recorded_merges, remove_dead_merges
+from .recovery import publish_recorded_merges, remove_completed_chunks, remove_dead_merges
 from .service import UploadService
 
 log = logging.getLogger("uploader.expiry")
@@ -130,3 +130,7 @@ class Expirer:
             except Exception:
                 log.exception("could not remove orphan folder %s", upload_id)
                 report.failed.append(upload_id)
+        # A folder with a row is an orphan too once its upload completed.
+        removed, failed = await remove_completed_chunks(service, sorted(known))
+        report.orphans += removed
+        report.failed += failed

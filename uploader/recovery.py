@@ -11,13 +11,15 @@ here rather than by the storage alone:
   holds the upload's lock and is left alone;
 - merged files in the making that can never be published (up to the
   upload's size each): removed at once rather than after
-  ``storage.stale_part_age``, see :func:`remove_dead_merges`.
+  ``storage.stale_part_age``, see :func:`remove_dead_merges`;
+- the temp chunks of a completed upload whose merge published the file but
+  died (or failed) before removing them, see :func:`remove_completed_chunks`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import Unavailable
 from .locks.base import LockTimeout
@@ -119,3 +121,39 @@ async def _dead(service: "UploadService", partial: PartialMerge, upload: Upload 
         key = upload.storage_key
         return key is not None and await service.storage.file_size(key) is not None
     return True  # in_progress or failed: that merge ended without completing
+
+
+async def remove_completed_chunks(service: "UploadService", upload_ids: Sequence[str]
+                                  ) -> tuple[list[str], list[str]]:
+    """Remove the temp chunks of those uploads that are ``completed`` with
+    their file published; returns (ids whose chunks went, ids that failed).
+
+    A merge publishes the file, then removes the chunks. A process killed in
+    between leaves up to the upload's size in temp chunks that nothing else
+    would ever remove: the orphan pass keeps folders that have a row, and
+    ``republish`` acts only while a staged file waits. A completed row whose
+    file is missing keeps its chunks: they may be all that is left of it."""
+    done = await service.store.existing_ids(upload_ids, statuses=(COMPLETED,)) \
+        if upload_ids else set()
+    removed: list[str] = []
+    failed: list[str] = []
+    for upload_id in sorted(done):
+        try:
+            # republish (a download, another instance's recovery) holds it
+            # while it publishes and removes these same chunks.
+            async with service.locks.upload(upload_id, wait=0):
+                upload = await service.store.get_upload(upload_id, with_chunks=False)
+                if (upload is None or upload.status != COMPLETED or not upload.storage_key
+                        or await service.storage.file_size(upload.storage_key) is None):
+                    continue
+                await service.storage.delete_chunks(upload_id)
+            removed.append(upload_id)
+            log.info("removed the leftover chunks of completed upload %s", upload_id)
+        except LockTimeout:
+            continue
+        except Unavailable:
+            raise
+        except Exception:
+            log.exception("could not remove the leftover chunks of %s", upload_id)
+            failed.append(upload_id)
+    return removed, failed

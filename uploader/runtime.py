@@ -25,7 +25,8 @@ from .locks.names import UploadLocks
 from .merging import Merges
 from .metrics import Metrics, TimedLocks
 from .ratelimit import RateLimiter
-from .recovery import publish_recorded_merges, remove_dead_merges, return_interrupted_merges
+from .recovery import (publish_recorded_merges, remove_completed_chunks, remove_dead_merges,
+                       return_interrupted_merges)
 from .service import UploadService
 from .shutdown import Drain
 from .storage.base import Storage
@@ -123,16 +124,20 @@ class Runtime:
             published = await publish_recorded_merges(self.service)
             recovered = await return_interrupted_merges(self.service)
             dead = await remove_dead_merges(self.service, at_start=True)
+            leftovers, _ = await remove_completed_chunks(
+                self.service, await self.storage.temp_upload_ids())
             removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
         except Unavailable as exc:
             # Redis or the database went away meanwhile: the sweep publishes
             # later, and a client's next complete re-merges an interrupted one.
             log.warning("recovery at start skipped: %s", exc.message)
             published = removed = recovered = dead = 0
-        if removed or recovered or published or dead:
+            leftovers = []
+        if removed or recovered or published or dead or leftovers:
             log.info("recovery: published %d recorded merges, %d interrupted merges back to "
-                     "in_progress, removed %d dead merge files and %d stray part files",
-                     published, recovered, dead, removed)
+                     "in_progress, removed %d dead merge files, %d stray part files and the "
+                     "chunks of %d completed uploads",
+                     published, recovered, dead, removed, len(leftovers))
         self.expirer.start()
         self.started = True
 

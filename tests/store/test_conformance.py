@@ -304,6 +304,11 @@ async def test_existing_ids(io_loop, store):
     ids = unknown[:600] + [u.upload_id for u in uploads] + unknown[600:]
     assert await store.existing_ids(ids) == {u.upload_id for u in uploads}
     assert await store.existing_ids([]) == set()
+    done = uploads[1].upload_id
+    assert await store.set_status(done, COMPLETED, (IN_PROGRESS,))
+    assert await store.existing_ids(ids, statuses=(COMPLETED,)) == {done}
+    assert await store.existing_ids(ids, statuses=(COMPLETED, IN_PROGRESS)) == \
+        {u.upload_id for u in uploads}
 
 
 def _steps_for(store) -> int:

@@ -93,8 +93,10 @@ class MetadataStore(Protocol):
     async def find_by_status(self, status: str, limit: int = 500) -> list[Upload]:
         ...
 
-    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
-        """Which of these ids have a row (to spot orphaned temp folders)."""
+    async def existing_ids(self, upload_ids: Sequence[str], *,
+                           statuses: Sequence[str] = ()) -> set[str]:
+        """Which of these ids have a row (to spot orphaned temp folders), in
+        one of ``statuses`` when given (leftover chunks of completed uploads)."""
 
     async def count_by_status(self) -> dict[str, int]:
         """How many uploads are in each status (statuses with none may be

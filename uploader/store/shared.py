@@ -54,14 +54,19 @@ class SharedQueries:
         params.append(limit)
         return sql, params
 
-    async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
+    async def existing_ids(self, upload_ids: Sequence[str], *,
+                           statuses: Sequence[str] = ()) -> set[str]:
         found: set[str] = set()
         ids = list(upload_ids)
+        only = ""
+        if statuses:
+            only = f" AND status IN ({','.join([self.MARK] * len(statuses))})"
         for start in range(0, len(ids), ID_BATCH):
             part = ids[start:start + ID_BATCH]
             marks = ",".join([self.MARK] * len(part))
-            rows = await self._all(f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks})",
-                                   part)
+            rows = await self._all(
+                f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks}){only}",
+                [*part, *statuses])
             found.update(r[0] for r in rows)
         return found
 
