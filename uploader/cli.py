@@ -3,7 +3,8 @@ client commands (upload, status, download, list, delete).
 
 Exit codes: 0 done, 1 failed (the server, the network, a file), 2 usage or
 configuration error (one line naming the setting and where it was set),
-130 interrupted (Ctrl-C). The server commands import the server's packages
+130 interrupted (Ctrl-C), 141 stdout closed early (``uploader list | head``).
+The server commands import the server's packages
 only when run, so the client commands work with the client alone installed.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import select
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "config.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool SIGPIPE stopped
 log = logging.getLogger("uploader")
 
 
@@ -186,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # by itself once serving, so this is Ctrl-C during start-up.
         print("uploader: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not stdout's: a real failure
+        return EXIT_BROKEN_PIPE
     except ImportError as exc:
         if args.command not in SERVER_COMMANDS or exc.name is None:
             raise
@@ -199,6 +206,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = known
         print(f"uploader: {message}", file=sys.stderr)
         return code
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader went away (``uploader list | head``). If so,
+    stdout now points at /dev/null: the flush at exit must not fail again,
+    and a Unix tool ends quietly there, as SIGPIPE would have stopped it.
+    (SIGPIPE itself stays ignored: a server hanging up must be an error the
+    client handles, not the end of the process.)"""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    # A pipe's write end polls POLLERR once its last reader closed.
+    if not any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
 
 
 def _known_failure(exc: Exception) -> tuple[int, str] | None:

@@ -128,3 +128,19 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(
     assert run2.returncode == 0, run2.stderr
     assert f"resuming upload {entry['upload_id']}" in run2.stderr
     assert run2.stdout.split("\t")[1:3] == [entry["upload_id"], md5]
+
+
+def test_output_closed_early_ends_quietly(server: str, tmp_path: Path) -> None:
+    """`uploader list | head -1`: the reader is gone before the command
+    writes. It stops there without a traceback, with the status a shell gives
+    a tool SIGPIPE stopped (141). The read end is closed before the command
+    starts, so its very first line meets the closed pipe, every run."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(CLI + ["list", "--url", server], cwd=tmp_path, env=_env(tmp_path),
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141
