@@ -298,3 +298,16 @@ async def test_expired_tus_upload_is_swept_with_its_tail(api: Api, runtime: Any)
     assert location.rsplit("/", 1)[1] in report.expired
     assert (await head(api, location)).code == 404
     assert not any((runtime.config.data_dir / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("digit", ["\xb2", "\xb9"], ids=["superscript-two", "superscript-one"])
+async def test_a_number_header_of_non_ascii_digits_is_400(api: Api, digit: str) -> None:
+    """Latin-1 superscripts pass str.isdigit() but not int(): Upload-Length
+    and Upload-Offset answered 500. Numbers are ASCII digits (issue 13.9)."""
+    resp = await api.call("POST", "/files/", raw=b"", headers={**TUS, "Upload-Length": digit})
+    assert resp.code == 400 and json.loads(resp.body)["error"]["code"] == "invalid_request"
+    location = await create(api, 10)
+    resp = await api.call("PATCH", path_of(location), raw=b"x",
+                          headers={**OCTETS, "Upload-Offset": digit})
+    assert resp.code == 400 and json.loads(resp.body)["error"]["code"] == "invalid_request"
+    assert await head_offset(api, location) == 0

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from ..errors import UploadError
 from ..naming import is_upload_id
+from ..parsing import parse_ascii_int
 
 TUS_VERSION = "1.0.0"
 # Draft interop versions tus-js-client speaks: 5 is draft -03, 6 drafts -04/-05.
@@ -82,10 +83,11 @@ def non_negative(headers: Any, name: str) -> int | None:
     value = headers.get(name)
     if value is None:
         return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 18:
-        raise UploadError("invalid_request", f"{name} must be a non-negative integer")
-    return int(value)
+    try:
+        # ASCII digits only: "\xb2" passes str.isdigit() but not int().
+        return parse_ascii_int(value.strip())
+    except ValueError:
+        raise UploadError("invalid_request", f"{name} must be a non-negative integer") from None
 
 
 def boolean(headers: Any, name: str) -> bool | None:
