@@ -301,3 +301,35 @@ async def test_merge_over_wait_answers_202_then_completes(api: Api, config) -> N
             break
         await asyncio.sleep(0.01)
     assert status["status"] == "completed" and status["md5"] == md5(data)
+
+
+async def test_a_suffix_range_of_an_empty_file_is_the_whole_file(api: Api) -> None:
+    """``Range: bytes=-1`` on an empty file answered 206 with the impossible
+    ``Content-Range: bytes 0--1/0``: the whole (empty) file is the answer."""
+    up = await api.init(0, CS)
+    code, done = await api.complete(up["upload_id"])
+    assert code == 200, done
+    for header in ("bytes=-1", "bytes=-100"):
+        resp = await api.call("GET", done["location"], headers={"Range": header})
+        assert resp.code == 200 and resp.body == b"", (header, resp.headers)
+        assert "Content-Range" not in resp.headers
+    resp = await api.call("GET", done["location"], headers={"Range": "bytes=0-0"})
+    assert resp.code == 416 and resp.headers["Content-Range"] == "bytes */0"
+
+
+async def test_if_range_that_does_not_match_gets_the_whole_file(api: Api) -> None:
+    """RFC 9110 13.1.5: Range counts only while If-Range names this file
+    (its ETag, compared strongly); anything else gets all of it."""
+    data = random.randbytes(CS + 10)
+    up = await api.init(len(data), CS)
+    await upload_all(api, up["upload_id"], chunks_of(data, CS), [0, 1])
+    _, done = await api.complete(up["upload_id"])
+    path = done["location"]
+    etag = (await api.call("HEAD", path)).headers["ETag"]
+    assert etag == f'"{done["md5"]}"'
+    resp = await api.call("GET", path, headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert resp.code == 206 and resp.body == data[:10]
+    for other in ('"0123"', f"W/{etag}", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        resp = await api.call("GET", path, headers={"Range": "bytes=0-9", "If-Range": other})
+        assert resp.code == 200 and resp.body == data, other
+        assert "Content-Range" not in resp.headers

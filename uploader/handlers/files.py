@@ -39,6 +39,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         n = _position(last)
         if n == 0:
             raise UploadError("range_not_satisfiable", "empty suffix range", size=size)
+        if size == 0:
+            # RFC 9110 14.1.1 calls it satisfiable, yet no Content-Range can
+            # name zero bytes ("bytes 0--1/0"): the whole, empty file (14.2
+            # lets a server ignore Range).
+            return None
         return max(0, size - n), size
     start = _position(first)
     end = min(_position(last) + 1, size) if last else size
@@ -65,8 +70,16 @@ class FileHandler(BaseHandler):
                 self.redirect(url, status=302)
                 return
         self.set_header("Accept-Ranges", "bytes")
+        etag = f'"{upload.md5}"' if upload.md5 else None
+        range_header = self.request.headers.get("Range")
+        if_range = self.request.headers.get("If-Range")
+        if if_range is not None and (etag is None or if_range.strip() != etag):
+            # RFC 9110 13.1.5: a validator that does not match (strong
+            # comparison; a date never matches, no Last-Modified is sent)
+            # asks for the whole file, not a piece of another one.
+            range_header = None
         try:
-            span = parse_range(self.request.headers.get("Range"), size)
+            span = parse_range(range_header, size)
         except UploadError as exc:
             exc.headers["Content-Range"] = f"bytes */{size}"
             raise
@@ -77,8 +90,8 @@ class FileHandler(BaseHandler):
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", content_disposition(upload.filename))
         self.set_header("Content-Length", str(end - start))
-        if upload.md5:
-            self.set_header("ETag", f'"{upload.md5}"')
+        if etag:
+            self.set_header("ETag", etag)
         if head:
             self.finish()
             return
