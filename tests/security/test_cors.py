@@ -35,10 +35,10 @@ class TestAllowList:
     @pytest.mark.parametrize("path, methods", [
         ("/upload/init", "POST"),
         (f"/upload/{UID}/chunk", "PUT"),
-        (f"/upload/{UID}/status", "GET"),
+        (f"/upload/{UID}/status", "GET, HEAD"),
         (f"/upload/{UID}/complete", "POST"),
         (f"/upload/{UID}", "DELETE"),
-        ("/uploads", "GET"),
+        ("/uploads", "GET, HEAD"),
         (f"/files/{UID}", "GET, HEAD, PATCH, DELETE"),  # the download and tus (PATCH, DELETE)
     ])
     async def test_preflight_without_credentials(self, anonymous: TokenApi, path, methods):

@@ -154,9 +154,9 @@ async def test_range_numbers(api: Api, header: str, status: int,
     ("GET", "/upload/{id}/chunk?index=0", "PUT, OPTIONS"),
     ("POST", "/upload/{id}/chunk?index=0", "PUT, OPTIONS"),
     ("PUT", "/upload/init", "POST, OPTIONS"),
-    ("POST", "/upload/{id}/status", "GET, OPTIONS"),
+    ("POST", "/upload/{id}/status", "GET, HEAD, OPTIONS"),
     ("GET", "/upload/{id}/complete", "POST, OPTIONS"),
-    ("PATCH", "/uploads", "GET, OPTIONS"),
+    ("PATCH", "/uploads", "GET, HEAD, OPTIONS"),
     ("PUT", "/files/{id}", "GET, HEAD, PATCH, DELETE, OPTIONS"),
     ("PROPFIND", "/upload/{id}", "DELETE, OPTIONS"),
 ])
@@ -168,3 +168,20 @@ async def test_405_names_the_allowed_methods(api: Api, method: str, path: str,
     assert resp.code == 405, resp.body
     assert json.loads(resp.body)["error"]["code"] == "method_not_allowed"
     assert resp.headers["Allow"] == allow
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/readyz", "/metrics", "/openapi.json",
+                                  "/uploads", "/upload/{id}/status"])
+async def test_head_is_answered_wherever_get_is(api: Api, path: str) -> None:
+    """RFC 9110 9.1: a server supports HEAD wherever it supports GET; these
+    answered 405 (monitors and load balancers probe with HEAD)."""
+    up = (await api.init(1, CS))["upload_id"]
+    get = await api.call("GET", path.format(id=up))
+    head = await api.call("HEAD", path.format(id=up))
+    assert (get.code, head.code) == (200, 200), head.headers
+    assert head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    if path != "/metrics":  # its counters move between the two requests
+        assert head.headers["Content-Length"] == str(len(get.body))
+    resp = await api.call("OPTIONS", path.format(id=up))
+    assert "HEAD" in resp.headers["Allow"].split(", ")

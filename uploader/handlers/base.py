@@ -40,6 +40,15 @@ class BaseHandler(tornado.web.RequestHandler):
     # How an answer given before the body was sent (framing.py); None after it.
     early: "framing.EarlyAnswer | None" = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        base = tornado.web.RequestHandler
+        if cls.get is not base.get and cls.head is base.head:
+            # RFC 9110 9.1: HEAD wherever GET is (monitors and load balancers
+            # probe with it). Tornado sends the headers of a HEAD answer,
+            # Content-Length included, and drops its body.
+            cls.head = cls.get
+
     @property
     def draining_body(self) -> bool:
         """Answered before the body, which is being read into nothing."""
