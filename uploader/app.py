@@ -16,6 +16,7 @@ from .handlers.base import NotFoundHandler
 from .handlers.context import HandlerContext
 from .handlers.ops import DrainingHandler
 from .handlers.routes import route_labels, routes
+from .handlers.static import StaticHandler
 from .logs import log_request
 from .runtime import Runtime, build_runtime
 
@@ -54,6 +55,7 @@ def make_app(config: Config, runtime: Runtime | None = None) -> UploaderApplicat
         table,
         static_path=str(find_assets().static),
         static_url_prefix="/static/",
+        static_handler_class=StaticHandler,
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         compress_response=False,

@@ -185,3 +185,22 @@ async def test_head_is_answered_wherever_get_is(api: Api, path: str) -> None:
         assert head.headers["Content-Length"] == str(len(get.body))
     resp = await api.call("OPTIONS", path.format(id=up))
     assert "HEAD" in resp.headers["Allow"].split(", ")
+
+
+@pytest.mark.parametrize("method, path, status, code", [
+    ("GET", "/static/nope.js", 404, "not_found"),
+    ("GET", "/static/", 404, "not_found"),                      # no folder listings
+    ("GET", "/static/js/%2e%2e/%2e%2e/config.yaml", 404, "not_found"),
+    ("POST", "/static/js/app.js", 405, "method_not_allowed"),
+    ("DELETE", "/static/js/app.js", 405, "method_not_allowed"),
+])
+async def test_static_refusals_are_json_errors(api: Api, method: str, path: str, status: int,
+                                               code: str) -> None:
+    """/static/ answered Tornado's HTML pages (and a 405 without Allow)."""
+    resp = await api.call(method, path, raw=None if method == "GET" else b"")
+    assert resp.code == status
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert json.loads(resp.body)["error"]["code"] == code
+    if status == 405:
+        assert resp.headers["Allow"] == "GET, HEAD"
+    assert (await api.call("HEAD", "/static/js/app.js")).code == 200

@@ -14,6 +14,7 @@ from .direct import PartUrlHandler
 from .openapi import OpenAPIHandler
 from .ops import DrainingHandler, MetricsHandler, ReadyHandler
 from .page import PageHandler
+from .static import StaticHandler
 from .tus import TusCollectionHandler, TusResourceHandler
 from .uploads import (CompleteHandler, HealthHandler, InitHandler, ListHandler, StatusHandler,
                       UploadHandler)
@@ -50,6 +51,6 @@ def route_labels(table: list[Route]) -> dict[type, str]:
     paths holding ids."""
     labels: dict[type, str] = {handler: pattern.replace(UID, "{id}")
                                for pattern, handler, _ in table}
-    labels.update({tornado.web.StaticFileHandler: "/static/", NotFoundHandler: "unmatched",
+    labels.update({StaticHandler: "/static/", NotFoundHandler: "unmatched",
                    DrainingHandler: "draining"})
     return labels
