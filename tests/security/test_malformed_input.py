@@ -7,6 +7,7 @@ it (Content-Length, Transfer-Encoding, odd Range values).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -204,3 +205,20 @@ async def test_static_refusals_are_json_errors(api: Api, method: str, path: str,
     if status == 405:
         assert resp.headers["Allow"] == "GET, HEAD"
     assert (await api.call("HEAD", "/static/js/app.js")).code == 200
+
+
+@pytest.mark.parametrize("query", ["index=0&index=1", "index=1&index=1",
+                                   "index=0&md5={md5}&md5={md5}"])
+async def test_a_repeated_chunk_parameter_is_400(api: Api, query: str) -> None:
+    """``?index=0&index=1`` stored the body as chunk 1 (the last value won):
+    a parameter that decides where bytes go is never guessed."""
+    data = bytes(CS)
+    up = (await api.init(2 * CS, CS))["upload_id"]
+    digest = hashlib.md5(data).hexdigest()
+    code, doc = await api.json("PUT", f"/upload/{up}/chunk?{query.format(md5=digest)}",
+                               raw=data)
+    assert code == 400 and doc["error"]["code"] == "invalid_request", doc
+    assert "more than once" in doc["error"]["message"]
+    assert (await api.status(up))["received"] == []
+    code, doc = await api.json("GET", "/uploads?filename=a&filename=b")
+    assert code == 400 and doc["error"]["code"] == "invalid_request", doc

@@ -143,6 +143,15 @@ class BaseHandler(tornado.web.RequestHandler):
         return UploadError("too_large", f"the JSON body is larger than {limit} bytes",
                            max_json_body=limit)
 
+    def single_query_argument(self, name: str, *, strip: bool = True) -> str | None:
+        """A query parameter given at most once. ``?index=0&index=1`` names
+        two chunks: which one a proxy, a log or the server reads would be
+        anyone's guess, so it is refused rather than guessed (400)."""
+        values = self.get_query_arguments(name, strip=strip)
+        if len(values) > 1:
+            raise UploadError("invalid_request", f"{name} is given more than once")
+        return values[0] if values else None
+
     async def limit_rate(self) -> None:
         """The owner's and the client address's token buckets (init, chunks)."""
         await self.ctx.ratelimiter.check(self.owner, self.request.remote_ip or "")

@@ -41,8 +41,8 @@ class ChunkHandler(BaseHandler):
         if self.request.method != "PUT":
             raise UploadError("method_not_allowed", "use PUT for chunks")
         await self.limit_rate()
-        req = requests.chunk_request(self.get_query_argument("index", None, strip=False),
-                                     self.get_query_argument("md5", None),
+        req = requests.chunk_request(self.single_query_argument("index", strip=False),
+                                     self.single_query_argument("md5"),
                                      self.request.headers.get("Content-MD5"),
                                      self.body_length)
         self.receiver = await self.service.start_chunk(

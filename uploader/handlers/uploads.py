@@ -48,7 +48,7 @@ class ListHandler(BaseHandler):
         statuses = [status for value in self.get_query_arguments("status")
                     for status in value.split(",") if status]
         uploads = await self.service.list(self.owner, statuses=statuses,
-                                          filename=self.get_query_argument("filename", None))
+                                          filename=self.single_query_argument("filename"))
         self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
 
 
