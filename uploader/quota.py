@@ -41,10 +41,12 @@ class QuotaGuard:
                                   quota_bytes=quota.max_reserved_bytes,
                                   reserved_bytes=reserved)
         if self.space is not None:
-            # Every active upload may still need its full size (its remaining
-            # chunks plus the merged copy written beside them).
+            # The new upload needs twice its size before it completes: all its
+            # chunks and the merged copy (or the incremental fold) coexist
+            # until the file is published. Uploads already running are
+            # counted once: part of their two copies is on the disk already.
             _, reserved_all = await self.store.active_totals(None)
-            await self._need(reserved_all + size)
+            await self._need(reserved_all + 2 * size)
 
     async def check_chunk(self, length: int) -> None:
         if self.space is not None:

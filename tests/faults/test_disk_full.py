@@ -66,10 +66,12 @@ async def test_chunk_that_does_not_fit_is_507_then_resumes(api: Api, data_dir: P
 
 async def test_merge_out_of_space_is_507_and_stays_resumable(api: Api, data_dir: Path) -> None:
     data = os.urandom(3 * CS)
+    resize(data_dir, "2m")  # room for both copies at init, then it shrinks
     up = await api.init(len(data), CS)
     for index, part in enumerate(chunks_of(data, CS)):
         code, _ = await api.put_chunk(up["upload_id"], index, part)
         assert code == 200
+    resize(data_dir, "1m")
     # 768 KiB of chunks on a 1 MiB disk: the merged copy cannot fit.
     code, err = await api.complete(up["upload_id"], md5(data))
     assert code == 507 and err["error"]["code"] == "insufficient_storage"
@@ -82,3 +84,21 @@ async def test_merge_out_of_space_is_507_and_stays_resumable(api: Api, data_dir:
     assert code == 200 and done["md5"] == md5(data)
     resp = await api.call("GET", done["location"])
     assert resp.body == data
+
+
+async def test_an_upload_that_cannot_fit_twice_is_refused_at_init(api: Api,
+                                                                  data_dir: Path) -> None:
+    """Its chunks and its merged copy coexist until publish: an upload over
+    half the free space was admitted, then ran into 507 part-way (or at its
+    merge) and could never complete on that disk. It is refused at init,
+    before a byte is sent; one that fits twice goes through."""
+    code, err = await api.json("POST", "/upload/init",
+                               {"filename": "big.bin", "size": 3 * CS, "chunk_size": CS})
+    assert code == 507 and err["error"]["code"] == "insufficient_storage", err
+    data = os.urandom(CS + CS // 2)  # 384 KiB: 768 KiB at its peak, on a 1 MiB disk
+    up = await api.init(len(data), CS)
+    for index, part in enumerate(chunks_of(data, CS)):
+        code, _ = await api.put_chunk(up["upload_id"], index, part)
+        assert code == 200
+    code, done = await api.complete(up["upload_id"], md5(data))
+    assert code == 200 and done["md5"] == md5(data)
