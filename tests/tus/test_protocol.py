@@ -222,6 +222,29 @@ async def test_deferred_length(api: Api) -> None:
     assert status["md5"] == hashlib.md5(data).hexdigest()
 
 
+@pytest.mark.parametrize("sent", [0, 70 * KiB, 128 * KiB], ids=["nothing", "a-tail",
+                                                                 "whole-chunks"])
+async def test_deferred_length_declared_by_an_empty_patch_completes(api: Api,
+                                                                     sent: int) -> None:
+    """A stream's end is often known only after its last bytes went out:
+    tus-js-client (uploadLengthDeferred) then sends Upload-Length on a PATCH
+    with no body. That PATCH answered 204 with offset = length, but the
+    upload stayed in_progress forever: no file, its tail never committed."""
+    data = os.urandom(sent)
+    location = await create(api, None, **{"Upload-Defer-Length": "1"})
+    if sent:
+        assert (await patch(api, location, 0, data)).code == 204
+    resp = await patch(api, location, sent, b"", **{"Upload-Length": str(sent)})
+    assert resp.code == 204 and resp.headers["Upload-Offset"] == str(sent)
+    status = await api.status(location.rsplit("/", 1)[1])
+    assert status["status"] == "completed", status
+    assert status["size"] == sent and status["md5"] == hashlib.md5(data).hexdigest()
+    resp = await api.call("GET", path_of(location))
+    assert resp.code == 200 and resp.body == data
+    retry = await patch(api, location, sent, b"", **{"Upload-Length": str(sent)})
+    assert retry.code == 204 and retry.headers["Upload-Offset"] == str(sent)
+
+
 async def test_creation_with_upload(api: Api) -> None:
     data = os.urandom(10 * KiB)
     resp = await api.call("POST", "/files/", raw=data[:4 * KiB], headers={

@@ -197,8 +197,13 @@ class TusService:
             if content_length is not None and content_length > left:
                 raise UploadError("too_large", "the body goes past the upload's length",
                                   length=upload.size, offset=current)
-            if left == 0 and not content_length:
-                return None
+            if left == 0 and not content_length and state is not None \
+                    and state.concat == "partial":
+                return None  # full, and merged by its final upload only
+            # Otherwise an appender even for no bytes: every byte is in (a
+            # length just declared by an empty PATCH, or a merge that failed
+            # before), so it commits the tail as the last chunk and the
+            # upload completes.
         await self.service.quota.check_chunk(min(content_length or upload.chunk_size,
                                                  upload.chunk_size))
         appender = TusAppender(self, upload, current, checksum=checksum,
