@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
@@ -589,6 +590,8 @@ class UploadClient:
         name). A partial temp file from an earlier attempt is continued with
         Range; the result is checked against the upload's MD5."""
         dest = os.path.abspath(os.fspath(dest_path))
+        if os.path.isdir(dest):  # refused now, not after the whole file came
+            raise IsADirectoryError(errno.EISDIR, "is a folder", dest)
         meta = self.status(upload_id)
         part = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.{upload_id}.part")
         md5 = [hashlib.md5()]  # a box: a refused Range restarts the hash

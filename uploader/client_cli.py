@@ -247,6 +247,8 @@ def cmd_download(args: argparse.Namespace) -> int:
         with _client(args) as client:
             meta = client.status(args.upload_id)
             dest: str = args.output or meta["filename"]
+            if os.path.isdir(dest):  # like cp: into the folder, under the upload's name
+                dest = os.path.join(dest, os.path.basename(meta["filename"]))
             if os.path.lexists(dest) and not args.force:
                 print(f"uploader: {dest} exists; use --force to overwrite it", file=sys.stderr)
                 return EXIT_FAILED
@@ -311,7 +313,8 @@ def add_client_commands(subparsers: Any) -> None:
 
     dl = subparsers.add_parser("download", parents=[common], help="download a completed upload")
     dl.add_argument("upload_id", metavar="ID")
-    dl.add_argument("-o", "--output", help="destination path (default: its filename here)")
+    dl.add_argument("-o", "--output", help="destination path, or a folder to put it in "
+                    "(default: its filename here)")
     dl.add_argument("-f", "--force", action="store_true",
                     help="overwrite the destination if it exists")
     dl.set_defaults(func=cmd_download)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from support import file_md5, write_random
 from uploader import __version__
 from uploader.client import UploadClient
@@ -94,6 +96,31 @@ def test_download_refuses_to_overwrite_without_force(server: str, tmp_path: Path
     assert json.loads(forced.stdout) == {"upload_id": upload_id, "path": str(other),
                                          "size": 300_000, "md5": md5}
     assert file_md5(other) == md5
+
+
+def test_download_into_a_folder_uses_the_uploads_name(server: str, tmp_path: Path) -> None:
+    """``-o DIR`` named an existing folder: refused as existing, and with
+    --force the whole file was downloaded, then failed to replace the folder
+    (a .part left behind). Like cp, the file now goes into the folder."""
+    src = tmp_path / "report.bin"
+    md5 = write_random(src, 200_000)
+    with UploadClient(server) as client:
+        upload_id = client.upload(src)["upload_id"]
+    folder = tmp_path / "into"
+    folder.mkdir()
+    done = cli(tmp_path, "download", upload_id, "--url", server, "-q", "-o", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(folder / "report.bin")
+    assert file_md5(folder / "report.bin") == md5
+    assert sorted(p.name for p in folder.iterdir()) == ["report.bin"]
+    again = cli(tmp_path, "download", upload_id, "--url", server, "-q", "-o", str(folder))
+    assert again.returncode == 1
+    assert again.stderr.strip() == (f"uploader: {folder / 'report.bin'} exists; use --force "
+                                    "to overwrite it")
+    with UploadClient(server) as client, pytest.raises(IsADirectoryError):
+        client.download(upload_id, folder)  # refused before a byte is fetched
+    assert sorted(p.name for p in folder.iterdir()) == ["report.bin"]
+    assert not list(tmp_path.glob(".*.part"))
 
 
 def test_ctrl_c_says_how_to_resume_and_exits_130(
