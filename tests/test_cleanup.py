@@ -91,7 +91,7 @@ def redis_prefix(io_loop) -> Iterator[str]:
 # -- helpers -----------------------------------------------------------------
 
 async def new_upload(service: UploadService, chunks: int = 2, total: int = 3) -> str:
-    up = await service.create(OWNER, {"filename": "a.bin", "size": total * CS, "chunk_size": CS})
+    up = await service.create(OWNER, filename="a.bin", size=total * CS, chunk_size=CS)
     for index in range(chunks):
         await new_chunk(service, up.upload_id, index)
     return up.upload_id

@@ -62,6 +62,9 @@ class Upload:
     # What the storage backend keeps from init on (S3: the multipart
     # UploadId); JSON-able, never shown to clients.
     backend_state: dict[str, Any] | None = None
+    # Client metadata (string keys and values, bounded: metadata.py); set at
+    # init, never changed afterwards.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def chunk_length(self, index: int) -> int:
         """Bytes in chunk ``index``: chunk_size except for a shorter last one."""
@@ -94,6 +97,7 @@ class Upload:
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.last_activity),
             "expires_at": None,
+            "metadata": self.metadata,
         }
         if ttl_seconds is not None and self.status in EXPIRABLE:
             doc["expires_at"] = isoformat(self.last_activity + timedelta(seconds=ttl_seconds))

@@ -12,13 +12,14 @@ import logging
 import re
 from collections import OrderedDict
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Mapping
 
 from . import capabilities
 from .config import Config
 from .errors import UploadError, not_found
 from .fence import record_completed
 from .locks.base import Locks, LockTimeout
+from .metadata import check_metadata
 from .metrics import Metrics
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, ChunkRecord, Upload,
                      chunk_count, utcnow)
@@ -53,6 +54,23 @@ def _int_field(body: dict, name: str, *, required: bool) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UploadError("invalid_request", f"{name} must be an integer")
     return value
+
+
+def init_arguments(body: Any) -> dict[str, Any]:
+    """The JSON body of ``POST /upload/init`` -> keyword arguments of
+    :meth:`UploadService.create` (shapes and types only; the rules are the
+    service's)."""
+    if not isinstance(body, dict):
+        raise UploadError("invalid_request", "body must be a JSON object")
+    filename = body.get("filename")
+    if not isinstance(filename, str):
+        raise UploadError("invalid_request", "filename must be a non-empty string")
+    size = _int_field(body, "size", required=True)
+    assert size is not None
+    return {"filename": filename, "size": size,
+            "chunk_size": _int_field(body, "chunk_size", required=False),
+            "md5": check_md5(body.get("md5")),
+            "metadata": check_metadata(body.get("metadata"))}
 
 
 class UploadService:
@@ -101,31 +119,29 @@ class UploadService:
             upload = await capabilities.sync_parts(self.store, self.storage, upload)
         return upload
 
-    async def list(self, owner: str, *, status: str | None, filename: str | None) -> list[Upload]:
+    async def list(self, owner: str, *, status: str | None, filename: str | None,
+                   metadata: Mapping[str, str] | None = None) -> list[Upload]:
         if status is not None and status not in (IN_PROGRESS, MERGING, COMPLETED, FAILED, ABORTED):
             raise UploadError("invalid_request", "unknown status filter")
         return await self.store.list_uploads(owner, status=status or None,
-                                             filename=filename or None)
+                                             filename=filename or None,
+                                             metadata=metadata or None)
 
     # -- init --------------------------------------------------------------
 
-    async def create(self, owner: str, body: Any) -> Upload:
-        if not isinstance(body, dict):
-            raise UploadError("invalid_request", "body must be a JSON object")
+    async def create(self, owner: str, *, filename: str, size: int, chunk_size: int | None = None,
+                     md5: str | None = None, metadata: dict[str, str] | None = None) -> Upload:
         limits = self.config.limits
-        filename = body.get("filename")
-        if not isinstance(filename, str) or not filename.strip():
+        if not filename.strip():
             raise UploadError("invalid_request", "filename must be a non-empty string")
         if len(filename) > 4096:
             raise UploadError("invalid_request", "filename is too long")
-        size = _int_field(body, "size", required=True)
-        assert size is not None
         if size < 0:
             raise UploadError("invalid_request", "size must be >= 0")
         if size > limits.max_file_size:
             raise UploadError("too_large", "file is larger than the server accepts",
                               max_file_size=limits.max_file_size)
-        chunk_size = _int_field(body, "chunk_size", required=False) or limits.chunk_size_default
+        chunk_size = chunk_size or limits.chunk_size_default
         if not limits.chunk_size_min <= chunk_size <= limits.chunk_size_max:
             raise UploadError("invalid_request", "chunk_size out of range",
                               chunk_size_min=limits.chunk_size_min,
@@ -135,13 +151,14 @@ class UploadService:
             raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
                               max_chunks=limits.max_chunks)
         capabilities.check_part_limits(self.storage, size, chunk_size, total)
-        md5 = check_md5(body.get("md5"))
+        md5 = check_md5(md5)  # callers other than the JSON API (tus) too
+        metadata = check_metadata(metadata)
         await self.quota.check_init(owner, size)
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
                         total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
-                        updated_at=now)
+                        updated_at=now, metadata=metadata)
         if isinstance(self.storage, UploadHooks):
             # Before the row: a row never points at backend state that was
             # not created. The reverse (an init that dies in between) leaves

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..metadata import filters_from_query
+from ..service import init_arguments
 from .base import BaseHandler
 
 
@@ -12,7 +14,7 @@ class InitHandler(BaseHandler):
             await self.limit_rate()
 
     async def post(self) -> None:
-        upload = await self.service.create(self.owner, self.json_body())
+        upload = await self.service.create(self.owner, **init_arguments(self.json_body()))
         self.set_header("Location", f"/upload/{upload.upload_id}/status")
         self.send_json(self.service.to_json(upload), 201)
 
@@ -42,7 +44,9 @@ class ListHandler(BaseHandler):
     async def get(self) -> None:
         uploads = await self.service.list(self.owner,
                                           status=self.get_query_argument("status", None),
-                                          filename=self.get_query_argument("filename", None))
+                                          filename=self.get_query_argument("filename", None),
+                                          metadata=filters_from_query(
+                                              self.request.query_arguments))
         self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
 
 

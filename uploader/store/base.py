@@ -9,7 +9,7 @@ nothing else escapes except programming errors.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from ..models import ChunkRecord, Upload
 
@@ -30,7 +30,7 @@ class MetadataStore(Protocol):
         Safe when several processes run it at once."""
 
     async def create_upload(self, upload: Upload) -> None:
-        ...
+        """The upload row and its metadata, in one unit of work."""
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         """The upload, or None. ``with_chunks`` fills ``received`` and
@@ -38,8 +38,11 @@ class MetadataStore(Protocol):
         per-chunk path uses that)."""
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
-                           filename: str | None = None, limit: int = 100) -> list[Upload]:
-        """The owner's uploads, newest first, each with ``received`` filled."""
+                           filename: str | None = None, limit: int = 100,
+                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
+        """The owner's uploads, newest first, each with ``received`` filled;
+        ``metadata`` keeps those whose metadata has every key with exactly
+        that value (an indexed lookup per key)."""
 
     async def get_chunks(self, upload_id: str) -> list[ChunkRecord]:
         """Chunk records sorted by index."""
@@ -77,7 +80,7 @@ class MetadataStore(Protocol):
         """Change the status if it is one of ``from_statuses``."""
 
     async def delete_upload(self, upload_id: str) -> None:
-        """Remove the upload row and all its chunk records."""
+        """Remove the upload row, its chunk records and its metadata."""
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],
                            limit: int = 500) -> list[Upload]:

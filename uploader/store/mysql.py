@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiomysql
@@ -94,6 +94,9 @@ def _is_disconnect(exc: BaseException) -> bool:
 
 class MySQLStore(SharedQueries):
     MARK = "%s"
+    # "=" ignores trailing spaces under PAD SPACE collations (utf8mb4_bin in
+    # MariaDB and MySQL 8): the first test uses the index, the second is exact.
+    VALUE_MATCH = "value = %s AND CAST(value AS BINARY) = CAST(%s AS BINARY)"
 
     def __init__(self, dsn: str, pool_size: int = 10, *, connect_timeout: float = 5.0,
                  query_timeout: float = 30.0) -> None:
@@ -291,8 +294,12 @@ class MySQLStore(SharedQueries):
     # -- uploads -----------------------------------------------------------
 
     async def create_upload(self, upload: Upload) -> None:
-        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(14)})",
-                          upload_params(upload))
+        async def work(cur: aiomysql.Cursor) -> None:
+            await cur.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(15)})",
+                              upload_params(upload))
+            if upload.metadata:
+                await cur.executemany(*self._metadata_rows(upload))
+        await self._run(work, transaction=True)
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         async def work(cur: aiomysql.Cursor) -> Upload | None:
@@ -318,8 +325,9 @@ class MySQLStore(SharedQueries):
         return await self._run(work, idempotent=True)
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
-                           filename: str | None = None, limit: int = 100) -> list[Upload]:
-        sql, params = self._list_sql(owner, status, filename, limit)
+                           filename: str | None = None, limit: int = 100,
+                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
+        sql, params = self._list_sql(owner, status, filename, limit, metadata)
 
         async def work(cur: aiomysql.Cursor) -> list[Upload]:
             await cur.execute(sql, params)
@@ -409,6 +417,7 @@ class MySQLStore(SharedQueries):
             # cannot deadlock.
             await cur.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
             await cur.execute("DELETE FROM upload_chunks WHERE upload_id = %s", (upload_id,))
+            await cur.execute("DELETE FROM upload_metadata WHERE upload_id = %s", (upload_id,))
         await self._run(work, transaction=True, idempotent=True)
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],

@@ -41,6 +41,21 @@ MYSQL_STEPS: list[list[str]] = [
     # 3 is SQLite's received_at index; InnoDB's clustered primary key already
     # keeps an upload's chunk rows together. Empty keeps versions aligned.
     [],
+    # 4: client metadata. The JSON column is what reads return; the side table
+    # indexes it for GET /uploads?metadata.<key>=<value> (metadata never
+    # changes after init, so the two cannot drift). A prefix of the value is
+    # indexed; the query rechecks it byte for byte.
+    [
+        "ALTER TABLE uploads ADD COLUMN metadata TEXT NULL",
+        """CREATE TABLE IF NOT EXISTS upload_metadata (
+          upload_id CHAR(32)      NOT NULL,
+          owner     VARCHAR(64)   NOT NULL,
+          name      VARCHAR(64)   CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+          value     VARCHAR(2048) NOT NULL,
+          PRIMARY KEY (upload_id, name),
+          KEY upload_metadata_lookup (owner, name, value(191))
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -78,9 +93,22 @@ SQLITE_STEPS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS upload_chunks_received ON upload_chunks "
         "(upload_id, received_at)",
     ],
+    # 4: client metadata (see MYSQL_STEPS 4).
+    [
+        "ALTER TABLE uploads ADD COLUMN metadata TEXT NULL",
+        """CREATE TABLE IF NOT EXISTS upload_metadata (
+          upload_id TEXT NOT NULL,
+          owner     TEXT NOT NULL,
+          name      TEXT NOT NULL,
+          value     TEXT NOT NULL,
+          PRIMARY KEY (upload_id, name)
+        )""",
+        "CREATE INDEX IF NOT EXISTS upload_metadata_lookup ON upload_metadata "
+        "(owner, name, value)",
+    ],
 ]
 
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "
                   "status, merge_version, storage_key, last_error, created_at, updated_at, "
-                  "backend_state")
+                  "backend_state, metadata")

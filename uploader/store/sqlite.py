@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 import aiosqlite
 
@@ -93,9 +94,25 @@ class SQLiteStore(SharedQueries):
         async with self.db.execute(sql, params) as cur:
             return cur.rowcount
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One unit of work: IMMEDIATE takes the write lock up front, so the
+        statements inside see and change one state."""
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
     async def create_upload(self, upload: Upload) -> None:
-        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+        async with self._transaction() as db:
+            await db.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
+                             f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+            if upload.metadata:
+                await db.executemany(*self._metadata_rows(upload))
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
         # One row back instead of one per chunk: the indices come as one
@@ -120,8 +137,9 @@ class SQLiteStore(SharedQueries):
         return await self._fill_chunks(upload) if with_chunks else upload
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
-                           filename: str | None = None, limit: int = 100) -> list[Upload]:
-        sql, params = self._list_sql(owner, status, filename, limit)
+                           filename: str | None = None, limit: int = 100,
+                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
+        sql, params = self._list_sql(owner, status, filename, limit, metadata)
         uploads = [upload_from_row(r, text_to_ts) for r in await self._all(sql, params)]
         return [await self._fill_chunks(u) for u in uploads]
 
@@ -199,6 +217,7 @@ class SQLiteStore(SharedQueries):
         await db.execute("BEGIN IMMEDIATE")
         try:
             await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
+            await db.execute("DELETE FROM upload_metadata WHERE upload_id = ?", (upload_id,))
             await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
             await db.execute("COMMIT")
         except BaseException:
