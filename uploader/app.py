@@ -19,6 +19,7 @@ from .cleanup import Expirer
 from .config import Config
 from .connections import make_guarded_server
 from .errors import Unavailable
+from .events.dispatcher import Dispatcher
 from .handlers.base import NotFoundHandler
 from .handlers.chunk import ChunkHandler
 from .handlers.direct import PartUrlHandler
@@ -91,6 +92,7 @@ class Runtime:
     service: UploadService
     expirer: Expirer
     templates: jinja2.Environment
+    dispatcher: Dispatcher
     auth_required: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     # Requests in flight and cleanup tasks; shutdown.graceful_stop drains it.
@@ -123,6 +125,8 @@ class Runtime:
             log.info("recovery: published %d recorded merges, removed %d stray part files, "
                      "%d interrupted merges back to in_progress", published, removed, recovered)
         self.expirer.start()
+        # Events left by a previous run (or another instance) go out now.
+        self.dispatcher.start()
         self.started = True
 
     async def _open_store(self) -> None:
@@ -144,6 +148,7 @@ class Runtime:
         # Aborts of cut chunks still deleting their .part files.
         await self.drain.wait_tasks()
         await self.service.shutdown()
+        await self.dispatcher.stop()
         await self.locks.close()
         await self.ratelimiter.close()
         await self.store.close()
@@ -165,9 +170,11 @@ def build_runtime(config: Config) -> Runtime:
                             metrics=metrics)
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
                                    autoescape=True)
+    dispatcher = Dispatcher(config.events, config.webhooks, store, metrics)
+    service.on_event = dispatcher.notify
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
                    service=service, expirer=Expirer(config, service), templates=templates,
-                   metrics=metrics, drain=drain)
+                   dispatcher=dispatcher, metrics=metrics, drain=drain)
 
 
 class UploaderApplication(tornado.web.Application):

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .events_config import EventsConfig, HooksConfig, WebhooksConfig
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.I)
 _UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -231,6 +233,10 @@ class Config:
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
 
+    events: EventsConfig = field(default_factory=EventsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+
     @property
     def data_dir(self) -> Path:
         return Path(self.storage.data_dir).resolve()
@@ -274,6 +280,8 @@ class Config:
              "logging.level must be one of: " + ", ".join(LOG_LEVELS)),
         ]
         checks += self._s3_checks()
+        from .events_config import validate_events
+        checks += validate_events(self)
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -326,6 +334,9 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     name = key.rsplit(".", 1)[-1]
     if name in _SIZE_KEYS:
         return parse_size(value, key)
+    if key == "webhooks.endpoints":
+        from .events_config import coerce_endpoints
+        return coerce_endpoints(value, key)
     if typing.get_origin(kind) in (dict, list):
         from .security_config import coerce_collection
         return coerce_collection(value, kind, key)

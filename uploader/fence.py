@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from .errors import Unavailable
+from .events.model import Event
 from .models import COMPLETED, MERGING
 from .storage.base import StagedFile
 from .store.base import MetadataStore
@@ -27,13 +29,15 @@ SETTLE_ATTEMPTS, SETTLE_PAUSE = 3, 1.0
 
 
 async def record_completed(store: MetadataStore, upload_id: str, version: int,
-                           staged: StagedFile) -> bool:
-    """finish_merge(completed) for ``version``: True when the database holds
-    this result, False when a newer merge fenced it out. Raises Unavailable
-    only when the outcome could not be learnt."""
+                           staged: StagedFile, event: Event | None = None,
+                           at: datetime | None = None) -> bool:
+    """finish_merge(completed) for ``version``, with its event: True when the
+    database holds this result, False when a newer merge fenced it out.
+    Raises Unavailable only when the outcome could not be learnt."""
     try:
         return await store.finish_merge(upload_id, version, status=COMPLETED,
-                                        md5=staged.md5, storage_key=staged.key)
+                                        md5=staged.md5, storage_key=staged.key, event=event,
+                                        at=at)
     except Unavailable:
         log.warning("finish_merge of %s version %d: outcome unknown, re-reading",
                     upload_id, version)
@@ -46,9 +50,11 @@ async def record_completed(store: MetadataStore, upload_id: str, version: int,
                 return current.storage_key == staged.key
             if current.status != MERGING:
                 return False
-            # Still ours and merging: it did not apply; fenced, so retry it.
+            # Still ours and merging: it did not apply (nor did its event);
+            # fenced, so retry it.
             return await store.finish_merge(upload_id, version, status=COMPLETED,
-                                            md5=staged.md5, storage_key=staged.key)
+                                            md5=staged.md5, storage_key=staged.key, event=event,
+                                            at=at)
         except Unavailable:
             if attempt == SETTLE_ATTEMPTS - 1:
                 raise

@@ -12,11 +12,12 @@ import logging
 import re
 from collections import OrderedDict
 from concurrent.futures import Executor
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import capabilities
 from .config import Config
 from .errors import UploadError, not_found
+from .events import model as events
 from .fence import record_completed
 from .locks.base import Locks, LockTimeout
 from .metadata import check_metadata
@@ -94,6 +95,21 @@ class UploadService:
         # so a chunk PUT needs no lookup before its body: the status is checked
         # atomically by record_chunk anyway. Evicted on any change seen here.
         self._meta: OrderedDict[str, Upload] = OrderedDict()
+        # Called after a change whose event committed (the dispatcher wakes
+        # up at once instead of at its next poll).
+        self.on_event: Callable[[events.Event], None] = lambda event: None
+
+    def event(self, event_type: str, upload: Upload) -> events.Event | None:
+        """The event reporting ``upload`` as it is after a change (None when
+        events are off); the store writes it with the change."""
+        if not self.config.events.enabled:
+            return None
+        return events.make_event(event_type, upload, self.to_json(upload), upload.updated_at)
+
+    def written(self, event: events.Event | None) -> None:
+        if event is not None:
+            self.metrics.events_written.labels(event.type).inc()
+            self.on_event(event)
 
     def _forget(self, upload_id: str) -> None:
         self._meta.pop(upload_id, None)
@@ -164,7 +180,9 @@ class UploadService:
             # not created. The reverse (an init that dies in between) leaves
             # backend state without a row, which the orphan sweep removes.
             upload.backend_state = await self.storage.create_upload(upload)
-        await self.store.create_upload(upload)
+        event = self.event(events.CREATED, upload)
+        await self.store.create_upload(upload, event)
+        self.written(event)
         return upload
 
     # -- chunks ------------------------------------------------------------
@@ -360,7 +378,10 @@ class UploadService:
             # Fence first: a stale merger finds the chunks gone because the
             # new owner published and deleted them; it must not touch the
             # records of an upload it no longer owns.
-            if not await self.store.finish_merge(upload_id, version, status=IN_PROGRESS):
+            missing = UploadError("incomplete", "chunk data missing, send these chunks again",
+                                  missing=exc.indices[:MAX_MISSING_LISTED],
+                                  missing_count=len(exc.indices))
+            if not await self._merge_failed(upload, version, missing):
                 log.warning("merge superseded %s version %d: chunks gone, a newer merge "
                             "took over", upload_id, version)
                 raise UploadError("conflict", "merge superseded by a newer one") from None
@@ -368,32 +389,39 @@ class UploadService:
             # sends them again, rather than merging a hole.
             for index in exc.indices:
                 await self.store.delete_chunk(upload_id, index)
-            raise UploadError("incomplete", "chunk data missing, send these chunks again",
-                              missing=exc.indices[:MAX_MISSING_LISTED],
-                              missing_count=len(exc.indices)) from None
+            raise missing from None
         except UploadError as exc:
-            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
-                                          error=exc.to_json()["error"])
+            await self._merge_failed(upload, version, exc)
             raise
-        except BaseException:
+        except asyncio.CancelledError:
+            # Shutdown: not a failure of the upload, no event; the next
+            # complete merges again.
             await asyncio.shield(self.store.finish_merge(
                 upload_id, version, status=IN_PROGRESS,
-                error={"code": "internal", "message": "merge failed"}))
+                error={"code": "internal", "message": "merge interrupted"}))
+            raise
+        except BaseException:
+            await asyncio.shield(self._merge_failed(
+                upload, version, UploadError("internal", "merge failed")))
             raise
         if expected and staged.md5 != expected:
             await self.storage.discard(staged)
             error = UploadError("checksum_mismatch", "file MD5 differs from the one given",
                                 expected=expected, actual=staged.md5)
-            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
-                                          error=error.to_json()["error"])
+            await self._merge_failed(upload, version, error)
             raise error
-        if not await record_completed(self.store, upload_id, version, staged):
+        now = utcnow()
+        done_event = self.event(events.COMPLETED, upload.replace(
+            status=COMPLETED, md5=staged.md5, storage_key=staged.key, error=None,
+            updated_at=now))
+        if not await record_completed(self.store, upload_id, version, staged, done_event, now):
             # A newer merger took over while we were paused: its result wins.
             # Only our own version-named staged file goes; the rest is theirs.
             await self.storage.discard(staged)
             log.warning("merge superseded %s version %d: a newer merge took over, "
                         "our result is discarded", upload_id, version)
             raise UploadError("conflict", "merge superseded by a newer one")
+        self.written(done_event)
         await self.storage.publish(staged)
         log.info("merge finished %s version %d (%d bytes)", upload_id, version, staged.size)
         try:
@@ -404,6 +432,19 @@ class UploadService:
         assert done is not None
         return done
 
+    async def _merge_failed(self, upload: Upload, version: int, error: UploadError) -> bool:
+        """Back to in_progress with the error, and ``upload.failed``, if
+        this merge still owns the upload (fenced)."""
+        doc = error.to_json()["error"]
+        now = utcnow()
+        event = self.event(events.FAILED, upload.replace(status=IN_PROGRESS, error=doc,
+                                                         updated_at=now))
+        applied = await self.store.finish_merge(upload.upload_id, version, status=IN_PROGRESS,
+                                                error=doc, event=event, at=now)
+        if applied:
+            self.written(event)
+        return applied
+
     # -- delete, download --------------------------------------------------
 
     async def delete(self, owner: str, upload_id: str) -> None:
@@ -411,8 +452,15 @@ class UploadService:
         upload = await self.get(owner, upload_id, with_chunks=False)
         if upload.status == MERGING:
             raise UploadError("conflict", "upload is merging", status=MERGING)
-        # Aborted first: chunk records racing this delete are refused.
-        await self.store.set_status(upload_id, ABORTED, (IN_PROGRESS, FAILED, COMPLETED, ABORTED))
+        # Aborted first: chunk records racing this delete are refused. A
+        # repeated delete of an aborted row (a retry) reports nothing new.
+        now = utcnow()
+        event = self.event(events.DELETED, upload.replace(status=ABORTED, updated_at=now))
+        if await self.store.set_status(upload_id, ABORTED, (IN_PROGRESS, FAILED, COMPLETED),
+                                       event, at=now):
+            self.written(event)
+        else:
+            await self.store.set_status(upload_id, ABORTED, (ABORTED,))
         await self.remove(upload)
 
     async def remove(self, upload: Upload) -> None:

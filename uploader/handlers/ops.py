@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 import tornado.web
 
 from ..errors import Unavailable, UploadError
+from ..models import utcnow
 from .base import BaseHandler
 
 log = logging.getLogger("uploader.health")
@@ -84,6 +85,11 @@ class MetricsHandler(BaseHandler):
             # Metrics matter most during an outage: answer without the gauge.
             counts = None
         metrics.set_uploads(counts)
+        try:
+            stats = await asyncio.wait_for(self.runtime.store.outbox_stats(), CHECK_TIMEOUT)
+        except (asyncio.TimeoutError, UploadError):
+            stats = None
+        metrics.set_outbox(stats, utcnow())
         self.set_header("Content-Type", metrics.content_type)
         self.finish(metrics.render())
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Mapping, Protocol, Sequence
 
+from ..events.model import Event, OutboxEvent
 from ..models import ChunkRecord, Upload
+from .outbox import Delivery, OutboxStats
 
 
 class MetadataStore(Protocol):
@@ -29,8 +31,8 @@ class MetadataStore(Protocol):
         """Bring the schema to the newest version; return that version.
         Safe when several processes run it at once."""
 
-    async def create_upload(self, upload: Upload) -> None:
-        """The upload row and its metadata, in one unit of work."""
+    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
+        """The upload row, its metadata and ``event``, in one unit of work."""
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         """The upload, or None. ``with_chunks`` fills ``received`` and
@@ -71,13 +73,18 @@ class MetadataStore(Protocol):
 
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
-                           error: dict | None = None) -> bool:
+                           error: dict | None = None, event: Event | None = None,
+                           at: datetime | None = None) -> bool:
         """Publish a merge's outcome only if ``merge_version`` still equals
-        ``version``. False means another merger took over: discard the result."""
+        ``version``. False means another merger took over: discard the result.
+        ``event`` is written in the same transaction, only if it applied;
+        ``at`` (default now) is the new ``updated_at``, the event's time."""
 
     async def set_status(self, upload_id: str, status: str,
-                         from_statuses: Sequence[str]) -> bool:
-        """Change the status if it is one of ``from_statuses``."""
+                         from_statuses: Sequence[str], event: Event | None = None,
+                         at: datetime | None = None) -> bool:
+        """Change the status if it is one of ``from_statuses`` (and write
+        ``event`` with that change, only if it applied)."""
 
     async def delete_upload(self, upload_id: str) -> None:
         """Remove the upload row, its chunk records and its metadata."""
@@ -101,3 +108,31 @@ class MetadataStore(Protocol):
         """(count, sum of total_size) of uploads ``in_progress`` or ``merging``,
         of one owner or, with None, of everyone: what quotas and the
         free-space reserve are checked against."""
+
+    # -- the events outbox (store/outbox.py) -----------------------------------
+
+    async def claim_events(self, token: str, now: datetime, until: datetime,
+                           limit: int) -> list[OutboxEvent]:
+        """Lease up to ``limit`` undispatched events, oldest first."""
+
+    async def mark_dispatched(self, token: str, seqs: Sequence[int], now: datetime,
+                              deliveries: Sequence[tuple[int, str]]) -> int:
+        """Leased events dispatched, with their pending webhook deliveries."""
+
+    async def claim_deliveries(self, token: str, sinks: Sequence[str], now: datetime,
+                               until: datetime, limit: int) -> list[Delivery]:
+        ...
+
+    async def finish_delivery(self, token: str, seq: int, sink: str, *, state: str,
+                              attempts: int, next_attempt_at: datetime, now: datetime,
+                              error: str | None = None) -> bool:
+        ...
+
+    async def outbox_stats(self) -> OutboxStats:
+        ...
+
+    async def prune_events(self, before: datetime) -> int:
+        ...
+
+    async def events_of(self, upload_id: str) -> list[OutboxEvent]:
+        ...

@@ -28,7 +28,9 @@ import pymysql
 from pymysql.constants import CLIENT, ER
 
 from ..errors import Unavailable
+from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
+from .outbox import OutboxQueries, Tx
 from .rows import dump_error, upload_from_row, upload_params
 from .schema import MYSQL_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
@@ -92,7 +94,19 @@ def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, _CONNECTION_ERRORS)
 
 
-class MySQLStore(SharedQueries):
+class _MySQLTx:
+    def __init__(self, cur: aiomysql.Cursor) -> None:
+        self.cur = cur
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(await self.cur.execute(sql, params))
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        await self.cur.execute(sql, params)
+        return list(await self.cur.fetchall())
+
+
+class MySQLStore(SharedQueries, OutboxQueries):
     MARK = "%s"
     # "=" ignores trailing spaces under PAD SPACE collations (utf8mb4_bin in
     # MariaDB and MySQL 8): the first test uses the index, the second is exact.
@@ -293,12 +307,19 @@ class MySQLStore(SharedQueries):
 
     # -- uploads -----------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
+    async def _atomic(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        async def run(cur: aiomysql.Cursor) -> T:
+            return await work(_MySQLTx(cur))
+        return await self._run(run, transaction=True)
+
+    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
         async def work(cur: aiomysql.Cursor) -> None:
             await cur.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(15)})",
                               upload_params(upload))
             if upload.metadata:
                 await cur.executemany(*self._metadata_rows(upload))
+            if event is not None:
+                await self._insert_event(_MySQLTx(cur), event)
         await self._run(work, transaction=True)
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
@@ -390,25 +411,38 @@ class MySQLStore(SharedQueries):
             return int(row[0]) if row else None
         return await self._run(work, transaction=True)
 
+    async def _change(self, sql: str, params: Sequence[Any], event: Event | None) -> bool:
+        """One conditional UPDATE and, if it applied, its event: together."""
+        if event is None:
+            return await self._write(sql, params) > 0
+
+        async def work(cur: aiomysql.Cursor) -> bool:
+            if not await cur.execute(sql, params):
+                return False
+            await self._insert_event(_MySQLTx(cur), event)
+            return True
+        return await self._run(work, transaction=True)
+
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
-                           error: dict | None = None) -> bool:
-        count = await self._write(
+                           error: dict | None = None, event: Event | None = None,
+                           at: datetime | None = None) -> bool:
+        return await self._change(
             "UPDATE uploads SET status = %s, md5 = COALESCE(%s, md5), storage_key = %s, "
             "last_error = %s, updated_at = %s "
             "WHERE upload_id = %s AND merge_version = %s AND status = 'merging'",
-            (status, md5, storage_key, dump_error(error), utcnow(), upload_id, version))
-        return count > 0
+            (status, md5, storage_key, dump_error(error), at or utcnow(), upload_id, version),
+            event)
 
     async def set_status(self, upload_id: str, status: str,
-                         from_statuses: Sequence[str]) -> bool:
+                         from_statuses: Sequence[str], event: Event | None = None,
+                         at: datetime | None = None) -> bool:
         if not from_statuses:
             return False
-        count = await self._write(
+        return await self._change(
             f"UPDATE uploads SET status = %s, updated_at = %s WHERE upload_id = %s "
             f"AND status IN ({_marks(len(from_statuses))})",
-            (status, utcnow(), upload_id, *from_statuses))
-        return count > 0
+            (status, at or utcnow(), upload_id, *from_statuses), event)
 
     async def delete_upload(self, upload_id: str) -> None:
         async def work(cur: aiomysql.Cursor) -> None:

@@ -56,6 +56,37 @@ MYSQL_STEPS: list[list[str]] = [
           KEY upload_metadata_lookup (owner, name, value(191))
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     ],
+    # 5: the events outbox (written in the transaction of the change it
+    # reports) and one delivery row per event and webhook endpoint.
+    [
+        """CREATE TABLE IF NOT EXISTS events (
+          seq           BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+          event_id      CHAR(36)     NOT NULL,
+          type          VARCHAR(32)  NOT NULL,
+          upload_id     CHAR(32)     NOT NULL,
+          occurred_at   DATETIME(6)  NOT NULL,
+          payload       MEDIUMTEXT   NOT NULL,
+          dispatched_at DATETIME(6)  NULL,
+          claim_token   CHAR(32)     NULL,
+          claim_until   DATETIME(6)  NULL,
+          UNIQUE KEY events_event_id (event_id),
+          KEY events_pending (dispatched_at, seq),
+          KEY events_upload (upload_id, seq)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS event_deliveries (
+          seq             BIGINT       NOT NULL,
+          sink            VARCHAR(64)  NOT NULL,
+          state           VARCHAR(16)  NOT NULL,
+          attempts        INT          NOT NULL DEFAULT 0,
+          next_attempt_at DATETIME(6)  NOT NULL,
+          claim_token     CHAR(32)     NULL,
+          claim_until     DATETIME(6)  NULL,
+          last_error      VARCHAR(512) NULL,
+          finished_at     DATETIME(6)  NULL,
+          PRIMARY KEY (seq, sink),
+          KEY event_deliveries_due (state, next_attempt_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -105,6 +136,36 @@ SQLITE_STEPS: list[list[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS upload_metadata_lookup ON upload_metadata "
         "(owner, name, value)",
+    ],
+    # 5: the events outbox (see MYSQL_STEPS 5).
+    [
+        """CREATE TABLE IF NOT EXISTS events (
+          seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+          event_id      TEXT    NOT NULL UNIQUE,
+          type          TEXT    NOT NULL,
+          upload_id     TEXT    NOT NULL,
+          occurred_at   TEXT    NOT NULL,
+          payload       TEXT    NOT NULL,
+          dispatched_at TEXT    NULL,
+          claim_token   TEXT    NULL,
+          claim_until   TEXT    NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_pending ON events (dispatched_at, seq)",
+        "CREATE INDEX IF NOT EXISTS events_upload ON events (upload_id, seq)",
+        """CREATE TABLE IF NOT EXISTS event_deliveries (
+          seq             INTEGER NOT NULL,
+          sink            TEXT    NOT NULL,
+          state           TEXT    NOT NULL,
+          attempts        INTEGER NOT NULL DEFAULT 0,
+          next_attempt_at TEXT    NOT NULL,
+          claim_token     TEXT    NULL,
+          claim_until     TEXT    NULL,
+          last_error      TEXT    NULL,
+          finished_at     TEXT    NULL,
+          PRIMARY KEY (seq, sink)
+        )""",
+        "CREATE INDEX IF NOT EXISTS event_deliveries_due ON event_deliveries "
+        "(state, next_attempt_at)",
     ],
 ]
 
