@@ -16,6 +16,8 @@ setup(
         "redis>=5.0,<9",
         "PyYAML>=6.0,<7",
         "prometheus_client>=0.20,<1",
+        # Webhook signatures (webhook-id/-timestamp/-signature headers).
+        "standardwebhooks>=1.1,<2",
     ],
     extras_require={
         # The Python client needs only the standard library; tqdm draws the
