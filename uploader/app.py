@@ -21,6 +21,7 @@ from .connections import make_guarded_server
 from .errors import Unavailable
 from .events.dispatcher import Dispatcher
 from .handlers.base import NotFoundHandler
+from .hooks import PreCreateHook
 from .handlers.chunk import ChunkHandler
 from .handlers.direct import PartUrlHandler
 from .handlers.files import FileHandler
@@ -149,6 +150,8 @@ class Runtime:
         await self.drain.wait_tasks()
         await self.service.shutdown()
         await self.dispatcher.stop()
+        if self.service.pre_create is not None:
+            await self.service.pre_create.close()
         await self.locks.close()
         await self.ratelimiter.close()
         await self.store.close()
@@ -172,6 +175,8 @@ def build_runtime(config: Config) -> Runtime:
                                    autoescape=True)
     dispatcher = Dispatcher(config.events, config.webhooks, store, metrics)
     service.on_event = dispatcher.notify
+    if config.hooks.pre_create_url:
+        service.pre_create = PreCreateHook(config.hooks)
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
                    service=service, expirer=Expirer(config, service), templates=templates,
                    dispatcher=dispatcher, metrics=metrics, drain=drain)

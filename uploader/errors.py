@@ -12,6 +12,7 @@ from typing import Any
 ERRORS: dict[str, int] = {
     "invalid_request": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "size_mismatch": 400,
     "too_large": 413,
@@ -31,6 +32,7 @@ ERRORS: dict[str, int] = {
 STATUS_TO_CODE: dict[int, str] = {
     400: "invalid_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     411: "invalid_request",

@@ -19,6 +19,7 @@ from .config import Config
 from .errors import UploadError, not_found
 from .events import model as events
 from .fence import record_completed
+from .hooks import PreCreateHook
 from .locks.base import Locks, LockTimeout
 from .metadata import check_metadata
 from .metrics import Metrics
@@ -98,6 +99,8 @@ class UploadService:
         # Called after a change whose event committed (the dispatcher wakes
         # up at once instead of at its next poll).
         self.on_event: Callable[[events.Event], None] = lambda event: None
+        # The blocking pre-create hook, when hooks.pre_create_url is set.
+        self.pre_create: PreCreateHook | None = None
 
     def event(self, event_type: str, upload: Upload) -> events.Event | None:
         """The event reporting ``upload`` as it is after a change (None when
@@ -146,7 +149,10 @@ class UploadService:
     # -- init --------------------------------------------------------------
 
     async def create(self, owner: str, *, filename: str, size: int, chunk_size: int | None = None,
-                     md5: str | None = None, metadata: dict[str, str] | None = None) -> Upload:
+                     md5: str | None = None, metadata: dict[str, str] | None = None,
+                     headers: Mapping[str, str] | None = None) -> Upload:
+        """A new upload. ``headers`` are the request's, for the pre-create
+        hook (which sees only its allow-listed ones)."""
         limits = self.config.limits
         if not filename.strip():
             raise UploadError("invalid_request", "filename must be a non-empty string")
@@ -169,6 +175,16 @@ class UploadService:
         capabilities.check_part_limits(self.storage, size, chunk_size, total)
         md5 = check_md5(md5)  # callers other than the JSON API (tus) too
         metadata = check_metadata(metadata)
+        if self.pre_create is not None:
+            # Last, so the hook sees only requests we would accept; it may
+            # change the owner and metadata, or lower the size limit.
+            decision = await self.pre_create.check(
+                owner=owner, filename=filename, size=size, chunk_size=chunk_size,
+                metadata=metadata, headers=headers)
+            owner, metadata = decision.owner, decision.metadata
+            if decision.max_size is not None and size > decision.max_size:
+                raise UploadError("too_large", "file is larger than this upload may be",
+                                  max_file_size=decision.max_size)
         await self.quota.check_init(owner, size)
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,

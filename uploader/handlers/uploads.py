@@ -14,7 +14,8 @@ class InitHandler(BaseHandler):
             await self.limit_rate()
 
     async def post(self) -> None:
-        upload = await self.service.create(self.owner, **init_arguments(self.json_body()))
+        upload = await self.service.create(self.owner, **init_arguments(self.json_body()),
+                                           headers=self.request.headers)
         self.set_header("Location", f"/upload/{upload.upload_id}/status")
         self.send_json(self.service.to_json(upload), 201)
 
