@@ -4,9 +4,9 @@ and small helpers to read what was delivered."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import time
 import uuid
 from typing import Any, Callable, Iterator
 
@@ -14,6 +14,8 @@ import pytest
 import redis
 
 from store.conftest import MySQLServer, mysql_server, unreachable  # noqa: F401
+
+from .receiver import Receiver
 
 REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -58,13 +60,27 @@ def stream_events(client: redis.Redis, key: str) -> list[dict[str, Any]]:
     return [json.loads(fields[b"event"]) for _, fields in client.xrange(key)]
 
 
-def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Bounded poll of a condition (never a bare sleep as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
+async def until(condition: Callable[[], Any], timeout: float = 30.0,
+                what: str = "the condition") -> Any:
+    """Bounded poll of a condition (never a bare sleep as synchronisation),
+    yielding to the test's loop so the in-process server runs meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (value := condition()):
+        if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
+    return value
+
+
+@pytest.fixture
+def receivers(io_loop) -> Iterator[Callable[[], Receiver]]:
+    """Starts real HTTP receivers (webhook endpoints, hooks) on free ports."""
+    started: list[Receiver] = []
+
+    def start() -> Receiver:
+        started.append(Receiver().start())
+        return started[-1]
+    yield start
+    for receiver in started:
+        io_loop.run_sync(receiver.stop)

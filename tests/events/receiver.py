@@ -8,7 +8,7 @@ import asyncio
 import json
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import tornado.httpserver
 import tornado.web
@@ -91,4 +91,3 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-Predicate = Callable[[Received], bool]

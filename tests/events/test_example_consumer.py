@@ -6,7 +6,6 @@ SIGKILL and restart of the consumer and a duplicate event on the stream
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import signal
@@ -19,7 +18,7 @@ import pytest
 
 from conftest import md5
 
-from .conftest import REDIS_URL
+from .conftest import REDIS_URL, until
 
 ROOT = Path(__file__).resolve().parents[2]
 KiB = 1 << 10
@@ -55,16 +54,6 @@ def consumer(tmp_path: Path, stream_key: str, api) -> Iterator[Any]:
     for proc in procs:
         proc.kill()
         proc.wait(10)
-
-
-async def until(condition, timeout: float = 30.0) -> Any:
-    """Bounded poll that lets the in-process server answer downloads."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := condition()):
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def upload(api, data: bytes) -> str:

@@ -4,7 +4,6 @@ was after the change (issue 16 item 2). SQLite and MariaDB, real Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from datetime import timedelta
@@ -15,7 +14,7 @@ from uploader.models import utcnow
 from uploader.store.rows import ts_to_text
 from uploader.store.sqlite import SQLiteStore
 
-from .conftest import stream_events
+from .conftest import stream_events, until
 
 KiB = 1 << 10
 CS = 64 * KiB
@@ -24,18 +23,6 @@ CS = 64 * KiB
 def as_event_doc(upload_doc: dict[str, Any]) -> dict[str, Any]:
     """An API upload object as events carry it (without the chunk list)."""
     return {k: v for k, v in upload_doc.items() if k not in ("received", "merged_bytes")}
-
-
-async def wait_for(condition, timeout: float = 20.0) -> Any:
-    """Bounded poll that lets the server's loop (the dispatcher) run."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def send_all(api, upload_id: str, data: bytes) -> None:
@@ -75,7 +62,7 @@ async def test_each_transition_yields_its_event(api, runtime, redis_sync, stream
     stored = {u: await runtime.store.events_of(u) for u in expected}
     assert {u: [e.type for e in events] for u, events in stored.items()} == expected
     # On the stream: the same documents (at least once; here exactly once).
-    await wait_for(lambda: len(stream_events(redis_sync, stream_key)) >= 6)
+    await until(lambda: len(stream_events(redis_sync, stream_key)) >= 6)
     on_stream = stream_events(redis_sync, stream_key)
     by_upload: dict[str, list[dict]] = {}
     for doc in on_stream:

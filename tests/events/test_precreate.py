@@ -5,7 +5,8 @@ size limit, time out (503), be down (503); another owner's upload stays 404
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import json
+from typing import Any
 
 import pytest
 
@@ -17,10 +18,8 @@ INIT = {"filename": "a.bin", "size": 100, "chunk_size": 64 * KiB,
 
 
 @pytest.fixture
-def hook(io_loop) -> Iterator[Receiver]:
-    rec = Receiver().start()
-    yield rec
-    io_loop.run_sync(rec.stop)
+def hook(receivers) -> Receiver:
+    return receivers()
 
 
 @pytest.fixture
@@ -33,9 +32,9 @@ def config_overrides(hook_url: str) -> dict[str, Any]:
     return {"hooks": {"pre_create_url": hook_url, "timeout": 1}}
 
 
-async def init(api, headers: dict[str, str] | None = None, **changes: Any) -> tuple[int, Any]:
+async def init(api, headers: dict[str, str] | None = None,
+               **changes: Any) -> tuple[int, Any, Any]:
     resp = await api.call("POST", "/upload/init", {**INIT, **changes}, headers=headers)
-    import json
     return resp.code, (json.loads(resp.body) if resp.body else None), resp.headers
 
 

@@ -5,16 +5,16 @@ API (issue 16 item 2)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from conftest import chunks_of, md5
 
+from .conftest import until
 from .receiver import Receiver
 
 KiB = 1 << 10
@@ -23,17 +23,13 @@ SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 
 
 @pytest.fixture
-def receiver(io_loop) -> Iterator[Receiver]:
-    rec = Receiver().start()
-    yield rec
-    io_loop.run_sync(rec.stop)
+def receiver(receivers) -> Receiver:
+    return receivers()
 
 
 @pytest.fixture
-def other_receiver(io_loop) -> Iterator[Receiver]:
-    rec = Receiver().start()
-    yield rec
-    io_loop.run_sync(rec.stop)
+def other_receiver(receivers) -> Receiver:
+    return receivers()
 
 
 @pytest.fixture
@@ -53,16 +49,6 @@ def config_overrides(store_overrides, receiver, other_receiver, webhook_settings
     if store_overrides:
         overrides["store"] = store_overrides
     return overrides
-
-
-async def until(condition, timeout: float = 20.0) -> Any:
-    """Bounded poll that lets the server's loop run meanwhile."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := condition()):
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-    return value
 
 
 def metric(runtime, name: str, **labels: str) -> float:

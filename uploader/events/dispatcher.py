@@ -19,7 +19,8 @@ from datetime import timedelta
 from ..events_config import EventsConfig, WebhooksConfig
 from ..metrics import Metrics
 from ..models import utcnow
-from ..store.outbox import OutboxQueries, new_token
+from ..store.base import MetadataStore
+from ..store.outbox import new_token
 from .stream import StreamSink
 from .webhooks import WebhookSender
 
@@ -28,7 +29,7 @@ PRUNE_EVERY = 300.0  # seconds between removals of events past retention
 
 
 class Dispatcher:
-    def __init__(self, config: EventsConfig, webhooks: WebhooksConfig, store: OutboxQueries,
+    def __init__(self, config: EventsConfig, webhooks: WebhooksConfig, store: MetadataStore,
                  metrics: Metrics) -> None:
         self.config = config
         self.store = store

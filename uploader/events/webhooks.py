@@ -22,7 +22,8 @@ from tornado.httpclient import AsyncHTTPClient
 from ..events_config import WebhookEndpoint, WebhooksConfig
 from ..metrics import Metrics
 from ..models import utcnow
-from ..store.outbox import DELIVERED, FAILED, PENDING, Delivery, OutboxQueries, new_token
+from ..store.base import MetadataStore
+from ..store.outbox import DELIVERED, FAILED, PENDING, Delivery, new_token
 
 log = logging.getLogger("uploader.events")
 LEASE_MARGIN = 30.0  # seconds a claim outlives the POST's own timeout
@@ -45,7 +46,7 @@ def next_delay(config: WebhooksConfig, attempts: int) -> float:
 
 
 class WebhookSender:
-    def __init__(self, config: WebhooksConfig, store: OutboxQueries, metrics: Metrics,
+    def __init__(self, config: WebhooksConfig, store: MetadataStore, metrics: Metrics,
                  poll_interval: float) -> None:
         self.config = config
         self.store = store
