@@ -19,6 +19,8 @@ run: $(STAMP)
 	$(BIN)/uploader serve --port $(PORT)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -37,6 +37,9 @@ setup(
             # The S3 suites run the backend against a real moto server.
             "aiobotocore>=2.13,<4",
             "moto[server]>=5,<6",
+            # `make test` checks types and a small lint rule set first.
+            "mypy>=1.10,<2",
+            "ruff>=0.6,<1",
         ],
     },
     entry_points={"console_scripts": ["uploader = uploader.cli:main"]},

@@ -1,33 +1,20 @@
-"""Shared fixtures: a configured app on a real HTTP server, and a JSON client."""
+"""Fixtures every suite may use: a configured app on a real HTTP server in
+this process (``api``), real server processes (``start_server``), and the
+machine's MariaDB and an S3 server. Helpers to import live in tests/support/."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
-import tornado.httpclient
-import tornado.testing
 
+from support import KiB, Api, MySQLServer, ServerProcess
+from support.s3 import MotoS3, moto_server
+from support.server import stop_all
 from uploader.app import make_app, make_server
 from uploader.config import Config, load_config
-from s3server import s3_bucket, s3_server  # noqa: F401  (fixtures)
-
-KiB, MiB = 1 << 10, 1 << 20
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-def require_service(name: str, reason: str) -> None:
-    """Skip when a service is missing; in CI (CI=true) that is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is required in CI: {reason}")
-    pytest.skip(f"{name} unavailable: {reason}")
 
 
 @pytest.fixture
@@ -78,60 +65,6 @@ def http_server(request, io_loop, app, config, http_server_port):  # type: ignor
     io_loop.run_sync(server.close_all_connections)
 
 
-class Api:
-    """A thin JSON client over the test server: never raises on HTTP errors."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    @property
-    def port(self) -> int:
-        return self.client.get_http_port()
-
-    async def call(self, method: str, path: str, body: Any = None, *,
-                   raw: bytes | None = None, headers: dict[str, str] | None = None
-                   ) -> tornado.httpclient.HTTPResponse:
-        if raw is None and body is not None:
-            raw = json.dumps(body).encode()
-        if raw is None and method in ("POST", "PUT"):
-            raw = b""
-        return await self.client.fetch(path, method=method, body=raw, headers=headers,
-                                       raise_error=False, request_timeout=120,
-                                       allow_nonstandard_methods=True)
-
-    async def json(self, method: str, path: str, body: Any = None, **kw: Any
-                   ) -> tuple[int, Any]:
-        resp = await self.call(method, path, body, **kw)
-        doc = json.loads(resp.body) if resp.body else None
-        return resp.code, doc
-
-    async def init(self, size: int, chunk_size: int = 64 * KiB, filename: str = "f.bin",
-                   **extra: Any) -> dict[str, Any]:
-        code, doc = await self.json("POST", "/upload/init",
-                                    {"filename": filename, "size": size,
-                                     "chunk_size": chunk_size, **extra})
-        assert code == 201, doc
-        return doc
-
-    async def put_chunk(self, upload_id: str, index: int, data: bytes,
-                        md5_hex: str | None = None) -> tuple[int, Any]:
-        query = f"index={index}" + (f"&md5={md5_hex}" if md5_hex else "")
-        return await self.json("PUT", f"/upload/{upload_id}/chunk?{query}", raw=data)
-
-    async def status(self, upload_id: str) -> dict[str, Any]:
-        code, doc = await self.json("GET", f"/upload/{upload_id}/status")
-        assert code == 200, doc
-        return doc
-
-    async def complete(self, upload_id: str, md5_hex: str | None = None) -> tuple[int, Any]:
-        body = {"md5": md5_hex} if md5_hex else None
-        return await self.json("POST", f"/upload/{upload_id}/complete", body)
-
-
-def chunks_of(data: bytes, chunk_size: int) -> list[bytes]:
-    return [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
-
-
 @pytest.fixture
 def api(http_server_client) -> Api:  # type: ignore[no-untyped-def]
     return Api(http_server_client)
@@ -140,3 +73,48 @@ def api(http_server_client) -> Api:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def random_bytes() -> Callable[[int], bytes]:
     return os.urandom
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts ``uploader serve`` processes (``start_server(settings, name=...)``,
+    each in ``tmp_path/<name>``) and stops every one at teardown, whatever
+    the test did to it (failed, killed, paused)."""
+    started: list[ServerProcess] = []
+
+    def start(settings: Mapping[str, object] | None = None, *, name: str = "server",
+              wait: bool = True) -> ServerProcess:
+        server = ServerProcess(tmp_path / name, settings, name=name)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_session() -> Iterator[None]:
+    """The last safety net: fixtures stop their servers, this stops any left."""
+    yield
+    stop_all()
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MySQLServer]:
+    """The machine's MariaDB, for throwaway databases (dropped at the end)."""
+    server = MySQLServer()
+    server.require()
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: MotoS3) -> str:
+    return s3_server.new_bucket()

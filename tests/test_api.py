@@ -6,9 +6,8 @@ import asyncio
 import random
 from pathlib import Path
 
-import pytest
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 
 CS = 64 * KiB
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -22,9 +20,8 @@ import pytest
 import redis
 import yaml
 
-from store.conftest import mysql_server  # noqa: F401  (fixture: throwaway databases)
-from store.conftest import MySQLServer, unreachable
-from uploader.app import Runtime, build_runtime
+from support import MySQLServer, require_redis, run_uploader
+from uploader.runtime import Runtime, build_runtime, build_service
 from uploader.cleanup import Expirer
 from uploader.config import Config, load_config
 from uploader.locks.redis import RedisLocks
@@ -76,11 +73,8 @@ def runtime(io_loop, tmp_path, store_settings, expiry_settings) -> Iterator[Runt
 @pytest.fixture
 def redis_prefix(io_loop) -> Iterator[str]:
     """A key prefix of this test alone; its keys are deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        unreachable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    client = redis.Redis.from_url(require_redis(REDIS_URL), socket_connect_timeout=3,
+                                  socket_timeout=3)
     prefix = f"uploader-test:{uuid.uuid4().hex}:"
     yield prefix
     for key in client.scan_iter(match=prefix + "*"):
@@ -174,6 +168,10 @@ class StorageWrapper:
             await self.release.wait()
         await self.real.delete_chunks(upload_id)
 
+    async def delete_upload(self, upload: Any) -> None:
+        await self.delete_chunks(upload.upload_id)  # the injected fault or wait
+        await self.real.delete_upload(upload)
+
 
 # -- tests -------------------------------------------------------------------
 
@@ -234,9 +232,11 @@ async def test_only_one_instance_sweeps_at_a_time(runtime: Runtime, redis_prefix
     cfg = runtime.config
     locks = [RedisLocks(REDIS_URL, key_prefix=redis_prefix) for _ in range(2)]
     slow = StorageWrapper(runtime.storage)
-    a = Expirer(cfg, UploadService(cfg, runtime.store, slow, locks[0], runtime.executor))
-    b = Expirer(cfg, UploadService(cfg, runtime.store, runtime.storage, locks[1],
-                                   runtime.executor))
+    metrics = runtime.metrics
+    a = Expirer(cfg, build_service(cfg, runtime.store, slow, locks[0], runtime.executor,
+                                   metrics), metrics)
+    b = Expirer(cfg, build_service(cfg, runtime.store, runtime.storage, locks[1],
+                                   runtime.executor, metrics), metrics)
     try:
         upload_id = await new_upload(runtime.service)
         age(runtime, upload_id)
@@ -311,10 +311,8 @@ async def test_cleanup_command_prints_what_it_removed(runtime: Runtime, tmp_path
     }))
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(1) as pool:  # keep the loop free while the command runs
-        proc = await loop.run_in_executor(pool, lambda: subprocess.run(
-            [sys.executable, "-m", "uploader", "cleanup", "--config", str(path)],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-            env={k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}))
+        proc = await loop.run_in_executor(pool, lambda: run_uploader(
+            "cleanup", "--config", str(path), cwd=tmp_path, timeout=60))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert f"expired {idle}" in lines and f"orphan {orphan}" in lines

@@ -60,3 +60,28 @@ def test_parse_size() -> None:
     assert parse_size(123, "k") == 123
     with pytest.raises(ConfigError):
         parse_size(True, "k")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("8388608", 8 << 20), ("8MiB", 8 << 20), ("8M", 8 << 20), ("8 mib", 8 << 20),
+    ("512K", 512 << 10), ("8MB", 8_000_000), ("1GB", 10**9), ("2T", 2 << 40),
+])
+def test_one_size_grammar_for_config_and_cli(text: str, value: int) -> None:
+    """config.yaml, the environment and `uploader upload --chunk-size` read a
+    size the same way (8M used to work on the command line only)."""
+    from uploader.client_cli import parse_size as cli_size
+    from_env = load_config(None, env={"UPLOADER_LIMITS_MAX_FILE_SIZE": text})
+    from_file = load_config(None, env={}, overrides={"limits": {"max_file_size": text}})
+    assert from_env.limits.max_file_size == from_file.limits.max_file_size == value
+    assert cli_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["8 parsecs", "8Mi", "-1M", "1.5GiB", "M"])
+def test_sizes_refused_alike(text: str) -> None:
+    import argparse
+
+    from uploader.client_cli import parse_size as cli_size
+    with pytest.raises(ConfigError, match="must be a size"):
+        load_config(None, env={}, overrides={"limits": {"max_file_size": text}})
+    with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
+        cli_size(text)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import KiB, Api, md5
-from uploader.errors import ERRORS
+from support import KiB, Api, md5
+from uploader.errors import ERRORS, ErrorKind, UploadError
+from uploader.models import Upload, utcnow
 
 CS = 64 * KiB
 
 
-def assert_error(code: int, doc: dict, expected: str) -> None:
+def assert_error(code: int, doc: dict, expected: str, retryable: bool | None = None) -> None:
     assert doc["error"]["code"] == expected, doc
-    assert code == ERRORS[expected]
+    assert code == ERRORS[expected].status
+    if retryable is None:
+        retryable = ERRORS[expected].retryable
+    assert doc["error"]["retryable"] is retryable, doc
     assert isinstance(doc["error"]["message"], str) and doc["error"]["message"]
 
 
@@ -99,7 +105,8 @@ async def test_conflict_and_incomplete(api: Api) -> None:
     code, _ = await api.complete(uid)
     assert code == 200
     code, doc = await api.put_chunk(uid, 0, bytes(CS))
-    assert_error(code, doc, "conflict")
+    # Waiting never reopens a completed upload: not worth retrying.
+    assert_error(code, doc, "conflict", retryable=False)
     code, doc = await api.json("POST", f"/upload/{uid}/complete", raw=b"{bad")
     assert_error(code, doc, "invalid_request")
     code, doc = await api.complete(uid, md5(b"other"))
@@ -139,3 +146,38 @@ async def test_unexpected_failure_is_internal_without_details(api: Api, runtime)
     resp = await api.call("GET", "/uploads")
     assert resp.code == 500
     assert b"secret" not in resp.body and b"internal" in resp.body
+    assert json.loads(resp.body)["error"]["retryable"] is True
+
+
+def test_every_code_says_whether_a_retry_can_help() -> None:
+    assert all(isinstance(kind, ErrorKind) and isinstance(kind.retryable, bool)
+               for kind in ERRORS.values())
+    # The answers a well-formed request can get while the server or its
+    # dependencies are busy or away: a client waits and repeats them.
+    retryable = {code for code, kind in ERRORS.items() if kind.retryable}
+    assert retryable == {"conflict", "rate_limited", "insufficient_storage", "unavailable",
+                         "internal"}
+
+
+@pytest.mark.parametrize("status, retryable", [
+    ("merging", True), ("in_progress", True),
+    ("completed", False), ("failed", False), ("aborted", False),
+])
+def test_a_conflict_is_retryable_only_while_the_upload_can_still_change(
+        status: str, retryable: bool) -> None:
+    error = UploadError("conflict", f"upload is {status}", status=status).to_json()["error"]
+    assert error["retryable"] is retryable
+    assert UploadError("conflict", "gone", retryable=False).retryable is False
+
+
+def test_a_stored_merge_error_carries_the_flag_on_the_wire() -> None:
+    """Errors recorded before the flag existed (or built as plain dicts)
+    still answer with it in the upload object."""
+    up = Upload(upload_id="a" * 32, owner="o", filename="f", size=1, chunk_size=1,
+                total_chunks=1, md5=None, status="in_progress",
+                created_at=utcnow(), updated_at=utcnow(),
+                error={"code": "internal", "message": "merge failed"})
+    assert up.to_json()["error"] == {"code": "internal", "message": "merge failed",
+                                     "retryable": True}
+    up = up.replace(error={"code": "checksum_mismatch", "message": "x", "retryable": False})
+    assert up.to_json()["error"]["retryable"] is False

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-import uploader.fence
-from conftest import KiB, Api, chunks_of, md5
+import uploader.merging
+from support import KiB, Api, chunks_of, md5
 from uploader.errors import Unavailable, UploadError
 from uploader.models import COMPLETED, IN_PROGRESS, MERGING
 
@@ -57,6 +57,12 @@ def parts_left(data_dir: Path) -> list[Path]:
     return list(data_dir.rglob("*.part"))
 
 
+def use_store(runtime: Any, store: StoreWrapper) -> None:
+    """The service and the merge saga both read the store: swap it in both."""
+    runtime.service.store = store
+    runtime.merges.store = store
+
+
 async def test_unknown_outcome_that_committed_is_published(api: Api, runtime, data_dir) -> None:
     uid, data = await uploaded(api)
     store = StoreWrapper(runtime.service.store)
@@ -68,7 +74,7 @@ async def test_unknown_outcome_that_committed_is_published(api: Api, runtime, da
         return applied
 
     store.finish_merge = finish_then_lose_reply
-    runtime.service.store = store
+    use_store(runtime, store)
     code, done = await api.complete(uid)
     assert code == 200, done
     assert done["status"] == COMPLETED and done["md5"] == md5(data)
@@ -89,7 +95,7 @@ async def test_unknown_outcome_not_applied_is_retried(api: Api, runtime, data_di
         return await store.real.finish_merge(upload_id, version, **kw)
 
     store.finish_merge = fail_once
-    runtime.service.store = store
+    use_store(runtime, store)
     code, done = await api.complete(uid)
     assert code == 200 and done["md5"] == md5(data) and failures == [1]
     assert (await api.call("GET", f"/files/{uid}")).body == data
@@ -100,7 +106,7 @@ async def test_unknown_outcome_unreadable_keeps_the_staged_file(
         api: Api, runtime, data_dir, monkeypatch) -> None:
     """The database stays away after committing: complete answers 503, the
     staged file is kept, and the first download once it is back publishes it."""
-    monkeypatch.setattr(uploader.fence, "SETTLE_PAUSE", 0)
+    monkeypatch.setattr(uploader.merging, "SETTLE_PAUSE", 0)
     uid, data = await uploaded(api)
     store = StoreWrapper(runtime.service.store)
     down = asyncio.Event()
@@ -119,7 +125,7 @@ async def test_unknown_outcome_unreadable_keeps_the_staged_file(
 
     store.finish_merge = finish_then_go_away
     store.get_upload = get_upload
-    runtime.service.store = store
+    use_store(runtime, store)
     code, err = await api.complete(uid)
     assert code == 503 and err["error"]["code"] == "unavailable"
     assert len(parts_left(data_dir)) == 1  # not discarded: it is the committed result
@@ -134,7 +140,7 @@ async def test_stale_merger_is_fenced_out(api: Api, runtime, data_dir, caplog) -
     """Merger 1 stages its file, then "pauses" (lost its lock); merger 2 takes
     over and completes. Merger 1's late finish is refused: it removes only its
     own staged part, never the final file or the chunk records."""
-    caplog.set_level(logging.INFO, logger="uploader.service")
+    caplog.set_level(logging.INFO, logger="uploader.merge")
     uid, data = await uploaded(api)
     service = runtime.service
     version = await service.store.begin_merge(uid, (IN_PROGRESS,))
@@ -143,8 +149,8 @@ async def test_stale_merger_is_fenced_out(api: Api, runtime, data_dir, caplog) -
     real_merge = runtime.storage.merge
     staged, resume = asyncio.Event(), asyncio.Event()
 
-    async def pausing_merge(upload: Any, v: int, progress: Any = None, **kw: Any) -> Any:
-        result = await real_merge(upload, v, progress, **kw)
+    async def pausing_merge(upload: Any, v: int, progress: Any = None) -> Any:
+        result = await real_merge(upload, v, progress)
         if v == 1:
             staged.set()
             await resume.wait()  # the SIGSTOP of the e2e test, in-process
@@ -152,7 +158,7 @@ async def test_stale_merger_is_fenced_out(api: Api, runtime, data_dir, caplog) -
 
     runtime.storage.merge = pausing_merge
     # Merger 1 runs without the lock, like a process whose lock expired.
-    stale_task = asyncio.ensure_future(service._merge_locked(stale, 1, None))
+    stale_task = asyncio.ensure_future(runtime.merges._merge_locked(stale, 1, None))
     await staged.wait()
     code, done = await api.complete(uid)  # merger 2: status merging, lock free
     assert code == 200 and done["md5"] == md5(data)
@@ -179,7 +185,7 @@ async def test_stale_merger_finding_chunks_gone_keeps_records(api: Api, runtime)
     code, done = await api.complete(uid)  # the new owner, version 2
     assert code == 200 and done["md5"] == md5(data)
     with pytest.raises(UploadError) as info:
-        await service._merge_locked(stale, 1, None)
+        await runtime.merges._merge_locked(stale, 1, None)
     assert info.value.code == "conflict"
     current = await service.store.get_upload(uid)
     assert current.status == COMPLETED and current.received == list(range(4))

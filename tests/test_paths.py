@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api
+from support import KiB, Api
 from uploader.naming import sanitize_filename
 
 CS = 64 * KiB

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import tornado.httpclient
 
-from conftest import MiB, Api, chunks_of, md5
-from s3server import MotoS3
+from support import MiB, Api, chunks_of, md5
+from support.s3 import MotoS3
 from uploader.cleanup import Expirer
 from uploader.handlers.page import page_settings
 from uploader.models import utcnow
@@ -27,9 +27,15 @@ CS = 5 * MiB  # S3's smallest part
 
 
 @pytest.fixture
-def config_overrides(s3_server: MotoS3, s3_bucket: str) -> dict[str, dict[str, Any]]:
-    return {"storage": {"backend": "s3"}, "s3": s3_server.config(s3_bucket, prefix="u/"),
-            "limits": {"max_chunks": 20_000}}
+def config_overrides(request: Any, s3_server: MotoS3,
+                     s3_bucket: str) -> dict[str, dict[str, Any]]:
+    s3 = s3_server.config(s3_bucket, prefix="u/")
+    s3["direct"] = getattr(request, "param", False)  # DIRECT below
+    return {"storage": {"backend": "s3"}, "s3": s3, "limits": {"max_chunks": 20_000}}
+
+
+# The app is wired from the config at start: direct mode is chosen up front.
+DIRECT = pytest.mark.parametrize("config_overrides", [True], indirect=True, ids=["direct"])
 
 
 async def upload_all(api: Api, upload_id: str, parts: list[bytes], parallel: int = 4) -> None:
@@ -155,7 +161,7 @@ async def test_expired_upload_leaves_no_parts(api: Api, runtime, config, s3_serv
                                    (old, uid))
     await runtime.store.db.execute("UPDATE upload_chunks SET received_at = ? "
                                    "WHERE upload_id = ?", (old, uid))
-    report = await Expirer(config, runtime.service).sweep()
+    report = await Expirer(config, runtime.service, runtime.metrics).sweep()
     assert report.expired == [uid] and report.failed == []
     [left] = s3_server.open_uploads(s3_bucket)
     assert left["Key"].startswith(f"u/{keep['upload_id']}_")
@@ -168,17 +174,16 @@ async def test_orphaned_multipart_upload_is_swept(api: Api, runtime, config,
     """An init that died between CreateMultipartUpload and its row."""
     runtime.storage.orphan_age = 0
     s3_server.client.create_multipart_upload(Bucket=s3_bucket, Key="u/" + "ab" * 16 + "_x")
-    report = await Expirer(config, runtime.service).sweep()
+    report = await Expirer(config, runtime.service, runtime.metrics).sweep()
     assert report.orphans == ["ab" * 16]
     assert s3_server.open_uploads(s3_bucket) == []
 
 
+@DIRECT
 @pytest.mark.parametrize("with_md5", [True, False])
 async def test_direct_upload_end_to_end(api: Api, runtime, config, s3_server: MotoS3,
                                         s3_bucket: str, with_md5: bool) -> None:
-    config.s3.direct = True
-    runtime.service.direct = True  # the service read the config at start
-    assert page_settings(runtime)["direct_upload"] is True
+    assert page_settings(runtime.config, runtime.features, False)["direct_upload"] is True
     page = await api.call("GET", "/")
     assert f"connect-src 'self' {s3_server.endpoint};" in page.headers["Content-Security-Policy"]
     data = random.randbytes(2 * CS + 77)
@@ -211,9 +216,8 @@ async def test_direct_upload_end_to_end(api: Api, runtime, config, s3_server: Mo
     assert s3_server.open_uploads(s3_bucket) == []
 
 
+@DIRECT
 async def test_direct_status_ignores_wrong_size_parts(api: Api, runtime, config) -> None:
-    config.s3.direct = True
-    runtime.service.direct = True
     up = await api.init(CS + 10, CS)
     uid = up["upload_id"]
     code, signed = await api.json("POST", f"/upload/{uid}/chunk/0/url")
@@ -241,13 +245,12 @@ async def direct_put_all(api: Api, uid: str, parts: list[bytes]) -> None:
         assert resp.code == 200
 
 
+@DIRECT
 async def test_direct_md5_mismatch_then_retry_or_delete(api: Api, runtime, config,
                                                         s3_server: MotoS3,
                                                         s3_bucket: str) -> None:
     """Direct parts can be hashed only once assembled: a refused MD5 leaves
     the object, which a later complete adopts or a DELETE removes."""
-    config.s3.direct = True
-    runtime.service.direct = True
     data = random.randbytes(CS + 10)
     kept = ""
     for then_delete in (False, True):

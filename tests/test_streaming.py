@@ -6,18 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import KiB, Api, md5
+from support import KiB, Api, md5, wait_until_async
 
 CS = 256 * KiB
-
-
-async def wait_for(condition, what: str, tries: int = 2000) -> None:  # type: ignore[no-untyped-def]
-    """Poll a condition on the event loop (bounded): the server runs on this loop too."""
-    for _ in range(tries):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def part_files(data_dir: Path) -> list[Path]:
@@ -40,12 +31,12 @@ async def test_disconnect_mid_chunk_leaves_nothing(api: Api, data_dir: Path) -> 
     reader, writer = await open_chunk_put(api, uid, 0, CS)
     writer.write(b"a" * (CS // 2))
     await writer.drain()
-    await wait_for(lambda: len(part_files(data_dir)) == 1, "the chunk's .part file")
+    await wait_until_async(lambda: len(part_files(data_dir)) == 1, "the chunk's .part file")
     # While this chunk stalls, other requests are served.
     status = await api.status(uid)
     assert status["received"] == [1]
     writer.close()
-    await wait_for(lambda: not part_files(data_dir), "the .part file to be removed")
+    await wait_until_async(lambda: not part_files(data_dir), "the .part file to be removed")
     status = await api.status(uid)
     assert status["received"] == [1]
     assert not (data_dir / "tmp" / uid / "chunk_0").exists()
@@ -60,9 +51,9 @@ async def test_disconnect_while_replacing_keeps_old_chunk(api: Api, data_dir: Pa
     reader, writer = await open_chunk_put(api, uid, 0, CS)
     writer.write(b"n" * (CS // 2))
     await writer.drain()
-    await wait_for(lambda: len(part_files(data_dir)) == 1, "the replacement's .part file")
+    await wait_until_async(lambda: len(part_files(data_dir)) == 1, "the replacement's .part file")
     writer.close()
-    await wait_for(lambda: not part_files(data_dir), "the .part file to be removed")
+    await wait_until_async(lambda: not part_files(data_dir), "the .part file to be removed")
     assert (data_dir / "tmp" / uid / "chunk_0").read_bytes() == original
     code, done = await api.complete(uid, md5(original))
     assert code == 200

@@ -1,4 +1,4 @@
-"""Expiry: abandoned uploads lose their bytes, then their rows (ARCHITECTURE.md 6).
+"""Expiry: abandoned uploads lose their bytes, then their rows (docs/architecture.md).
 
 A jittered PeriodicCallback runs :meth:`Expirer.sweep`; under a lock only one
 instance sweeps at a time. One failing item is logged and skipped.
@@ -15,6 +15,7 @@ from tornado.ioloop import PeriodicCallback
 from .config import Config
 from .events import model as events
 from .locks.base import LockTimeout
+from .metrics import Metrics
 from .models import ABORTED, EXPIRABLE, utcnow
 from .recovery import publish_recorded_merges
 from .service import UploadService
@@ -38,9 +39,10 @@ class SweepReport:
 
 
 class Expirer:
-    def __init__(self, config: Config, service: UploadService) -> None:
+    def __init__(self, config: Config, service: UploadService, metrics: Metrics) -> None:
         self.config = config
         self.service = service
+        self.metrics = metrics
         self._timer: PeriodicCallback | None = None
 
     @property
@@ -65,14 +67,14 @@ class Expirer:
             report = await self.sweep()
             log.info("expiry sweep: %s", report.summary())
         except Exception:
-            self.service.metrics.sweeps.labels("failed").inc()
+            self.metrics.sweeps.labels("failed").inc()
             log.exception("expiry sweep failed")
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
         service = self.service
         try:
-            async with service.locks.lock("expiry", ttl=self.config.locks.ttl, wait=0):
+            async with service.locks.sweep():
                 now = utcnow()
                 cutoff = now - timedelta(seconds=self.config.expiry.ttl)
                 # Rows left ``aborted`` by a delete or an expiry that failed
@@ -94,14 +96,14 @@ class Expirer:
                     older_than=self.config.storage.stale_part_age)
         except LockTimeout:
             report.skipped = True
-        service.metrics.observe_sweep(report)
+        self.metrics.observe_sweep(report)
         return report
 
     async def _expire(self, upload_id: str, report: SweepReport) -> None:
         service = self.service
         try:
             # A merge in progress holds this lock: such an upload is not idle.
-            async with service.locks.lock(f"merge:{upload_id}", ttl=self.config.locks.ttl, wait=0):
+            async with service.locks.upload(upload_id, wait=0):
                 # Aborted first, so a chunk arriving now is refused, not
                 # recorded against bytes about to vanish. upload.expired goes
                 # with that change; a retry of an aborted row reports nothing.
@@ -109,10 +111,10 @@ class Expirer:
                 if upload is None:
                     return
                 now = utcnow()
-                event = service.event(events.EXPIRED,
-                                      upload.replace(status=ABORTED, updated_at=now))
+                event = service.events.make(events.EXPIRED,
+                                            upload.replace(status=ABORTED, updated_at=now))
                 if await service.store.set_status(upload_id, ABORTED, EXPIRABLE, event, at=now):
-                    service.written(event)
+                    service.events.written(event)
                 elif not await service.store.set_status(upload_id, ABORTED, (ABORTED,)):
                     return
                 upload = await service.store.get_upload(upload_id, with_chunks=False)

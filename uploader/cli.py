@@ -48,13 +48,13 @@ async def _serve(config: Config) -> None:
     from .app import make_app, make_server
     _tune_malloc()
     app = make_app(config)
-    runtime = app.runtime  # type: ignore[attr-defined]
+    runtime = app.runtime
     await runtime.start()
     server = make_server(app, config)
     server.listen(config.server.port, config.server.host)
     logging.getLogger("uploader").info("serving on http://%s:%d", config.server.host,
                                        config.server.port)
-    from .shutdown import graceful_stop
+    from .graceful import graceful_stop
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .app import make_store
+    from .runtime import make_store
     config = _load(args)
 
     async def run() -> int:
@@ -91,7 +91,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .app import build_runtime
+    from .runtime import build_runtime
     config = _load(args)
 
     async def run() -> str:

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Protocol, Union
+from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
 KiB, MiB = 1 << 10, 1 << 20
 DEFAULT_CHUNK_SIZE = 8 * MiB
@@ -137,7 +137,7 @@ class UploadClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._url.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._url.hostname, self._url.port, timeout=self.timeout)
+        conn = cls(self._url.hostname or "", self._url.port, timeout=self.timeout)
         with self._lock:
             self._conns.add(conn)
         return conn
@@ -338,7 +338,7 @@ class UploadClient:
             resume_state.save(upload["upload_id"])
         return upload
 
-    def _send_chunks(self, path: str, upload: dict[str, Any], missing: list[int],
+    def _send_chunks(self, path: str, upload: dict[str, Any], missing: Sequence[int],
                      progress: Progress | None, size: int, note: Callable[[str], None]) -> None:
         chunk_size = upload["chunk_size"]
         lock, failed = threading.Lock(), threading.Event()

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -25,19 +24,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from uploader import units
 from uploader.client import DEFAULT_CHUNK_SIZE, UploadClient, UploadClientError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "KB": 1000, "M": 1 << 20, "MIB": 1 << 20,
-          "MB": 1000**2, "G": 1 << 30, "GIB": 1 << 30, "GB": 1000**3}
 
 
 def parse_size(text: str) -> int:
-    """``8388608``, ``8MiB``, ``512K`` -> bytes (argparse type)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8MiB, 1048576)")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+    """``8388608``, ``8MiB``, ``8M`` -> bytes (argparse type): the grammar of
+    config.yaml (:mod:`uploader.units`)."""
+    try:
+        return units.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ---- resume state --------------------------------------------------------------------

@@ -21,12 +21,13 @@ import tornado.httpserver
 from tornado import iostream
 
 from .config import Config
+from .errors import UploadError
 
 log = logging.getLogger("uploader.http")
 
-_REFUSAL_BODY = json.dumps({"error": {"code": "rate_limited",
-                                      "message": "too many open connections from this address"}},
-                           separators=(",", ":")).encode()
+_REFUSAL_BODY = json.dumps(
+    UploadError("rate_limited", "too many open connections from this address").to_json(),
+    separators=(",", ":")).encode()
 _REFUSAL = (b"HTTP/1.1 429 Too Many Requests\r\n"
             b"Content-Type: application/json; charset=utf-8\r\n"
             b"Retry-After: 1\r\nConnection: close\r\n"

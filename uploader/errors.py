@@ -1,31 +1,67 @@
-"""The one table of API errors (ARCHITECTURE.md section 2).
+"""The one table of API errors (the error table of the README).
 
 Every layer below the handlers raises :class:`UploadError` with a code from
 :data:`ERRORS`; the handlers turn it into ``{"error": {...}}`` with the status
-from the same table, so a code can never be answered with two statuses.
+and the ``retryable`` flag from the same table, so a code can never be answered
+with two statuses, and clients decide whether to retry from the answer itself
+instead of keeping their own list of codes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-ERRORS: dict[str, int] = {
-    "invalid_request": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "size_mismatch": 400,
-    "too_large": 413,
-    "checksum_mismatch": 422,
-    "incomplete": 409,
-    "conflict": 409,
-    "method_not_allowed": 405,
-    "range_not_satisfiable": 416,
-    "rate_limited": 429,
-    "insufficient_storage": 507,
-    "unavailable": 503,
-    "internal": 500,
+
+class ErrorKind(NamedTuple):
+    """One row of the table: the HTTP status, and whether the same request
+    may succeed later without change (clients retry those with backoff and
+    must not retry the others unchanged)."""
+
+    status: int
+    retryable: bool
+
+
+# Why each flag is what it is. A retryable answer means "the request was right,
+# the server could not take it now"; the others mean the request itself (or the
+# client's data) must change first, so repeating it would fail forever.
+ERRORS: dict[str, ErrorKind] = {
+    # Malformed JSON, a parameter out of range: the same bytes fail again.
+    "invalid_request": ErrorKind(400, False),
+    # A new token is needed first (the page asks for one, then repeats).
+    "unauthorized": ErrorKind(401, False),
+    # Unknown id or another owner's upload: it will not appear by waiting.
+    # The pre-create hook refused this upload: asking again gets the same no.
+    "forbidden": ErrorKind(403, False),
+    "not_found": ErrorKind(404, False),
+    # The body is shorter than the chunk: the client computed the wrong range.
+    "size_mismatch": ErrorKind(400, False),
+    # Over a configured limit: it stays over the limit.
+    "too_large": ErrorKind(413, False),
+    # The bytes differ from the MD5 the client computed of its own data: the
+    # file changed under the client (or its hashing is wrong). Re-sending the
+    # same request repeats the mismatch; the client must re-read and re-hash.
+    "checksum_mismatch": ErrorKind(422, False),
+    # The answer names the missing chunks: send those, then complete again.
+    "incomplete": ErrorKind(409, False),
+    # A merge is running or another request changed the upload meanwhile:
+    # wait, read the status, try again. (A conflict with an upload in a final
+    # state is not retryable: see UploadError.)
+    "conflict": ErrorKind(409, True),
+    "method_not_allowed": ErrorKind(405, False),
+    "range_not_satisfiable": ErrorKind(416, False),
+    # Over the request budget: the answer says when (Retry-After).
+    "rate_limited": ErrorKind(429, True),
+    # Disk or quota full: nothing acknowledged is lost and space may be freed.
+    "insufficient_storage": ErrorKind(507, True),
+    # Database, Redis or object store away, or the server is draining.
+    "unavailable": ErrorKind(503, True),
+    # A server fault: often passing (a restart, a lost connection); a client
+    # keeps retrying with backoff and reports it if it persists.
+    "internal": ErrorKind(500, True),
 }
+
+# Upload states no waiting can change: a conflict with one is final.
+FINAL_STATES = frozenset({"completed", "failed", "aborted"})
 
 # Tornado raises HTTPError with a bare status for its own refusals (unknown
 # route, body over max_body_size, ...); these map them back into the table.
@@ -48,13 +84,18 @@ class UploadError(Exception):
     """An expected failure with a code from :data:`ERRORS` and JSON details."""
 
     def __init__(self, code: str, message: str, *, retry_after: int | None = None,
-                 **details: Any) -> None:
+                 retryable: bool | None = None, **details: Any) -> None:
         if code not in ERRORS:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        # The table's flag unless the raiser knows better (a conflict with an
+        # upload that is completed, failed or aborted never passes by waiting).
+        if retryable is None:
+            retryable = ERRORS[code].retryable and details.get("status") not in FINAL_STATES
+        self.retryable = retryable
         # Seconds a client should wait before retrying (503, 429): sent as a
         # Retry-After header, not in the body.
         self.retry_after = retry_after
@@ -63,10 +104,21 @@ class UploadError(Exception):
 
     @property
     def status(self) -> int:
-        return ERRORS[self.code]
+        return ERRORS[self.code].status
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
+        return {"error": {"code": self.code, "message": self.message,
+                          "retryable": self.retryable, **self.details}}
+
+
+def with_retryable(error: dict[str, Any]) -> dict[str, Any]:
+    """A stored error object (an upload's failed merge, recorded before the
+    flag existed or by a caller that built the dict itself) completed with
+    its code's flag, so every error object on the wire carries one."""
+    if "retryable" in error:
+        return error
+    kind = ERRORS.get(str(error.get("code")))
+    return {**error, "retryable": bool(kind and kind.retryable)}
 
 
 class Unavailable(UploadError):

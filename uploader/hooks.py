@@ -28,9 +28,9 @@ from typing import Any, Mapping
 from tornado.httpclient import AsyncHTTPClient
 
 from .errors import UploadError, Unavailable
-from .events_config import HooksConfig
+from .config import HooksConfig
 from .metadata import check_metadata
-from .security_config import OWNER_RE
+from .config.validation import OWNER_RE
 
 log = logging.getLogger("uploader.hooks")
 MAX_MESSAGE = 500  # characters of a hook's message passed to the client

@@ -7,7 +7,7 @@ their counts). ``app.build_runtime`` makes one and hands it to the parts that
 count things.
 
 Label values are bounded: routes are URL patterns (``/upload/{id}/chunk``),
-never paths with ids; lock names are cut to their kind (``merge``).
+never paths with ids; lock names are cut to their kind (``upload``).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class TimedLocks:
 
     @asynccontextmanager
     async def _lock(self, name: str, *, ttl: float, wait: float | None) -> AsyncIterator[None]:
-        kind = name.split(":", 1)[0]  # "merge:<id>" -> "merge": bounded labels
+        kind = name.split(":", 1)[0]  # "upload:<id>" -> "upload": bounded labels
         start = time.monotonic()
         acquired = False
         try:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .errors import with_retryable
+
 IN_PROGRESS = "in_progress"
 MERGING = "merging"
 COMPLETED = "completed"
@@ -55,6 +57,9 @@ class Upload:
     storage_key: str | None = None
     # Sorted indices of the chunks recorded so far (filled by the store).
     received: list[int] = field(default_factory=list)
+    # The chunk records themselves, when a caller loaded them (a merge does:
+    # the storage checks what it folded ahead against them).
+    chunks: list[ChunkRecord] | None = None
     # Newest chunk arrival: activity that counts for expiry besides updated_at.
     last_chunk_at: datetime | None = None
     # Last merge failure, e.g. a whole-file checksum mismatch (JSON-able).
@@ -104,5 +109,5 @@ class Upload:
         if self.status == COMPLETED:
             doc["location"] = f"/files/{self.upload_id}"
         if self.error:
-            doc["error"] = self.error
+            doc["error"] = with_retryable(self.error)
         return doc

@@ -11,27 +11,21 @@ both pass the last free slot; the reserve absorbs that, and the hard limit
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 from .config import Config
 from .errors import UploadError
+from .storage.base import SpaceReporting
 from .store.base import MetadataStore
 
 
-@runtime_checkable
-class SpaceReporting(Protocol):
-    """Optional storage capability: free bytes where chunks are written.
-    Backends without a disk of their own (S3) do not implement it."""
-
-    async def free_bytes(self) -> int:
-        ...
-
-
 class QuotaGuard:
-    def __init__(self, config: Config, store: MetadataStore, storage: object) -> None:
+    """``space``: the storage's free-space report (``Features.space``), or
+    None for a backend without a disk of its own (S3)."""
+
+    def __init__(self, config: Config, store: MetadataStore,
+                 space: SpaceReporting | None) -> None:
         self.config = config
         self.store = store
-        self.space = storage if isinstance(storage, SpaceReporting) else None
+        self.space = space
 
     async def check_init(self, owner: str, size: int) -> None:
         quota = self.config.quota

@@ -16,16 +16,14 @@ from concurrent.futures import Executor
 from typing import Any
 
 from .errors import UploadError
-from .models import Upload
 from .storage.base import ChunkWriter
 
 
 class ChunkReceiver:
     def __init__(self, writer: ChunkWriter, executor: Executor, *, upload_id: str, index: int,
                  total_chunks: int, expected_size: int, expected_md5: str | None,
-                 max_buffered: int = 4 << 20, upload: Upload | None = None) -> None:
+                 max_buffered: int = 4 << 20) -> None:
         self.writer = writer
-        self.upload = upload  # immutable metadata, for the storage's chunk_stored
         self.executor = executor
         self.upload_id = upload_id
         self.index = index
@@ -144,7 +142,7 @@ class ChunkReceiver:
         return self.received, digest
 
     async def commit(self) -> None:
-        if self._state != "verified":
+        if self._state != "verified" or self._digest is None:
             raise RuntimeError(f"cannot commit a chunk that is {self._state}")
         try:
             await self.writer.commit(self._digest)

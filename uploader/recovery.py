@@ -26,18 +26,18 @@ log = logging.getLogger("uploader.recovery")
 
 
 async def publish_recorded_merges(service: "UploadService") -> int:
-    lister = getattr(service.storage, "staged_uploads", None)
-    if lister is None:  # a backend without staged files (S3 completes in place)
+    staged = service.features.staged
+    if staged is None:  # a backend without staged files (S3 completes in place)
         return 0
     published = 0
-    for upload_id, version in await lister():
+    for upload_id, version in await staged.staged_uploads():
         try:
             upload = await service.store.get_upload(upload_id, with_chunks=False)
             if (upload is None or upload.status != COMPLETED or not upload.storage_key
                     or upload.merge_version != version
                     or await service.storage.file_size(upload.storage_key) is not None):
                 continue
-            await service.republish(upload)
+            await service.merges.republish(upload)
             published += 1
             log.info("published the recorded merge of %s version %d", upload_id, version)
         except Exception:
@@ -49,8 +49,7 @@ async def return_interrupted_merges(service: "UploadService") -> int:
     returned = 0
     for upload in await service.store.find_by_status(MERGING):
         try:
-            async with service.locks.lock(f"merge:{upload.upload_id}",
-                                          ttl=service.config.locks.ttl, wait=0):
+            async with service.locks.upload(upload.upload_id, wait=0):
                 if await service.store.set_status(upload.upload_id, IN_PROGRESS, (MERGING,)):
                     returned += 1
         except LockTimeout:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from support import REPO_ROOT
 
 
 @pytest.mark.timeout(120)
 def test_bench_quick_prints_every_figure() -> None:
-    out = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, check=True,
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=REPO_ROOT, check=True,
                          capture_output=True, text=True, timeout=110).stdout
     figures = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     names = [f["name"] for f in figures]

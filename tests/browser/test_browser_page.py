@@ -8,6 +8,7 @@ requests go through Playwright routing, which can hold, fail or pass each one.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from typing import Any, Callable
@@ -15,7 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .conftest import CHUNK, Server
+from uploader.errors import ERRORS
+
+from .helpers import CHUNK, page_server
 
 pytestmark = pytest.mark.browser
 
@@ -34,9 +37,13 @@ def percent(done: int, total: int) -> str:
     return str(int(done / total * 100))
 
 
-def json_error(status: int, code: str, message: str, headers: dict | None = None) -> tuple:
-    import json
-    return (status, json.dumps({"error": {"code": code, "message": message}}), headers or {})
+def json_error(status: int, code: str, message: str, headers: dict | None = None,
+               retryable: bool | None = None) -> tuple:
+    """An error answer as the server words it: the flag from its table unless given."""
+    if retryable is None:
+        retryable = ERRORS[code].retryable
+    body = {"error": {"code": code, "message": message, "retryable": retryable}}
+    return (status, json.dumps(body), headers or {})
 
 
 class Chunks:
@@ -104,7 +111,7 @@ def upload_id_of(card: Any) -> str:
 
 
 def assert_stored(server: Any, upload_id: str, md5: str) -> dict:
-    code, up = server.status(upload_id)
+    code, up = server.json("GET", f"/upload/{upload_id}/status")
     assert code == 200 and up["status"] == "completed", up
     assert up["md5"] == md5
     assert server.download_md5(up["location"]) == md5
@@ -154,6 +161,7 @@ def test_upload_30mib_in_1mib_chunks_is_stored_intact(page, server, make_file, a
 def test_failed_chunk_requests_are_retried(page, server, make_file):
     f = make_file("flaky-network.bin", 12 * CHUNK + 12345)
     first_failures = {
+        0: (502, "<html>Bad Gateway</html>", {}),                     # a proxy, server away
         2: "abort",                                                   # network error
         5: json_error(500, "internal", "boom"),
         7: json_error(503, "unavailable", "database away", {"Retry-After": "1"}),
@@ -202,7 +210,7 @@ def test_reload_mid_upload_then_same_file_sends_only_missing_chunks(page, server
     card = card_for(page, f.path.name)
     expect(card.locator(".bar")).to_have_attribute("aria-valuenow", percent(10, 30))
     upload_id = upload_id_of(card)
-    code, before = server.status(upload_id)
+    code, before = server.json("GET", f"/upload/{upload_id}/status")
     assert code == 200 and before["received"] == list(range(10))
 
     chunks.reset()
@@ -239,7 +247,7 @@ def test_pause_and_resume_from_the_keyboard(page, server, make_file):
     expect(card.locator(".badge")).to_have_text("Paused")
     resume = card.get_by_role("button", name=f"Resume {f.path.name}")
     expect(resume).to_be_focused()   # focus followed the swapped button
-    code, paused = server.status(upload_id)
+    code, paused = server.json("GET", f"/upload/{upload_id}/status")
     assert paused["received"] == list(range(8))
 
     chunks.reset()
@@ -264,7 +272,7 @@ def test_cancel_deletes_the_upload(page, server, make_file):
         card.get_by_role("button", name=f"Cancel {f.path.name}").click()
     assert deleted.value.status == 204
     expect(card).to_have_attribute("data-state", "cancelled")
-    code, body = server.status(upload_id)
+    code, body = server.json("GET", f"/upload/{upload_id}/status")
     assert code == 404 and body["error"]["code"] == "not_found"
     assert page.evaluate(records) == []
 
@@ -316,10 +324,7 @@ def test_server_restart_mid_upload_is_ridden_out(open_page, make_file, tmp_path,
     chunk PUTs fail as network errors, the card says it is retrying (with
     backoff), and once the server answers again the page asks for the status
     and sends only what is missing."""
-    srv = Server(tmp_path / "own-server")
-    (tmp_path / "own-server").mkdir()
-    srv.start()
-    try:
+    with page_server(tmp_path / "own-server") as srv:
         page = open_page(srv)
         f = make_file("survives-a-restart.bin", 16 * CHUNK)
         chunks = Chunks(page, lambda uid, i, n: "hold" if i >= 6 else "continue")
@@ -340,8 +345,6 @@ def test_server_restart_mid_upload_is_ridden_out(open_page, make_file, tmp_path,
         after = [i for uid, i, _, _ in chunks.sent[sent_before:] if uid == upload_id]
         assert after and min(after) >= 6, after   # nothing the server had was sent again
         assert_stored(srv, upload_id, f.md5)
-    finally:
-        srv.stop()
 
 
 def test_access_token_is_asked_once_kept_and_asked_again_after_401(page, server, make_file):
@@ -364,7 +367,7 @@ def test_access_token_is_asked_once_kept_and_asked_again_after_401(page, server,
             status, body, headers = json_error(401, "unauthorized", "token missing or wrong")
             route.fulfill(status=status, body=body, content_type="application/json")
 
-    page.route(server.base + "/", page_says_auth_required)
+    page.route(server.url + "/", page_says_auth_required)
     page.route(re.compile(r"/uploads?(/|\?|$)"), require_token)
     page.reload()
     dialog = page.get_by_role("dialog", name="Access token")

@@ -1,72 +1,29 @@
-"""Fixtures for the client tests: a real server process, random files, proxies."""
+"""Fixtures for the client tests: a real server process, proxies, clients."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from typing import Callable, Iterator
 
 import pytest
 
-from client.support import ROOT, ChunkProxy
+from support import ServerProcess
 from uploader.client import UploadClient
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .proxy import ChunkProxy
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m uploader serve`` on a free port with its own data folder; the
-    base URL once /healthz answers 200. Always terminated in teardown.
-    UPLOADER_TEST_SERVER_URL=http://host:port runs the tests against a server
-    that is already running instead (its port must be on 127.0.0.1 for the proxy)."""
+    """``uploader serve`` with its own data folder, shared by the module's
+    tests; its base URL. UPLOADER_TEST_SERVER_URL=http://host:port runs the
+    tests against a server that is already running instead (its port must be
+    on 127.0.0.1 for the proxy)."""
     if os.environ.get("UPLOADER_TEST_SERVER_URL"):
         yield os.environ["UPLOADER_TEST_SERVER_URL"].rstrip("/")
         return
-    if not (ROOT / "uploader" / "app.py").exists():
-        pytest.skip("the server (uploader/app.py) is not in this tree yet")
-    data = tmp_path_factory.mktemp("server-data")
-    port = _free_port()
-    env = {**os.environ, "UPLOADER_STORAGE_DATA_DIR": str(data),
-           "UPLOADER_EXPIRY_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
-    log = open(data / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # Readiness poll, bounded: the process has no other way to say it listens.
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: "
-                                   f"{(data / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not healthy within 30 s")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with ServerProcess(tmp_path_factory.mktemp("server")) as process:
+        yield process.url
 
 
 @pytest.fixture

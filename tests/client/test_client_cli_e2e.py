@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from client.support import ROOT, ChunkProxy, file_md5, write_random
+from support import REPO_ROOT, MiB, file_md5, write_random
 from uploader.client import UploadClient
 
-MiB = 1 << 20
+from .proxy import ChunkProxy
+
 CLI = [sys.executable, "-c", "import sys; from uploader.client_cli import main; sys.exit(main())"]
 
 
@@ -35,7 +36,7 @@ def test_cli_killed_midway_resumes_and_sends_only_missing_chunks(
     # (The proxy only decides *when*; the upload id has to be fixed by then,
     # which is the point: the state file must already hold it.)
     proxy1 = make_proxy(admit_puts=3)
-    run1 = subprocess.Popen(CLI + args + ["--url", proxy1.url], cwd=ROOT, env=_env(tmp_path),
+    run1 = subprocess.Popen(CLI + args + ["--url", proxy1.url], cwd=REPO_ROOT, env=_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         proxy1.wait_for(lambda: len(proxy1.puts("200")) == 3 and bool(proxy1.puts("stalled")))
@@ -60,11 +61,11 @@ def test_cli_killed_midway_resumes_and_sends_only_missing_chunks(
     with proxy1.cond:
         proxy1.admit_puts = None
         first_new = len(proxy1.log)
-    run2 = subprocess.run(CLI + args + ["--url", proxy1.url], cwd=ROOT, env=_env(tmp_path),
+    run2 = subprocess.run(CLI + args + ["--url", proxy1.url], cwd=REPO_ROOT, env=_env(tmp_path),
                           capture_output=True, text=True, timeout=120)
     assert run2.returncode == 0, run2.stderr
     assert f"resuming upload {upload_id}" in run2.stderr
-    assert f"3/8 chunks on the server, sending 5" in run2.stderr
+    assert "3/8 chunks on the server, sending 5" in run2.stderr
 
     with proxy1.cond:
         second = [e for e in proxy1.log[first_new:] if e.chunk_index is not None]
@@ -80,7 +81,7 @@ def test_cli_killed_midway_resumes_and_sends_only_missing_chunks(
     # And the CLI's download gives the same bytes back.
     dest = tmp_path / "copy.bin"
     run3 = subprocess.run(CLI + ["download", upload_id, "--url", server, "-o", str(dest), "-q"],
-                          cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=_env(tmp_path), capture_output=True, text=True,
                           timeout=120)
     assert run3.returncode == 0, run3.stderr
     assert file_md5(dest) == md5
@@ -89,22 +90,22 @@ def test_cli_killed_midway_resumes_and_sends_only_missing_chunks(
 def test_cli_status_and_failures(server: str, tmp_path: Path) -> None:
     src = tmp_path / "small.bin"
     write_random(src, 100_000)
-    ok = subprocess.run(CLI + ["upload", str(src), "--url", server], cwd=ROOT,
+    ok = subprocess.run(CLI + ["upload", str(src), "--url", server], cwd=REPO_ROOT,
                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     upload_id = ok.stdout.split("\t")[1]
 
-    st = subprocess.run(CLI + ["status", upload_id, "--url", server], cwd=ROOT,
+    st = subprocess.run(CLI + ["status", upload_id, "--url", server], cwd=REPO_ROOT,
                         env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert st.returncode == 0 and json.loads(st.stdout)["status"] == "completed"
 
-    unknown = subprocess.run(CLI + ["status", "0" * 32, "--url", server], cwd=ROOT,
+    unknown = subprocess.run(CLI + ["status", "0" * 32, "--url", server], cwd=REPO_ROOT,
                              env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and "not_found" in unknown.stderr
 
     # One bad file among good ones: the others still upload, the exit code says 1.
     mixed = subprocess.run(CLI + ["upload", str(tmp_path / "missing"), str(src), "--url", server,
-                                  "-q"], cwd=ROOT, env=_env(tmp_path), capture_output=True,
+                                  "-q"], cwd=REPO_ROOT, env=_env(tmp_path), capture_output=True,
                            text=True, timeout=120)
     assert mixed.returncode == 1
     assert "missing" in mixed.stderr and mixed.stdout.count("\t") == 3

@@ -8,10 +8,10 @@ from typing import Callable
 
 import pytest
 
-from client.support import ChunkProxy, file_md5, write_random
+from support import MiB, file_md5, write_random
 from uploader.client import UploadClient, UploadClientError
 
-MiB = 1 << 20
+from .proxy import ChunkProxy
 
 
 class IdBox:

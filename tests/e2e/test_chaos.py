@@ -17,8 +17,6 @@ import http.client
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,9 +24,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from support import ServerProcess
 from uploader.store.mysql import parse_dsn
 
-from .conftest import REDIS_URL, Cluster, Instance, dsn_via
+from .helpers import REDIS_URL, Cluster, dsn_via
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +54,7 @@ class ChaosClient:
     """A client that retries on any failure against any live instance, and
     now and then hangs up in the middle of a chunk body."""
 
-    def __init__(self, instances: list[Instance], rng: random.Random, deadline: float) -> None:
+    def __init__(self, instances: list[ServerProcess], rng: random.Random, deadline: float) -> None:
         self.instances, self.rng, self.deadline = instances, rng, deadline
         self.dropped = 0
 
@@ -128,17 +127,15 @@ class ChaosClient:
         job.outcome = "gave up"
 
 
-def run_driver(cluster: Cluster, instances: list[Instance], proxies: dict[str, TcpProxy],
-               rng: random.Random, done: threading.Event, injected: Counter,
-               overrides: dict[str, str]) -> None:
+def run_driver(instances: list[ServerProcess], proxies: dict[str, TcpProxy],
+               rng: random.Random, done: threading.Event, injected: Counter) -> None:
     while not done.wait(rng.uniform(0.4, 1.2)):
         action = rng.choice(["kill", "kill", "database", "redis"])
         if action == "kill":
             victim = rng.choice(instances)
-            victim.proc.kill()
-            victim.proc.wait(15)
+            victim.kill()
             injected["instance killed and restarted"] += 1
-            cluster.restart(victim, **overrides)
+            victim.start()
         else:
             proxy = proxies[action]
             proxy.cut()
@@ -155,12 +152,12 @@ def test_chaos(cluster: Cluster, seed: int) -> None:
     redis_port, _, redis_db = rest.partition("/")
     proxies = {"database": TcpProxy(db["host"], db["port"]),
                "redis": TcpProxy(host, int(redis_port))}
-    overrides = {"UPLOADER_STORE_MYSQL_DSN": dsn_via(cluster.dsn, proxies["database"].port),
-                 "UPLOADER_LOCKS_REDIS_URL": f"redis://127.0.0.1:{proxies['redis'].port}/{redis_db}",
-                 "UPLOADER_LOCKS_TTL": "3", "UPLOADER_EXPIRY_ENABLED": "false"}
+    overrides = {"store.mysql_dsn": dsn_via(cluster.dsn, proxies["database"].port),
+                 "locks.redis_url": f"redis://127.0.0.1:{proxies['redis'].port}/{redis_db}",
+                 "locks.ttl": 3, "expiry.enabled": False}
     started = time.monotonic()
     try:
-        instances = cluster.start(3, **overrides)
+        instances = cluster.start(3, overrides)
         jobs = [Job(n, rng.randbytes(rng.choice([0, 1, 3, 40, 200, 700, 1500]) * 1024
                                      + rng.randrange(1024)),
                     rng.choice([4096, 16384, 65536])) for n in range(UPLOADS)]
@@ -168,8 +165,8 @@ def test_chaos(cluster: Cluster, seed: int) -> None:
         clients = [ChaosClient(instances, random.Random(rng.random()), deadline)
                    for _ in range(6)]
         done, injected = threading.Event(), Counter()
-        driver = threading.Thread(target=run_driver, args=(cluster, instances, proxies, rng,
-                                                           done, injected, overrides))
+        driver = threading.Thread(target=run_driver, args=(instances, proxies, rng, done,
+                                                           injected))
         driver.start()
         workers = [threading.Thread(target=lambda c=c, k=k: [c.run(j) for j in jobs[k::6]])
                    for k, c in enumerate(clients)]
@@ -182,8 +179,8 @@ def test_chaos(cluster: Cluster, seed: int) -> None:
         for proxy in proxies.values():
             proxy.restore()
         for instance in instances:
-            if instance.proc.poll() is not None:
-                cluster.restart(instance, **overrides)
+            if not instance.running:
+                instance.start()
 
         outcomes = Counter(job.outcome.split(":")[0] for job in jobs)
         assert outcomes["gave up"] == 0 and outcomes["pending"] == 0, \
@@ -191,9 +188,7 @@ def test_chaos(cluster: Cluster, seed: int) -> None:
         # The crash leftovers (.part files of killed writers, merges recorded
         # but not yet renamed into place) are the sweep's job: run it by hand,
         # as an operator would, with nothing in flight.
-        env = cluster.env(**{**overrides, "UPLOADER_STORAGE_STALE_PART_AGE": "0"})
-        sweep = subprocess.run([sys.executable, "-m", "uploader", "cleanup"], env=env,
-                               cwd=cluster.tmp, capture_output=True, text=True, timeout=120)
+        sweep = cluster.run("cleanup", settings={**overrides, "storage.stale_part_age": 0})
         assert sweep.returncode == 0, sweep.stderr
         verified = 0
         for job in jobs:

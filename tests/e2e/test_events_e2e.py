@@ -21,19 +21,19 @@ import pymysql
 import pytest
 import redis
 
+from support import KiB, ServerProcess, free_port, wait_until
 from uploader.store.mysql import parse_dsn
 
-from .conftest import REDIS_URL, Cluster, Instance, free_port, wait_until
+from .helpers import REDIS_URL, Cluster
 
 pytestmark = pytest.mark.e2e
-KiB = 1 << 10
 
 
 def stream_docs(client: redis.Redis, key: str) -> list[dict[str, Any]]:
     return [json.loads(fields[b"event"]) for _, fields in client.xrange(key)]
 
 
-def upload_file(instance: Instance, data: bytes, chunk_size: int) -> str:
+def upload_file(instance: ServerProcess, data: bytes, chunk_size: int) -> str:
     up = instance.init(len(data), chunk_size)
     for index in range(0, (len(data) + chunk_size - 1) // chunk_size):
         code, doc = instance.put_chunk(up["upload_id"], index,
@@ -51,12 +51,11 @@ def test_sigkill_between_commit_and_delivery(cluster: Cluster, redis_client: red
                                              stream: str) -> None:
     # The stream's Redis is unreachable at first: events stay in the outbox.
     dead = f"redis://127.0.0.1:{free_port()}/13"
-    settings = {"UPLOADER_EVENTS_STREAM": stream, "UPLOADER_EVENTS_CLAIM_TTL": "2",
-                "UPLOADER_EVENTS_POLL_INTERVAL": "0.1"}
-    [server] = cluster.start(1, UPLOADER_EVENTS_REDIS_URL=dead, **settings)
+    settings = {"events.stream": stream, "events.claim_ttl": 2, "events.poll_interval": 0.1}
+    [server] = cluster.start(1, {"events.redis_url": dead, **settings})
     data = os.urandom(20 * KiB)
     uid = upload_file(server, data, 8 * KiB)
-    code, done, _ = server.json("POST", f"/upload/{uid}/complete",
+    code, done = server.json("POST", f"/upload/{uid}/complete",
                                 {"md5": hashlib.md5(data).hexdigest()})
     assert code == 200, done
     rows = cluster.sql("SELECT type, dispatched_at FROM events WHERE upload_id = %s "
@@ -74,15 +73,14 @@ def test_sigkill_between_commit_and_delivery(cluster: Cluster, redis_client: red
             cur.execute("LOCK TABLES events WRITE")
         answered: list[Any] = []
         deleting = threading.Thread(
-            target=lambda: answered.append(_try(lambda: server.request(
+            target=lambda: answered.append(_try(lambda: server.call(
                 "DELETE", f"/upload/{uid}", timeout=60))), daemon=True)
         deleting.start()
         wait_until(lambda: cluster.sql(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-            "WHERE INFO LIKE 'INSERT INTO events%%'")[0][0] >= 1, 30,
+            "WHERE INFO LIKE 'INSERT INTO events%%'")[0][0] >= 1,
             "the delete's event insert to wait for the lock")
-        server.proc.kill()  # SIGKILL: no cleanup, the transaction dies with the session
-        server.proc.wait(15)
+        server.kill()  # SIGKILL: no cleanup, the transaction dies with the session
         deleting.join(60)
         assert answered and isinstance(answered[0], Exception)  # never answered 204
         with blocker.cursor() as cur:
@@ -91,12 +89,13 @@ def test_sigkill_between_commit_and_delivery(cluster: Cluster, redis_client: red
         blocker.close()
     wait_until(lambda: cluster.sql(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-        "WHERE INFO LIKE 'INSERT INTO events%%'")[0][0] == 0, 30, "the cut session to end")
+        "WHERE INFO LIKE 'INSERT INTO events%%'")[0][0] == 0, "the cut session to end")
     assert cluster.sql("SELECT status FROM uploads WHERE upload_id = %s", (uid,)) == \
         [("completed",)]  # rolled back
 
-    cluster.restart(server, UPLOADER_EVENTS_REDIS_URL=REDIS_URL, **settings)
-    docs = wait_until(lambda: len(d := stream_docs(redis_client, stream)) >= 2 and d, 30,
+    server.settings["events.redis_url"] = REDIS_URL
+    server.start()
+    docs = wait_until(lambda: len(d := stream_docs(redis_client, stream)) >= 2 and d,
                       "the events on the stream after the restart")
     assert [d["type"] for d in docs] == ["upload.created", "upload.completed"]
     ids = [r[0] for r in cluster.sql("SELECT event_id FROM events WHERE upload_id = %s "
@@ -104,10 +103,10 @@ def test_sigkill_between_commit_and_delivery(cluster: Cluster, redis_client: red
     assert [d["id"] for d in docs] == ids
     assert docs[1]["data"]["upload"]["status"] == "completed"
     wait_until(lambda: cluster.sql("SELECT COUNT(*) FROM events WHERE dispatched_at IS NULL")
-               == [(0,)], 30, "the outbox to be recorded empty")
+               == [(0,)], "the outbox to be recorded empty")
     # The rolled-back delete left no event anywhere, and the file is intact.
     assert "upload.deleted" not in [r[0] for r in cluster.sql("SELECT type FROM events")]
-    assert server.download_md5(uid) == hashlib.md5(data).hexdigest()
+    assert server.download_md5(f"/files/{uid}") == hashlib.md5(data).hexdigest()
 
 
 def _try(call: Any) -> Any:
@@ -119,16 +118,15 @@ def _try(call: Any) -> Any:
 
 def test_three_instances_twenty_uploads(cluster: Cluster, redis_client: redis.Redis,
                                         stream: str) -> None:
-    instances = cluster.start(3, UPLOADER_EVENTS_REDIS_URL=REDIS_URL,
-                              UPLOADER_EVENTS_STREAM=stream,
-                              UPLOADER_EVENTS_POLL_INTERVAL="0.2")
+    instances = cluster.start(3, {"events.redis_url": REDIS_URL, "events.stream": stream,
+                                  "events.poll_interval": 0.2})
     files = [os.urandom(24 * KiB + i) for i in range(20)]
 
     def one(i: int) -> str:
         # Chunks and complete spread over the instances.
         owner = instances[i % 3]
         uid = upload_file(owner, files[i], 8 * KiB)
-        code, doc, _ = instances[(i + 1) % 3].json(
+        code, doc = instances[(i + 1) % 3].json(
             "POST", f"/upload/{uid}/complete", {"md5": hashlib.md5(files[i]).hexdigest()})
         assert code in (200, 202), doc
         return uid
@@ -141,9 +139,10 @@ def test_three_instances_twenty_uploads(cluster: Cluster, redis_client: redis.Re
         lambda: (seen := {d["data"]["upload"]["upload_id"] for d in
                           stream_docs(redis_client, stream)
                           if d["type"] == "upload.completed"}) >= set(ids) and seen,
-        60, "upload.completed of every upload on the stream")
+        "upload.completed of every upload on the stream", 60)
     assert completed == set(ids)
     for i, uid in enumerate(ids):
-        merges = sum(inst.count(rf"merge started {uid} ") for inst in instances)
+        merges = sum(inst.count_log(rf"merge started {uid} ") for inst in instances)
         assert merges == 1, (uid, merges)
-        assert instances[2 - i % 3].download_md5(uid) == hashlib.md5(files[i]).hexdigest()
+        assert instances[2 - i % 3].download_md5(f"/files/{uid}") == \
+            hashlib.md5(files[i]).hexdigest()

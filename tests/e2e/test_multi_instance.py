@@ -12,17 +12,17 @@ from datetime import datetime
 
 import pytest
 
-from .conftest import Cluster, Instance, file_md5
+from support import MiB, ServerProcess, file_md5
+from uploader.store.schema import MYSQL_STEPS
+
+from .helpers import Cluster
 
 pytestmark = pytest.mark.e2e
-
-MiB = 1 << 20
-from uploader.store.schema import MYSQL_STEPS
 
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 
-def log_time(instance: Instance, pattern: str) -> datetime:
+def log_time(instance: ServerProcess, pattern: str) -> datetime:
     match = instance.wait_log(r"(\S+ \S+) INFO \S+ " + pattern)
     return datetime.strptime(match.group(1) + "000", LOG_TIME)
 
@@ -36,7 +36,7 @@ def test_three_instances_start_at_once_on_a_fresh_database(cluster: Cluster) -> 
     for instance in instances:
         up = instance.init(5, 4096)
         assert up["status"] == "in_progress"
-        assert "Traceback" not in instance.log()
+        assert "Traceback" not in instance.logs()
 
 
 def test_round_robin_chunks_and_simultaneous_complete_merge_once(cluster: Cluster) -> None:
@@ -63,10 +63,10 @@ def test_round_robin_chunks_and_simultaneous_complete_merge_once(cluster: Cluste
     barrier = threading.Barrier(3)
     answers: list[tuple[str, int, dict, float]] = []
 
-    def complete(instance: Instance) -> None:
+    def complete(instance: ServerProcess) -> None:
         barrier.wait()
         t0 = time.monotonic()
-        code, doc, _ = instance.complete(uid)
+        code, doc = instance.complete(uid)
         answers.append((instance.name, code, doc, time.monotonic() - t0))
 
     threads = [threading.Thread(target=complete, args=(i,)) for i in instances]
@@ -81,8 +81,8 @@ def test_round_robin_chunks_and_simultaneous_complete_merge_once(cluster: Cluste
             doc = next(i for i in instances if i.name == name).wait_status(uid, "completed")
         assert doc["status"] == "completed" and doc["md5"] == data_md5, (name, doc)
 
-    merges = sum(i.count(rf"merge started {uid} version \d+") for i in instances)
-    [merger] = [i for i in instances if i.count(rf"merge started {uid}")]
+    merges = sum(i.count_log(rf"merge started {uid} version \d+") for i in instances)
+    [merger] = [i for i in instances if i.count_log(rf"merge started {uid}")]
     merge_seconds = (log_time(merger, f"merge finished {uid}")
                      - log_time(merger, f"merge started {uid}")).total_seconds()
     assert merges == 1
@@ -90,7 +90,7 @@ def test_round_robin_chunks_and_simultaneous_complete_merge_once(cluster: Cluste
     assert file_md5(cluster.stored_file(uid)) == data_md5
     for instance in instances:
         assert instance.status(uid)["status"] == "completed"
-        assert instance.download_md5(uid) == data_md5
+        assert instance.download_md5(f"/files/{uid}") == data_md5
     assert cluster.part_files() == []
     assert not (cluster.data_dir / "tmp" / uid).exists()
     print(f"\n[multi-instance] {size / MiB:.1f} MiB in {len(chunks)} chunks round-robin over "

@@ -14,16 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
 from typing import Iterator
 
 import pytest
 
+from support import Response, ServerProcess, wait_until
 from uploader.store.mysql import parse_dsn
 
-from .conftest import REDIS_URL, Cluster, Instance, dsn_via
+from .helpers import REDIS_URL, Cluster, dsn_via
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -39,16 +38,15 @@ def proxies() -> Iterator[list[TcpProxy]]:
         proxy.close()
 
 
-def assert_unavailable(answer: tuple[int, object, dict[str, str]]) -> None:
-    code, doc, headers = answer
-    assert code == 503, doc
-    assert doc["error"]["code"] == "unavailable", doc  # type: ignore[index]
-    assert int(headers["retry-after"]) >= 1
+def assert_unavailable(resp: Response) -> None:
+    doc = json.loads(resp.body)
+    assert resp.code == 503, doc
+    assert doc["error"]["code"] == "unavailable", doc
+    assert int(resp.headers["Retry-After"]) >= 1
 
 
-def put(instance: Instance, uid: str, index: int, data: bytes) -> tuple[int, object, dict]:
-    code, headers, raw = instance.request("PUT", f"/upload/{uid}/chunk?index={index}", data)
-    return code, json.loads(raw), headers
+def put(instance: ServerProcess, uid: str, index: int, data: bytes) -> Response:
+    return instance.call("PUT", f"/upload/{uid}/chunk?index={index}", raw=data)
 
 
 def test_database_outage_is_503_then_recovers(cluster: Cluster,
@@ -56,7 +54,7 @@ def test_database_outage_is_503_then_recovers(cluster: Cluster,
     target = parse_dsn(cluster.dsn)
     proxy = TcpProxy(target["host"], target["port"])
     proxies.append(proxy)
-    [server] = cluster.start(1, UPLOADER_STORE_MYSQL_DSN=dsn_via(cluster.dsn, proxy.port))
+    [server] = cluster.start(1, {"store.mysql_dsn": dsn_via(cluster.dsn, proxy.port)})
     parts = [os.urandom(CHUNK) for _ in range(4)]
     data_md5 = hashlib.md5(b"".join(parts)).hexdigest()
     uid = server.init(4 * CHUNK, CHUNK)["upload_id"]
@@ -64,24 +62,24 @@ def test_database_outage_is_503_then_recovers(cluster: Cluster,
         assert server.put_chunk(uid, index, parts[index])[0] == 200
 
     proxy.cut()
-    assert_unavailable(server.json("GET", f"/upload/{uid}/status"))
+    assert_unavailable(server.call("GET", f"/upload/{uid}/status"))
     assert_unavailable(put(server, uid, 2, parts[2]))
-    assert_unavailable(server.json("POST", "/upload/init",
+    assert_unavailable(server.call("POST", "/upload/init",
                                    {"filename": "x", "size": 1, "chunk_size": CHUNK}))
-    assert_unavailable(server.complete(uid))
-    assert_unavailable(server.json("GET", "/uploads"))
-    assert server.proc.poll() is None
-    assert "Traceback" not in server.log()
+    assert_unavailable(server.call("POST", f"/upload/{uid}/complete"))
+    assert_unavailable(server.call("GET", "/uploads"))
+    assert server.running
+    assert "Traceback" not in server.logs()
 
     proxy.restore()  # no restart: the pool makes new connections by itself
     assert server.status(uid)["received"] == [0, 1]
     for index in (2, 3):
         code, doc = server.put_chunk(uid, index, parts[index])
         assert code == 200, doc
-    code, doc, _ = server.complete(uid)
+    code, doc = server.complete(uid)
     assert code == 200 and doc["md5"] == data_md5, doc
-    assert server.download_md5(uid) == data_md5
-    assert "Traceback" not in server.log()
+    assert server.download_md5(f"/files/{uid}") == data_md5
+    assert "Traceback" not in server.logs()
 
 
 def test_redis_outage_refuses_complete_then_merges(cluster: Cluster,
@@ -90,8 +88,7 @@ def test_redis_outage_refuses_complete_then_merges(cluster: Cluster,
     port, _, db = rest.partition("/")
     proxy = TcpProxy(host, int(port))
     proxies.append(proxy)
-    [server] = cluster.start(
-        1, UPLOADER_LOCKS_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/{db}")
+    [server] = cluster.start(1, {"locks.redis_url": f"redis://127.0.0.1:{proxy.port}/{db}"})
     parts = [os.urandom(CHUNK) for _ in range(3)]
     data_md5 = hashlib.md5(b"".join(parts)).hexdigest()
     full = server.init(3 * CHUNK, CHUNK)["upload_id"]  # every chunk in: ready to complete
@@ -102,29 +99,29 @@ def test_redis_outage_refuses_complete_then_merges(cluster: Cluster,
             assert server.put_chunk(partial, index, parts[index])[0] == 200
 
     proxy.cut()  # the chunk PUTs above left an established Redis connection to break
-    assert_unavailable(server.complete(full))
-    assert_unavailable(server.complete(full))
+    assert_unavailable(server.call("POST", f"/upload/{full}/complete"))
+    assert_unavailable(server.call("POST", f"/upload/{full}/complete"))
     # Never merged without the lock: no merge began, nothing was fenced.
-    assert server.count(f"merge started {full}") == 0
+    assert server.count_log(f"merge started {full}") == 0
     assert cluster.merge_version(full) == 0
     # A chunk is put in place under the upload's lock (so it cannot change
     # under a merge): without Redis it is refused too, and leaves nothing.
     assert_unavailable(put(server, partial, 2, parts[2]))
     assert not (cluster.data_dir / "tmp" / partial / "chunk_2").exists()
     assert server.status(full)["status"] == "in_progress"  # reads need only the database
-    assert server.proc.poll() is None and "Traceback" not in server.log()
+    assert server.running and "Traceback" not in server.logs()
 
     proxy.restore()
-    code, doc, _ = server.complete(full)
+    code, doc = server.complete(full)
     assert code == 200 and doc["status"] == "completed" and doc["md5"] == data_md5, doc
-    assert server.count(f"merge started {full} version 1") == 1
-    assert server.download_md5(full) == data_md5
+    assert server.count_log(f"merge started {full} version 1") == 1
+    assert server.download_md5(f"/files/{full}") == data_md5
     code, doc = server.put_chunk(partial, 2, parts[2])
     assert code == 200, doc
-    code, doc, _ = server.complete(partial)
+    code, doc = server.complete(partial)
     assert code == 200 and doc["md5"] == data_md5, doc
     assert cluster.part_files() == []
-    assert "Traceback" not in server.log()
+    assert "Traceback" not in server.logs()
 
 
 def test_server_started_during_a_database_outage_comes_up_when_it_returns(
@@ -136,17 +133,15 @@ def test_server_started_during_a_database_outage_comes_up_when_it_returns(
     log_path = cluster.tmp / f"instance{len(cluster.instances) + 1}.log"
 
     def restore_once_waiting() -> None:
-        for _ in range(600):  # bounded: until the server says it waits
-            if log_path.exists() and "waiting for the database" in log_path.read_text():
-                proxy.restore()
-                return
-            threading.Event().wait(0.05)
+        wait_until(lambda: log_path.exists() and "waiting for the database" in log_path.read_text(),
+                   "the server to say it waits for the database")
+        proxy.restore()
 
     restorer = threading.Thread(target=restore_once_waiting)
     restorer.start()
-    [server] = cluster.start(1, UPLOADER_STORE_MYSQL_DSN=dsn_via(cluster.dsn, proxy.port))
+    [server] = cluster.start(1, {"store.mysql_dsn": dsn_via(cluster.dsn, proxy.port)})
     restorer.join(30)
-    assert "waiting for the database" in server.log()
+    assert "waiting for the database" in server.logs()
     uid = server.init(CHUNK, CHUNK)["upload_id"]
     assert server.put_chunk(uid, 0, os.urandom(CHUNK))[0] == 200
 
@@ -158,14 +153,12 @@ def test_cleanup_during_a_database_outage_says_so(cluster: Cluster,
     proxies.append(proxy)
     cluster.start(1)  # creates the schema
     proxy.cut()
-    env = cluster.env(UPLOADER_STORE_MYSQL_DSN=dsn_via(cluster.dsn, proxy.port))
-    run = subprocess.run([sys.executable, "-m", "uploader", "cleanup"], env=env,
-                         cwd=cluster.tmp, capture_output=True, text=True, timeout=120)
+    via_proxy = {"store.mysql_dsn": dsn_via(cluster.dsn, proxy.port)}
+    run = cluster.run("cleanup", settings=via_proxy)
     assert run.returncode == 1
     assert "unavailable: database unavailable" in run.stderr
     assert "Traceback" not in run.stderr
     proxy.restore()
-    run = subprocess.run([sys.executable, "-m", "uploader", "cleanup"], env=env,
-                         cwd=cluster.tmp, capture_output=True, text=True, timeout=120)
+    run = cluster.run("cleanup", settings=via_proxy)
     assert run.returncode == 0, run.stderr
     assert "expired 0 uploads" in run.stdout

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from .conftest import Cluster, file_md5, wait_until
+from support import MiB, file_md5, wait_until
+
+from .helpers import Cluster
 
 pytestmark = pytest.mark.e2e
 
-MiB = 1 << 20
 # Big enough that the merge (MD5 + copy + fsync) lasts well beyond the time the
 # test needs to see "merge started" in the log and stop the process.
 CHUNK, CHUNKS = 16 * MiB, 16
@@ -39,8 +39,8 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
                                      tmp_path: Path) -> None:
     # fsync on: the merge includes flushing the file, which keeps it long
     # enough to be caught; merge.wait_seconds 0: complete answers 202 at once.
-    a, b = cluster.start(2, UPLOADER_LOCKS_TTL=str(LOCK_TTL), UPLOADER_STORAGE_FSYNC="true",
-                         UPLOADER_MERGE_WAIT_SECONDS="0")
+    a, b = cluster.start(2, {"locks.ttl": LOCK_TTL, "storage.fsync": True,
+                             "merge.wait_seconds": 0})
     source = tmp_path / "source.bin"
     data_md5, size = generate(source)
     uid = a.init(size, CHUNK, md5=data_md5)["upload_id"]
@@ -49,22 +49,22 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
             code, doc = (a, b)[index % 2].put_chunk(uid, index, f.read(CHUNK))
             assert code == 200, doc
 
-    code, doc, _ = a.complete(uid)
+    code, doc = a.complete(uid)
     assert code == 202 and doc["status"] == "merging", doc
     a.wait_log(rf"merge started {uid} version 1")
-    a.proc.send_signal(signal.SIGSTOP)
+    a.pause()
     stopped = time.monotonic()
     # Caught mid-merge? If not, the file is too small for this machine's disk.
     status = b.status(uid)
-    assert status["status"] == "merging" and a.count(f"merge finished {uid}") == 0, \
+    assert status["status"] == "merging" and a.count_log(f"merge finished {uid}") == 0, \
         "the merge finished before SIGSTOP landed: make the test file bigger"
 
-    lock_key = f"{cluster.redis_prefix}merge:{uid}"
-    wait_until(lambda: not redis_client.exists(lock_key), 10 * LOCK_TTL,
-               "the frozen merger's lock to expire")
+    lock_key = f"{cluster.redis_prefix}upload:{uid}"
+    wait_until(lambda: not redis_client.exists(lock_key), "the frozen merger's lock to expire",
+               timeout=10 * LOCK_TTL)
     expired_after = time.monotonic() - stopped
 
-    code, doc, _ = b.complete(uid)  # the new owner: takes the lock, version 2
+    code, doc = b.complete(uid)  # the new owner: takes the lock, version 2
     assert code in (200, 202), doc
     b.wait_status(uid, "completed", timeout=120)
     b.wait_log(rf"merge finished {uid} version 2")
@@ -73,7 +73,7 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
     assert file_md5(final) == data_md5
     final_inode = final.stat().st_ino
 
-    a.proc.send_signal(signal.SIGCONT)  # the stale merger wakes up and finishes
+    a.resume()  # the stale merger wakes up and finishes
     a.wait_log(rf"merge superseded {uid} version 1", timeout=120)
     resumed_for = time.monotonic() - stopped
 
@@ -82,11 +82,11 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
     doc = a.status(uid)
     assert doc["status"] == "completed" and doc["md5"] == data_md5
     assert cluster.merge_version(uid) == 2
-    assert a.count(f"merge finished {uid}") == 0
-    assert a.count(f"merge started {uid}") == 1 and b.count(f"merge started {uid}") == 1
+    assert a.count_log(f"merge finished {uid}") == 0
+    assert a.count_log(f"merge started {uid}") == 1 and b.count_log(f"merge started {uid}") == 1
     assert cluster.part_files() == []
     assert not (cluster.data_dir / "tmp" / uid).exists()
-    assert a.download_md5(uid) == data_md5
+    assert a.download_md5(f"/files/{uid}") == data_md5
     print(f"\n[stale merger] {size // MiB} MiB; lock gone {expired_after:.2f}s after "
           f"SIGSTOP (ttl {LOCK_TTL}s); version 2 completed, stale version 1 refused "
           f"{resumed_for:.2f}s after SIGSTOP")

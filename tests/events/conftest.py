@@ -1,32 +1,25 @@
 """Fixtures for the events tests: the app with a real Redis stream sink (a
 stream key of each test's own, deleted afterwards), on SQLite and MariaDB,
-and small helpers to read what was delivered."""
+and real HTTP receivers (tests/events/receiver.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import uuid
 from typing import Any, Callable, Iterator
 
 import pytest
 import redis
 
-from store.conftest import MySQLServer, mysql_server, unreachable  # noqa: F401
+from support import MySQLServer, require_redis
 
+from .helpers import REDIS_URL
 from .receiver import Receiver
-
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 @pytest.fixture
 def redis_sync() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=10)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        unreachable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    client = redis.Redis.from_url(require_redis(REDIS_URL), socket_connect_timeout=3,
+                                  socket_timeout=10)
     yield client
     client.close()
 
@@ -53,24 +46,6 @@ def config_overrides(store_overrides: dict[str, Any], stream_key: str) -> dict[s
     if store_overrides:
         overrides["store"] = store_overrides
     return overrides
-
-
-def stream_events(client: redis.Redis, key: str) -> list[dict[str, Any]]:
-    """Every event on the stream, as the JSON documents consumers read."""
-    return [json.loads(fields[b"event"]) for _, fields in client.xrange(key)]
-
-
-async def until(condition: Callable[[], Any], timeout: float = 30.0,
-                what: str = "the condition") -> Any:
-    """Bounded poll of a condition (never a bare sleep as synchronisation),
-    yielding to the test's loop so the in-process server runs meanwhile."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := condition()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 @pytest.fixture

@@ -83,11 +83,3 @@ class Receiver:
             self.server.stop()
             await self.server.close_all_connections()
 
-
-def free_port() -> int:
-    """A port nothing listens on (for "hook down")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,18 +15,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import md5
+from support import md5, wait_until_async
+from support.server import spawn
 
-from .conftest import REDIS_URL, until
+from .helpers import REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 KiB = 1 << 10
 CS = 64 * KiB
-
-
-def _die_with_parent() -> None:
-    import ctypes
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @pytest.fixture
@@ -40,12 +35,12 @@ def consumer(tmp_path: Path, stream_key: str, api) -> Iterator[Any]:
         # The command counts its runs, then hashes the file.
         command = ["sh", "-c", f'echo "$1" >> {runs}; sha256sum < "$1"', "sh", "{file}"]
         with open(tmp_path / "consumer.log", "ab") as log_file:
-            proc = subprocess.Popen(
+            proc = spawn(
                 [sys.executable, str(ROOT / "examples" / "events_consumer.py"),
                  "--redis", REDIS_URL, "--stream", stream_key, "--group", "test",
                  "--consumer", "c1", "--url", f"http://127.0.0.1:{api.port}",
                  "--out", str(out), "--suffix", "sha256", "--block", "200", "--", *command],
-                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                stdout=log_file, stderr=subprocess.STDOUT)
         procs.append(proc)
         return proc
 
@@ -76,7 +71,8 @@ async def test_each_completed_upload_processed_once_across_restarts(
     files = [os.urandom(CS + i) for i in range(4)]
     first = consumer()
     ids = [await upload(api, files[0]), await upload(api, files[1])]
-    await until(lambda: all(sidecar(consumer.out, u) for u in ids))
+    await wait_until_async(lambda: all(sidecar(consumer.out, u) for u in ids),
+                           "a sidecar of every completed upload")
 
     first.kill()  # SIGKILL: whatever it held unacknowledged is redelivered
     first.wait(10)
@@ -85,11 +81,13 @@ async def test_each_completed_upload_processed_once_across_restarts(
     entries = redis_sync.xrange(stream_key)
     redis_sync.xadd(stream_key, entries[-1][1])
     consumer()
-    await until(lambda: all(sidecar(consumer.out, u) for u in ids))
+    await wait_until_async(lambda: all(sidecar(consumer.out, u) for u in ids),
+                           "a sidecar of every completed upload")
     for upload_id, data in zip(ids, files):
         assert sidecar(consumer.out, upload_id) == hashlib.sha256(data).hexdigest()
     # Wait for the duplicate to be acknowledged, then count the runs.
-    await until(lambda: redis_sync.xpending(stream_key, "test")["pending"] == 0
-                and redis_sync.xinfo_groups(stream_key)[0]["last-delivered-id"]
-                == redis_sync.xrange(stream_key)[-1][0])
+    await wait_until_async(lambda: redis_sync.xpending(stream_key, "test")["pending"] == 0
+                           and redis_sync.xinfo_groups(stream_key)[0]["last-delivered-id"]
+                           == redis_sync.xrange(stream_key)[-1][0],
+                           "the duplicate to be read and acknowledged")
     assert len(consumer.runs.read_text().splitlines()) == 4

@@ -9,12 +9,12 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from conftest import chunks_of, md5
+from support import chunks_of, md5, wait_until_async
 from uploader.models import utcnow
 from uploader.store.rows import ts_to_text
 from uploader.store.sqlite import SQLiteStore
 
-from .conftest import stream_events, until
+from .helpers import stream_events
 
 KiB = 1 << 10
 CS = 64 * KiB
@@ -62,7 +62,8 @@ async def test_each_transition_yields_its_event(api, runtime, redis_sync, stream
     stored = {u: await runtime.store.events_of(u) for u in expected}
     assert {u: [e.type for e in events] for u, events in stored.items()} == expected
     # On the stream: the same documents (at least once; here exactly once).
-    await until(lambda: len(stream_events(redis_sync, stream_key)) >= 6)
+    await wait_until_async(lambda: len(stream_events(redis_sync, stream_key)) >= 6,
+                           "six events on the stream")
     on_stream = stream_events(redis_sync, stream_key)
     by_upload: dict[str, list[dict]] = {}
     for doc in on_stream:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from .receiver import Receiver, free_port
+from support import free_port
+
+from .receiver import Receiver
 
 KiB = 1 << 10
 INIT = {"filename": "a.bin", "size": 100, "chunk_size": 64 * KiB,
@@ -71,7 +73,9 @@ async def test_reject_reaches_the_client_as_our_error(api, hook, answer, status,
     hook.default = answer
     got, doc, headers = await init(api)
     assert got == status
-    assert doc == {"error": {"code": code, "message": message, "hook": "pre-create"}}
+    # The hook's 429 is retryable like our own; its other refusals are final.
+    assert doc == {"error": {"code": code, "message": message, "retryable": status == 429,
+                             "hook": "pre-create"}}
     if status == 401:
         assert headers["WWW-Authenticate"].startswith("Bearer")
     assert await listed(api) == []  # nothing was created

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from conftest import chunks_of, md5
+from support import chunks_of, md5, wait_until_async
 
-from .conftest import until
 from .receiver import Receiver
 
 KiB = 1 << 10
@@ -58,7 +57,7 @@ def metric(runtime, name: str, **labels: str) -> float:
 async def test_retried_until_delivered_and_signed(api, runtime, receiver, other_receiver):
     receiver.answers = [500, 500]  # then the default 200
     up = await api.init(10, CS)
-    await until(lambda: len(receiver.received) >= 3)
+    await wait_until_async(lambda: len(receiver.received) >= 3, "three attempts")
     first, second, third = receiver.received[:3]
     # One event, three attempts, one id: receivers deduplicate by it.
     assert {r.headers["webhook-id"] for r in (first, second, third)} == {
@@ -71,8 +70,8 @@ async def test_retried_until_delivered_and_signed(api, runtime, receiver, other_
                                                                         third.headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(third.body.replace(b"created", b"deleted"), third.headers)
-    await until(lambda: metric(runtime, "uploader_events_delivered_total",
-                               sink="webhook:app") == 1)
+    await wait_until_async(lambda: metric(runtime, "uploader_events_delivered_total",
+                                          sink="webhook:app") == 1, "the delivery recorded")
     assert metric(runtime, "uploader_events_retried_total", sink="webhook:app") == 2
     # Recorded as delivered: nothing is left to send to this endpoint.
     stats = await runtime.store.outbox_stats()
@@ -86,7 +85,7 @@ async def test_retried_until_delivered_and_signed(api, runtime, receiver, other_
     assert (await api.put_chunk(up2["upload_id"], 0, data))[0] == 200
     code, done = await api.complete(up2["upload_id"], md5(data))
     assert code == 200
-    await until(lambda: other_receiver.received)
+    await wait_until_async(lambda: other_receiver.received, "the completed event")
     assert [r.json()["type"] for r in other_receiver.received] == ["upload.completed"]
 
 
@@ -94,8 +93,8 @@ async def test_retried_until_delivered_and_signed(api, runtime, receiver, other_
 async def test_given_up_after_retry_for_and_visible(api, runtime, receiver, other_receiver):
     receiver.default = 503
     await api.init(10, CS)
-    await until(lambda: metric(runtime, "uploader_events_failed_total",
-                               sink="webhook:app") == 1)
+    await wait_until_async(lambda: metric(runtime, "uploader_events_failed_total",
+                                          sink="webhook:app") == 1, "the delivery given up")
     attempts = len(receiver.received)
     assert attempts >= 2  # retried before giving up
     resp = await api.call("GET", "/metrics")
@@ -112,7 +111,7 @@ async def test_a_hanging_receiver_does_not_slow_uploads(api, runtime, receiver, 
     receiver.default = "hang"
     data = os.urandom(8 * CS)
     up = await api.init(len(data), CS)
-    await until(lambda: receiver.hanging >= 1)
+    await wait_until_async(lambda: receiver.hanging >= 1, "the receiver to hang")
     # Every chunk and the complete are answered while the receiver holds
     # the delivery of upload.created open (no timing threshold: they
     # finish at all, and the receiver is still hanging afterwards).
@@ -122,7 +121,8 @@ async def test_a_hanging_receiver_does_not_slow_uploads(api, runtime, receiver, 
     code, done = await api.complete(up["upload_id"], md5(data))
     assert code == 200 and done["status"] == "completed"
     assert receiver.hanging >= 1
-    await until(lambda: other_receiver.received)  # the other endpoint is not held up
+    # The other endpoint is not held up.
+    await wait_until_async(lambda: other_receiver.received, "the other endpoint's delivery")
     receiver.release.set()
-    await until(lambda: metric(runtime, "uploader_events_delivered_total",
-                               sink="webhook:app") == 2)
+    await wait_until_async(lambda: metric(runtime, "uploader_events_delivered_total",
+                                          sink="webhook:app") == 2, "both deliveries")

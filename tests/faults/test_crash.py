@@ -8,27 +8,19 @@ import hashlib
 import os
 import random
 import threading
-from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from faults.server import ServerProcess
+from support import MiB, ServerProcess, md5
 
-MiB = 1 << 20
 pytestmark = pytest.mark.e2e
 
 
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
 @pytest.fixture
-def server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    proc = ServerProcess(tmp_path / "data", {"UPLOADER_STORAGE_FSYNC": "true",
-                                             "UPLOADER_STORAGE_STALE_PART_AGE": "0",
-                                             "UPLOADER_MERGE_WAIT_SECONDS": "60"})
-    yield proc
-    proc.stop()
+def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_server({"storage.fsync": True, "storage.stale_part_age": 0,
+                         "merge.wait_seconds": 60})
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -36,7 +28,6 @@ def test_kill_during_chunk_writes(server: ServerProcess, seed: int) -> None:
     rng = random.Random(seed)
     chunk, count = MiB, 24
     data = rng.randbytes(chunk * count)
-    server.start()
     uid = server.init(len(data), chunk)["upload_id"]
     acknowledged: set[int] = set()
     kill_after = rng.randrange(3, count - 3)
@@ -49,8 +40,8 @@ def test_kill_during_chunk_writes(server: ServerProcess, seed: int) -> None:
             if stop.is_set():
                 return
             try:
-                code, _ = server.request("PUT", f"/upload/{uid}/chunk?index={i}",
-                                         data[i * chunk:(i + 1) * chunk], timeout=10)
+                code, _ = server.put_chunk(uid, i, data[i * chunk:(i + 1) * chunk],
+                                           timeout=10)
             except OSError:
                 return  # the server died under us: not acknowledged
             if code == 200:
@@ -66,17 +57,14 @@ def test_kill_during_chunk_writes(server: ServerProcess, seed: int) -> None:
     for t in threads:
         t.join(30)
     server.start()
-    code, status = server.request("GET", f"/upload/{uid}/status")
-    assert code == 200
+    status = server.status(uid)
     assert acknowledged <= set(status["received"]), "an acknowledged chunk was lost"
     assert list(server.data_dir.rglob("*.part")) == []
     for i in range(count):
         if i not in status["received"]:
-            code, _ = server.request("PUT", f"/upload/{uid}/chunk?index={i}",
-                                     data[i * chunk:(i + 1) * chunk])
+            code, _ = server.put_chunk(uid, i, data[i * chunk:(i + 1) * chunk])
             assert code == 200
-    code, done = server.request("POST", f"/upload/{uid}/complete",
-                                f'{{"md5": "{md5(data)}"}}'.encode())
+    code, done = server.complete(uid, md5(data))
     assert code == 200, done
     assert done["md5"] == md5(data)
 
@@ -84,18 +72,16 @@ def test_kill_during_chunk_writes(server: ServerProcess, seed: int) -> None:
 def test_kill_during_merge_never_leaves_a_partial_file(server: ServerProcess) -> None:
     chunk, count = 8 * MiB, 48  # 384 MiB: a merge long enough to be caught
     data = os.urandom(chunk * count)
-    server.start()
     uid = server.init(len(data), chunk)["upload_id"]
     for i in range(count):
-        code, _ = server.request("PUT", f"/upload/{uid}/chunk?index={i}",
-                                 data[i * chunk:(i + 1) * chunk])
+        code, _ = server.put_chunk(uid, i, data[i * chunk:(i + 1) * chunk])
         assert code == 200
     store = server.data_dir / "store"
     result: dict[str, object] = {}
 
     def complete() -> None:
         try:
-            result["answer"] = server.request("POST", f"/upload/{uid}/complete", b"")
+            result["answer"] = server.complete(uid)
         except OSError as exc:
             result["error"] = exc
 
@@ -116,10 +102,10 @@ def test_kill_during_merge_never_leaves_a_partial_file(server: ServerProcess) ->
         for p in finals:
             assert hashlib.md5(p.read_bytes()).hexdigest() == md5(data)
         server.start()
-        code, status = server.request("GET", f"/upload/{uid}/status")
+        status = server.status(uid)
         assert status["status"] in ("in_progress", "completed")
         assert list(server.data_dir.rglob("*.part")) == []
-    code, done = server.request("POST", f"/upload/{uid}/complete", b"")
+    code, done = server.complete(uid)
     assert code == 200 and done["md5"] == md5(data)
     [final] = [p for p in store.iterdir()]
     assert hashlib.md5(final.read_bytes()).hexdigest() == md5(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api, chunks_of, md5, require_service
+from support import KiB, Api, chunks_of, md5, require_service
 
 CS = 256 * KiB
 

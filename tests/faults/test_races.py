@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 
 CS = 256 * KiB
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 from uploader.recovery import publish_recorded_merges
 
 CS = 64 * KiB

@@ -9,29 +9,16 @@ from typing import Iterator
 import pytest
 import redis
 
+from support import require_redis
 from uploader.locks.memory import MemoryLocks
 from uploader.locks.redis import RedisLocks
 
 REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def unreachable(message: str) -> None:
-    """Skip locally, but never in CI: there a missing service is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        unreachable(f"Redis not reachable at {REDIS_URL}: {exc}")
-    finally:
-        client.close()
-    return REDIS_URL
+    return require_redis(REDIS_URL)
 
 
 @pytest.fixture

@@ -1,18 +1,8 @@
-"""Helpers for the operations tests: read /metrics, free ports, polling."""
+"""Helpers for the operations tests: read /metrics."""
 
 from __future__ import annotations
 
-import socket
-import time
-from typing import Any, Callable
-
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
@@ -28,15 +18,3 @@ def value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str)
     """One sample's value; 0 when the series does not exist yet (a counter
     that never moved has no labelled series)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Bounded polling on a condition (never a sleep as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Api
+from support import Api, free_port
 from uploader.errors import Unavailable
 
-from .helpers import free_port, parse_metrics, value
+from .helpers import parse_metrics, value
 
 READY = {"ready": True, "checks": {"database": "ok", "locks": "ok", "storage": "ok"}}
 
@@ -66,6 +66,6 @@ async def test_readyz_names_locks_when_redis_is_unreachable(api: Api) -> None:
 async def test_readyz_with_redis_up(api: Api) -> None:
     code, doc = await api.json("GET", "/readyz")
     if code != 200 and doc["checks"]["locks"] != "ok":
-        from conftest import require_service
+        from support import require_service
         require_service("Redis", "no server at 127.0.0.1:6379")
     assert (code, doc) == (200, READY)

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import KiB, Api
+from support import KiB, Api
 from uploader.config import LoggingConfig
 from uploader.logs import JsonFormatter, TextFormatter, configure_logging, redact
 

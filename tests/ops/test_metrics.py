@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 from uploader.metrics import Metrics
 from uploader.models import IN_PROGRESS, Upload, utcnow
 
@@ -54,7 +54,7 @@ async def test_metrics_move_as_an_upload_happens(api: Api) -> None:
     after = await scrape(api)
 
     assert value(after, "uploader_merge_duration_seconds_count", outcome="completed") == 1
-    assert value(after, "uploader_lock_wait_seconds_count", lock="merge",
+    assert value(after, "uploader_lock_wait_seconds_count", lock="upload",
                  outcome="acquired") >= 1
     assert value(after, "uploader_uploads", status="completed") == 1
     assert value(after, "uploader_uploads", status="in_progress") == 0

@@ -6,11 +6,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import pymysql
 import pytest
 
-from conftest import Api
-from store.conftest import MYSQL_DSN, MySQLServer, unreachable
+from support import Api, MySQLServer
 from uploader.store.mysql import parse_dsn
 
 from .tcp_proxy import TcpProxy
@@ -19,15 +17,8 @@ pytestmark = pytest.mark.mysql
 
 
 @pytest.fixture
-def mysql_database() -> Iterator[str]:
-    server = MySQLServer(MYSQL_DSN)
-    try:
-        server.admin().close()
-    except pymysql.err.Error as exc:
-        unreachable(f"MySQL not reachable at {MYSQL_DSN}: {exc}")
-    dsn = server.create_database()
-    yield dsn
-    server.drop_all()
+def mysql_database(mysql_server: MySQLServer) -> str:
+    return mysql_server.create_database()
 
 
 @pytest.fixture

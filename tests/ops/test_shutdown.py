@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api
-
-from .server_process import ServerProcess
-from .helpers import wait_until
+from support import KiB, Api, ServerProcess, wait_until, wait_until_async
 
 CS = 64 * KiB
 SECRET = "never-in-the-logs-42"
@@ -35,15 +32,6 @@ async def test_requests_during_drain_get_503_and_close(api: Api, runtime) -> Non
         assert json.loads(resp.body)["error"]["code"] == "unavailable"
 
 
-async def _poll(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Bounded polling on a condition, on the test's event loop."""
-    for _ in range(1500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_a_client_gone_mid_chunk_leaves_nothing_in_flight(api: Api, runtime,  # type: ignore[no-untyped-def]
                                                                data_dir: Path) -> None:
     up = await api.init(CS, CS)
@@ -52,10 +40,10 @@ async def test_a_client_gone_mid_chunk_leaves_nothing_in_flight(api: Api, runtim
                  f"Content-Length: {CS}\r\n\r\n".encode() + b"x" * (CS // 2))
     await writer.drain()
     parts = lambda: list((data_dir / "tmp").rglob("*.part"))  # noqa: E731
-    await _poll(parts, "the chunk's .part file")
+    await wait_until_async(parts, "the chunk's .part file")
     assert runtime.drain.active == 1
     writer.close()
-    await _poll(lambda: runtime.drain.active == 0, "the cut request to leave")
+    await wait_until_async(lambda: runtime.drain.active == 0, "the cut request to leave")
     await runtime.drain.wait_tasks()  # what Runtime.stop waits for
     assert parts() == []
     assert (await api.status(up["upload_id"]))["received"] == []
@@ -68,9 +56,9 @@ async def test_a_json_request_cut_mid_body_leaves_nothing_in_flight(api: Api, ru
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
     writer.write(b"POST /upload/init HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"fi")
     await writer.drain()
-    await _poll(lambda: runtime.drain.active == 1, "the request to start")
+    await wait_until_async(lambda: runtime.drain.active == 1, "the request to start")
     writer.close()
-    await _poll(lambda: runtime.drain.active == 0, "the cut request to leave")
+    await wait_until_async(lambda: runtime.drain.active == 0, "the cut request to leave")
 
 
 def _start_chunk(server: ServerProcess, upload_id: str, body: bytes) -> socket.socket:
@@ -81,8 +69,26 @@ def _start_chunk(server: ServerProcess, upload_id: str, body: bytes) -> socket.s
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     sock.sendall(head + body[:len(body) // 2])
     # The server has the chunk open once its .part file exists.
-    wait_until(server.part_files, "the chunk's .part file")
+    wait_until(lambda: part_files(server), "the chunk's .part file")
     return sock
+
+
+def part_files(server: ServerProcess) -> list[Path]:
+    return list((server.data_dir / "tmp").rglob("*.part"))
+
+
+def accepts_connections(server: ServerProcess) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def json_server(tmp_path: Path, shutdown_timeout: float) -> ServerProcess:
+    """A server process that logs JSON lines (the log is parsed below)."""
+    return ServerProcess(tmp_path, {"server.shutdown_timeout": shutdown_timeout,
+                                    "logging.format": "json"})
 
 
 def _chunk_rows(data_dir: Path, upload_id: str) -> list[tuple]:
@@ -94,18 +100,15 @@ def _chunk_rows(data_dir: Path, upload_id: str) -> list[tuple]:
 @pytest.mark.e2e
 def test_sigterm_lets_an_in_flight_chunk_finish(tmp_path: Path) -> None:
     body = os.urandom(CS)
-    with ServerProcess(tmp_path, server_shutdown_timeout="60") as server:
-        code, up = server.request("POST", "/upload/init",
-                                  {"filename": "a.bin", "size": 2 * CS, "chunk_size": CS})
-        assert code == 201
-        upload_id = up["upload_id"]
+    with json_server(tmp_path, shutdown_timeout=60) as server:
+        upload_id = server.init(2 * CS, CS, filename="a.bin")["upload_id"]
         idle = server.connection()  # a keep-alive connection, open before SIGTERM
         idle.request("GET", "/healthz")
         assert idle.getresponse().read()
         sock = _start_chunk(server, upload_id, body)
 
         server.terminate()
-        wait_until(lambda: not server.accepts_connections(), "the listener to close")
+        wait_until(lambda: not accepts_connections(server), "the listener to close")
         # A request on the already open connection is refused, not half served.
         idle.request("GET", "/readyz")
         refused = idle.getresponse()
@@ -120,14 +123,14 @@ def test_sigterm_lets_an_in_flight_chunk_finish(tmp_path: Path) -> None:
         sock.close()
         assert resp.status == 200, doc
         assert (doc["index"], doc["received_chunks"]) == (0, 1)
-        assert server.exit_code() == 0
+        assert server.wait() == 0
 
     digest = hashlib.md5(body).hexdigest()
     assert _chunk_rows(server.data_dir, upload_id) == [(0, CS, digest)]
     assert (server.data_dir / "tmp" / upload_id / "chunk_0").read_bytes() == body
-    assert server.part_files() == []
+    assert part_files(server) == []
     lines = server.log_lines()
-    assert SECRET not in server.stderr_path.read_text()
+    assert SECRET not in server.logs()
     chunk_lines = [doc for doc in lines if doc.get("route") == "/upload/{id}/chunk"]
     assert [(d["status"], d["index"], d["bytes"]) for d in chunk_lines] == [(200, 0, CS)]
     assert any(doc["msg"] == "shutdown: done" for doc in lines)
@@ -136,15 +139,12 @@ def test_sigterm_lets_an_in_flight_chunk_finish(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_sigterm_cuts_a_stalled_chunk_after_the_timeout(tmp_path: Path) -> None:
     body = os.urandom(CS)
-    with ServerProcess(tmp_path, server_shutdown_timeout="0.5") as server:
-        code, up = server.request("POST", "/upload/init",
-                                  {"filename": "b.bin", "size": CS, "chunk_size": CS})
-        assert code == 201
-        upload_id = up["upload_id"]
+    with json_server(tmp_path, shutdown_timeout=0.5) as server:
+        upload_id = server.init(CS, CS, filename="b.bin")["upload_id"]
         sock = _start_chunk(server, upload_id, body)
 
         server.terminate()  # the rest of the body never comes
-        assert server.exit_code() == 0
+        assert server.wait() == 0
         # The server hung up without an answer.
         try:
             assert sock.recv(1) == b""
@@ -153,7 +153,7 @@ def test_sigterm_cuts_a_stalled_chunk_after_the_timeout(tmp_path: Path) -> None:
         sock.close()
 
     assert _chunk_rows(server.data_dir, upload_id) == []
-    assert server.part_files() == []
+    assert part_files(server) == []
     assert not (server.data_dir / "tmp" / upload_id / "chunk_0").exists()
     lines = server.log_lines()
     cut = [doc for doc in lines if doc.get("route") == "/upload/{id}/chunk"]
@@ -170,6 +170,6 @@ async def test_background_merges_are_waited_for(api: Api, runtime) -> None:  # t
         assert code == 200
     code, doc = await api.complete(up["upload_id"])
     if code == 202:  # the usual case with wait_seconds 0: the merge runs on
-        assert await runtime.service.wait_merges(60)
+        assert await runtime.merges.wait(60)
     assert (await api.status(up["upload_id"]))["status"] == "completed"
-    assert await runtime.service.wait_merges(60)  # nothing left: True at once
+    assert await runtime.merges.wait(60)  # nothing left: True at once

@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from conftest import KiB, md5
+from support import KiB, md5, run_uploader
 from uploader.config import ConfigError, load_config
-from uploader.security_config import anonymous_remote_message
+from uploader.config import anonymous_remote_message
 
-from .conftest import AUTH_ON, TokenApi, raw_request
+from .helpers import AUTH_ON, TokenApi, raw_request
 
 CS = 64 * KiB
 OTHER_ID = "0" * 32
@@ -120,7 +118,7 @@ async def test_uploads_record_their_owner(alice, bob, runtime):
     b = (await bob.init(1, CS))["upload_id"]
     assert (await runtime.store.get_upload(a)).owner == "alice"
     assert (await runtime.store.get_upload(b)).owner == "bob"
-    assert runtime.auth_required is True
+    assert runtime.authenticator.enabled is True
 
 
 async def test_public_routes_stay_public(anonymous):
@@ -135,10 +133,10 @@ async def test_page_says_auth_is_required(anonymous):
 
 
 def test_auth_off_everything_is_local(tmp_path):
-    from uploader.app import build_runtime
+    from uploader.runtime import build_runtime
     config = load_config(None, env={}, overrides={"storage": {"data_dir": str(tmp_path)}})
     runtime = build_runtime(config)
-    assert runtime.auth_required is False
+    assert runtime.authenticator.enabled is False
     assert runtime.authenticator.owner_for(None) == "local"
     assert runtime.authenticator.owner_for("Bearer anything") == "local"
     runtime.executor.shutdown()
@@ -161,9 +159,7 @@ def test_loopback_hosts_need_no_auth(host):
 
 
 def test_serve_refuses_to_start_on_a_remote_host(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "uploader", "serve", "--host", "0.0.0.0",
-                           "--port", "1"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    proc = run_uploader("serve", "--host", "0.0.0.0", "--port", "1", cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert anonymous_remote_message("0.0.0.0") in proc.stderr
 
@@ -186,11 +182,9 @@ def test_bad_auth_config(auth, message):
         load_config(None, env={}, overrides={"auth": auth})
 
 
-def test_hash_token_command():
-    proc = subprocess.run([sys.executable, "-m", "uploader", "hash-token"],
-                          input="s3cret\n", capture_output=True, text=True, timeout=60)
+def test_hash_token_command(tmp_path):
+    proc = run_uploader("hash-token", cwd=tmp_path, input="s3cret\n", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
-    empty = subprocess.run([sys.executable, "-m", "uploader", "hash-token"], input="",
-                           capture_output=True, text=True, timeout=60)
+    empty = run_uploader("hash-token", cwd=tmp_path, input="", timeout=60)
     assert empty.returncode == 2

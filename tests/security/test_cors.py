@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from conftest import KiB, Api
+from support import KiB, Api
 
-from .conftest import AUTH_ON, TokenApi
+from .helpers import AUTH_ON, TokenApi
 
 CS = 64 * KiB
 GOOD = "https://app.example.com"

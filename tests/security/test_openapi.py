@@ -5,19 +5,16 @@ checks that every route and error code is described."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
+from support import ServerProcess
 from uploader.app import make_app
 from uploader.auth import hash_token
 from uploader.config import load_config
@@ -31,55 +28,18 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[str]:
-    """A real server process with auth on, on a free port, data in tmp_path."""
-    port = free_port()
-    env = {**os.environ,
-           "UPLOADER_SERVER_PORT": str(port),
-           "UPLOADER_STORAGE_DATA_DIR": str(tmp_path / "data"),
-           "UPLOADER_STORAGE_FSYNC": "false",
-           # Small files: hundreds of generated inits must not reserve more
-           # than the disk has (that 507 is right, but it is not the point).
-           "UPLOADER_LIMITS_MAX_FILE_SIZE": "64MiB",
-           "UPLOADER_EXPIRY_ENABLED": "false",
-           "UPLOADER_AUTH_ENABLED": "true",
-           "UPLOADER_AUTH_TOKENS": f"alice:{hash_token(TOKEN)}"}
-    log = (tmp_path / "server.log").open("wb")
-    # cwd=tmp_path: no config.yaml there, so only defaults and env apply.
-    proc = subprocess.Popen([sys.executable, "-m", "uploader", "serve"], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # bounded poll until the server answers
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("server did not start: "
-                            + (tmp_path / "server.log").read_text(errors="replace"))
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    text = (tmp_path / "server.log").read_text(errors="replace")
-    assert "Traceback" not in text, text[-5000:]
+def live_server(start_server: Callable[..., ServerProcess]) -> Iterator[str]:
+    """A real server process with auth on; its log shows no traceback at the end."""
+    server = start_server({
+        # Small files: hundreds of generated inits must not reserve more
+        # than the disk has (that 507 is right, but it is not the point).
+        "limits.max_file_size": "64MiB",
+        "auth.enabled": True,
+        "auth.tokens": f"alice:{hash_token(TOKEN)}"})
+    yield server.url
+    server.stop()
+    assert "Traceback" not in server.logs(), server.logs()[-5000:]
 
 
 def test_schemathesis_against_a_live_server(live_server: str, tmp_path: Path):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api, md5
+from support import KiB, Api, md5
 
-from .conftest import raw_request
+from .helpers import raw_request
 
 CS = 64 * KiB
 CANARY = b"canary: must never change\n"

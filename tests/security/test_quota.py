@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from conftest import KiB, MiB, Api
+from support import KiB, MiB, Api
 
-from .conftest import AUTH_ON, TokenApi
+from .helpers import AUTH_ON, TokenApi
 
 CS = 64 * KiB
 GiB = 1 << 30

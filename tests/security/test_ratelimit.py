@@ -8,13 +8,12 @@ import uuid
 from typing import Any
 
 import pytest
-import redis
 
-from conftest import KiB, require_service
+from support import KiB, require_redis
 from uploader.config import load_config
 from uploader.ratelimit import Bucket, MemoryBuckets, RateLimiter, RedisBuckets
 
-from .conftest import AUTH_ON, TokenApi
+from .helpers import AUTH_ON, TokenApi
 
 CS = 64 * KiB
 REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -25,14 +24,7 @@ SLOW = 0.001
 
 @pytest.fixture
 def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        require_service("redis", str(exc))
-    finally:
-        client.close()
-    return REDIS_URL
+    return require_redis(REDIS_URL)
 
 
 class TestPerOwner:

@@ -16,7 +16,7 @@ import pytest
 import tornado.iostream
 import tornado.tcpclient
 
-from conftest import KiB, Api, md5
+from support import KiB, Api, md5, wait_until_async
 
 CS = 64 * KiB
 BOUND = 30.0  # seconds any single wait may take before the test fails
@@ -39,14 +39,6 @@ async def wait_closed(stream: tornado.iostream.IOStream) -> bytes:
         return await asyncio.wait_for(stream.read_until_close(), BOUND)
     except tornado.iostream.StreamClosedError:
         return b""
-
-
-async def poll(condition: Any, what: str) -> None:
-    for _ in range(int(BOUND / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def part_files(data_dir: Path, upload_id: str) -> list[str]:
@@ -89,11 +81,13 @@ async def test_trickling_client_is_cut_off_while_a_normal_one_finishes(
             pass
 
     trickler = asyncio.ensure_future(trickle())
-    await poll(lambda: part_files(data_dir, uid), "the trickled chunk's part file")
+    await wait_until_async(lambda: part_files(data_dir, uid), "the trickled chunk's part file",
+                           BOUND)
     await full_upload(api, 3 * CS + 5)  # someone else, at full speed, meanwhile
     await asyncio.wait_for(trickler, BOUND)
     assert stream.closed()
-    await poll(lambda: not part_files(data_dir, uid), "the partial chunk to be discarded")
+    await wait_until_async(lambda: not part_files(data_dir, uid),
+                           "the partial chunk to be discarded", BOUND)
     status = await api.status(uid)
     assert status["status"] == "in_progress" and status["received"] == [0]
     # The upload goes on normally afterwards.
@@ -109,7 +103,8 @@ async def test_silent_client_is_cut_off_by_the_idle_timeout(api: Api, http_serve
     await stream.write(chunk_head(uid, 0, CS) + b"x" * 1000)  # then nothing
     # Closed without an answer (there is nobody to answer who sends nothing).
     assert await wait_closed(stream) == b""
-    await poll(lambda: not part_files(data_dir, uid), "the partial chunk to be discarded")
+    await wait_until_async(lambda: not part_files(data_dir, uid),
+                           "the partial chunk to be discarded", BOUND)
     status = await api.status(uid)
     assert status["status"] == "in_progress" and status["received"] == []
 
@@ -135,8 +130,8 @@ class TestManyIdleConnections:
                 if i % 2:  # half of them half-way through their headers
                     await stream.write(b"POST /upload/init HTTP/1.1\r\n")
                 streams.append(stream)
-            await poll(lambda: http_server.open_per_address["127.0.0.1"] >= 200,
-                       "the server to accept 200 connections")
+            await wait_until_async(lambda: http_server.open_per_address["127.0.0.1"] >= 200,
+                                   "the server to accept 200 connections", BOUND)
             await full_upload(api, 4 * CS + 1)
             # They were all still held while the upload ran.
             assert http_server.open_per_address["127.0.0.1"] >= 200
@@ -155,19 +150,22 @@ class TestPerAddressCap:
                                                     http_server_port):
         port = http_server_port[1]
         held = [await connect(port) for _ in range(3)]
-        await poll(lambda: http_server.open_per_address["127.0.0.1"] == 3,
-                   "three open connections")
+        await wait_until_async(lambda: http_server.open_per_address["127.0.0.1"] == 3,
+                               "three open connections", BOUND)
         extra = await connect(port)
         await extra.write(b"GET /uploads HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = await wait_closed(extra)
         assert answer.startswith(b"HTTP/1.1 429 ") and b'"code":"rate_limited"' in answer
+        assert b'"retryable":true' in answer   # clients retry from the answer itself
         assert b"Retry-After: 1" in answer
         # Closing one frees its slot for the next client.
         held.pop().close()
-        await poll(lambda: http_server.open_per_address["127.0.0.1"] == 2, "a freed slot")
+        await wait_until_async(lambda: http_server.open_per_address["127.0.0.1"] == 2,
+                               "a freed slot", BOUND)
         code, doc = await api.json("GET", "/uploads")
         assert code == 200, doc
         for stream in held:
             stream.close()
-        await poll(lambda: "127.0.0.1" not in http_server.open_per_address
-                   or http_server.open_per_address["127.0.0.1"] <= 1, "every slot freed")
+        await wait_until_async(lambda: "127.0.0.1" not in http_server.open_per_address
+                               or http_server.open_per_address["127.0.0.1"] <= 1,
+                               "every slot freed", BOUND)

@@ -91,7 +91,7 @@ async def test_merge_publish_read(io_loop, storage) -> None:
     assert await read_all(storage, staged.key, len(data) - 1, len(data)) == data[-1:]
     await storage.delete_chunks(upload.upload_id)
     assert upload.upload_id not in await storage.temp_upload_ids()
-    await storage.delete_file(staged.key)
+    await storage.delete_upload(upload.replace(storage_key=staged.key))
     assert await storage.file_size(staged.key) is None
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5
 from uploader.models import ChunkRecord
 
 CS = 64 * KiB
@@ -110,7 +110,7 @@ async def test_no_state_in_this_process_falls_back(api: Api, runtime, data_dir: 
     up = await api.init(len(data), CS)
     uid = up["upload_id"]
     await send(api, uid, chunks_of(data, CS), [0, 1, 2, 3])
-    await runtime.storage.incremental.drop(uid)
+    await runtime.storage.fold.drop(uid)
     await finish(api, uid, data, data_dir)
     assert runtime.storage.merge_stats["full"] == 1
 
@@ -178,7 +178,7 @@ async def test_much_left_answers_202_with_merged_bytes(api: Api, runtime, config
     assert status["status"] == "merging" and status["merged_bytes"] == 0
     code, again = await api.complete(uid)  # still much left: 202 again, same merge
     assert code == 202 and again["status"] == "merging"
-    task = runtime.service._merges[uid]
+    task = runtime.merges._tasks[uid]
     gate.set()
     await task  # the background merge itself, not a timed wait
     done = await api.status(uid)

@@ -4,68 +4,13 @@ session), built on the test's own IOLoop."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import pymysql
 import pytest
 
+from support import MySQLServer
 from uploader.store.mysql import MySQLStore, parse_dsn
 from uploader.store.sqlite import SQLiteStore
-
-MYSQL_DSN = os.environ.get("UPLOADER_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
-
-
-def unreachable(message: str) -> None:
-    """Skip locally, but never in CI: there a missing service is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-class MySQLServer:
-    """The test server: creates throwaway databases and drops them at the end."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.params = parse_dsn(dsn)
-        self.created: list[str] = []
-
-    def admin(self) -> pymysql.connections.Connection:
-        return pymysql.connect(host=self.params["host"], port=self.params["port"],
-                               user=self.params["user"], password=self.params["password"],
-                               database=self.params["db"], autocommit=True, connect_timeout=3)
-
-    def create_database(self) -> str:
-        """A fresh, empty database; returns its DSN."""
-        name = f"uploader_test_{uuid.uuid4().hex[:16]}"
-        with self.admin() as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        self.created.append(name)
-        return with_database(self.dsn, name)
-
-    def drop_all(self) -> None:
-        with self.admin() as conn, conn.cursor() as cur:
-            for name in self.created:
-                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-
-
-@pytest.fixture(scope="session")
-def mysql_server() -> Iterator[MySQLServer]:
-    server = MySQLServer(MYSQL_DSN)
-    try:
-        server.admin().close()
-    except pymysql.err.Error as exc:
-        unreachable(f"MySQL not reachable at {MYSQL_DSN}: {exc}")
-    yield server
-    server.drop_all()
 
 
 @pytest.fixture(scope="session")

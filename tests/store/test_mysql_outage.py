@@ -11,11 +11,11 @@ import uuid
 import aiomysql
 import pytest
 
+from support import with_database
 from uploader.errors import Unavailable
 from uploader.models import ABORTED, IN_PROGRESS
 from uploader.store.mysql import DatabaseMissing, MySQLStore, parse_dsn
 
-from .conftest import with_database
 from .test_conformance import chunk, new_upload
 
 

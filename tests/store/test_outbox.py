@@ -4,8 +4,10 @@ dispatcher at a time, a dead one's to another after its lease."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 
+import pymysql
 import pytest
 
 from uploader.events.model import make_event
@@ -13,6 +15,10 @@ from uploader.models import ABORTED, COMPLETED, IN_PROGRESS, MERGING, utcnow
 from uploader.store.outbox import DELIVERED, FAILED, PENDING, new_token
 
 from .test_conformance import new_upload
+
+
+# A duplicate event id breaks the events table's unique key.
+DUPLICATE = (sqlite3.IntegrityError, pymysql.err.IntegrityError)
 
 
 def event_for(upload, kind: str = "upload.created"):
@@ -57,12 +63,12 @@ async def test_a_failing_event_rolls_the_change_back(io_loop, store):
     event = event_for(first)
     await store.create_upload(first, event)
     second = new_upload()
-    with pytest.raises(Exception):
+    with pytest.raises(DUPLICATE):
         await store.create_upload(second, event)  # same event id: unique key
     assert await store.get_upload(second.upload_id) is None
     assert await store.list_uploads(second.owner, metadata=None) == \
         [await store.get_upload(first.upload_id)]
-    with pytest.raises(Exception):
+    with pytest.raises(DUPLICATE):
         await store.set_status(first.upload_id, ABORTED, (IN_PROGRESS,), event)
     assert (await store.get_upload(first.upload_id)).status == IN_PROGRESS
 

@@ -16,7 +16,7 @@ import logging
 import time
 from datetime import timedelta
 
-from ..events_config import EventsConfig, WebhooksConfig
+from ..config import EventsConfig, WebhooksConfig
 from ..metrics import Metrics
 from ..models import utcnow
 from ..store.base import MetadataStore

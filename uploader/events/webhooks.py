@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from standardwebhooks.webhooks import Webhook
 from tornado.httpclient import AsyncHTTPClient
 
-from ..events_config import WebhookEndpoint, WebhooksConfig
+from ..config import WebhookEndpoint, WebhooksConfig
 from ..metrics import Metrics
 from ..models import utcnow
 from ..store.base import MetadataStore
@@ -124,18 +124,15 @@ class WebhookSender:
         deadline = delivery.event.occurred_at + timedelta(seconds=self.config.retry_for)
         sink = delivery.sink
         if error is None:
-            state, next_at = DELIVERED, now
-            self.metrics.events_delivered.labels(sink).inc()
+            state, next_at, counter = DELIVERED, now, self.metrics.events_delivered
         elif now >= deadline:
-            state, next_at = FAILED, now
-            self.metrics.events_failed.labels(sink).inc()
+            state, next_at, counter = FAILED, now, self.metrics.events_failed
             log.warning("webhook %s gave up on event %s after %d attempts: %s", sink,
                         delivery.event.event_id, attempts, error)
         else:
-            state = PENDING
             # The last attempt lands on the deadline, not beyond it.
+            state, counter = PENDING, self.metrics.events_retried
             next_at = min(now + timedelta(seconds=next_delay(self.config, attempts)), deadline)
-            self.metrics.events_retried.labels(sink).inc()
             log.info("webhook %s: event %s attempt %d failed (%s), retrying", sink,
                      delivery.event.event_id, attempts, error)
         try:
@@ -144,9 +141,11 @@ class WebhookSender:
                                              now=now, error=error)
         except Exception as exc:
             # Not recorded: the lease runs out and the delivery is sent again
-            # (at least once).
+            # (at least once); it is counted when an outcome is recorded.
             log.warning("could not record webhook delivery of %s: %s",
                         delivery.event.event_id, exc)
+            return
+        counter.labels(sink).inc()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.web
 from tornado import httputil
 
 from ..auth import LOCAL_OWNER
 from ..cors import cors_headers
-from ..errors import ERRORS, STATUS_TO_CODE, UploadError
+from ..errors import STATUS_TO_CODE, UploadError
 from ..logs import log_request
-
-if TYPE_CHECKING:
-    from ..app import Runtime
+from . import requests
+from .context import HandlerContext
 
 log = logging.getLogger("uploader.http")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
@@ -26,20 +25,20 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 # bodies are then collected in data_received (bounded by max_json_body).
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    runtime: "Runtime"
+    ctx: HandlerContext
     owner: str
     error_code: str | None = None  # the error-table code answered, for logs and metrics
     answered = False
 
-    def initialize(self, runtime: "Runtime") -> None:
-        self.runtime = runtime
-        self.service = runtime.service
+    def initialize(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+        self.service = ctx.service
         # In flight until answered or abandoned: shutdown waits for these.
-        runtime.drain.enter(self)
+        ctx.drain.enter(self)
 
     def on_finish(self) -> None:
         self.answered = True
-        self.runtime.drain.leave(self)
+        self.ctx.drain.leave(self)
 
     def on_connection_close(self) -> None:
         # The client is gone. A handler whose coroutine still runs on to
@@ -47,7 +46,7 @@ class BaseHandler(tornado.web.RequestHandler):
         # (a streamed body cut short) never answer: log and leave now.
         if not self.answered and not self.finishes_after_close():
             log_request(self, aborted=True)
-            self.runtime.drain.leave(self)
+            self.ctx.drain.leave(self)
         super().on_connection_close()
 
     def finishes_after_close(self) -> bool:
@@ -75,11 +74,11 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
-        if hasattr(self, "runtime"):  # not yet during __init__; again on errors
+        if hasattr(self, "ctx"):  # not yet during __init__; again on errors
             self.set_cors_headers()
 
     def set_cors_headers(self, preflight: bool = False) -> None:
-        headers = cors_headers(self.runtime.config.cors, self.request.headers.get("Origin"),
+        headers = cors_headers(self.ctx.config.cors, self.request.headers.get("Origin"),
                                preflight=preflight, methods=self.allowed_methods())
         for name, value in headers.items():
             self.set_header(name, value)
@@ -93,12 +92,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_cors_headers()
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials by design
-        self.owner = self.runtime.authenticator.owner_for(
+        self.owner = self.ctx.authenticator.owner_for(
             self.request.headers.get("Authorization"))
 
     async def limit_rate(self) -> None:
         """The owner's and the client address's token buckets (init, chunks)."""
-        await self.runtime.ratelimiter.check(self.owner, self.request.remote_ip or "")
+        await self.ctx.ratelimiter.check(self.owner, self.request.remote_ip or "")
 
     def data_received(self, chunk: bytes) -> None:
         # Tornado caps the total at max_json_body; a handful of pieces at most.
@@ -114,15 +113,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish()
 
     def json_body(self, *, optional: bool = False) -> Any:
-        body = self.request.body
-        if not body.strip():
-            if optional:
-                return None
-            raise UploadError("invalid_request", "a JSON body is required")
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise UploadError("invalid_request", "body is not valid JSON") from None
+        return requests.parse_json(self.request.body, optional=optional)
 
     def send_json(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -140,7 +131,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.error_code = error.code
         self.clear()
         self.set_default_headers()
-        self.set_status(ERRORS[error.code])
+        self.set_status(error.status)
         if error.retry_after is not None:
             self.set_header("Retry-After", str(error.retry_after))
         for name, value in error.headers.items():

@@ -9,9 +9,6 @@ prepare(): both make sure an unfinished chunk is discarded.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import re
 import time
 import typing
 from typing import Any
@@ -22,20 +19,8 @@ from tornado.http1connection import HTTP1Connection
 
 from ..errors import UploadError
 from ..receiver import ChunkReceiver
-from ..service import check_md5
+from . import requests
 from .base import BaseHandler, log
-
-_INDEX_RE = re.compile(r"\A\d{1,9}\Z")
-
-
-def _content_md5(value: str) -> str:
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 16:
-        raise UploadError("invalid_request", "Content-MD5 must be 16 bytes in base64")
-    return raw.hex()
 
 
 @tornado.web.stream_request_body
@@ -55,23 +40,12 @@ class ChunkHandler(BaseHandler):
         if self.request.method != "PUT":
             raise UploadError("method_not_allowed", "use PUT for chunks")
         await self.limit_rate()
-        upload_id = self.path_args[0]
-        raw_index = self.get_query_argument("index", None)
-        if raw_index is None or not _INDEX_RE.match(raw_index):
-            raise UploadError("invalid_request", "index must be a non-negative integer")
-        md5 = check_md5(self.get_query_argument("md5", None))
-        header_md5 = self.request.headers.get("Content-MD5")
-        if header_md5 is not None:
-            from_header = _content_md5(header_md5)
-            if md5 is not None and md5 != from_header:
-                raise UploadError("invalid_request", "md5 and Content-MD5 disagree")
-            md5 = from_header
-        length = self.request.headers.get("Content-Length")
-        if length is not None and not length.isdigit():
-            raise UploadError("invalid_request", "bad Content-Length")
+        req = requests.chunk_request(self.get_query_argument("index", None),
+                                     self.get_query_argument("md5", None),
+                                     self.request.headers.get("Content-MD5"),
+                                     self.request.headers.get("Content-Length"))
         self.receiver = await self.service.start_chunk(
-            self.owner, upload_id, int(raw_index), md5,
-            int(length) if length is not None else None)
+            self.owner, self.path_args[0], req.index, req.md5, req.content_length)
         if self.client_gone:
             # Hung up (or cut by shutdown) while start_chunk ran: Tornado
             # will not read a body nor call us again; drop the new .part now.
@@ -86,7 +60,7 @@ class ChunkHandler(BaseHandler):
         it passes) and our own idle watchdog: Tornado's body_timeout alone
         would let a client hold a 64 MiB chunk's slot for its full deadline
         while sending nothing."""
-        conn = self.runtime.config.connections
+        conn = self.ctx.config.connections
         self._connection.set_body_timeout(length / conn.min_chunk_rate + conn.chunk_idle_timeout)
         self._last_data = time.monotonic()
         self._arm_idle_timer(conn.chunk_idle_timeout)
@@ -100,7 +74,7 @@ class ChunkHandler(BaseHandler):
         receiver = self.receiver
         if receiver is None or receiver.done or self._finished:
             return
-        limit = self.runtime.config.connections.chunk_idle_timeout
+        limit = self.ctx.config.connections.chunk_idle_timeout
         if self._disk_wait is not None and not self._disk_wait.done():
             self._arm_idle_timer(limit)
             return
@@ -148,7 +122,7 @@ class ChunkHandler(BaseHandler):
         receiver = self.receiver
         if receiver is not None and not receiver.done:
             # Tracked, so shutdown waits for the .part file to be gone.
-            self.runtime.drain.spawn(receiver.abort())
+            self.ctx.drain.spawn(receiver.abort())
 
     def finishes_after_close(self) -> bool:
         # Once finish() started (whole body read) put() runs on and answers;

@@ -10,11 +10,12 @@ store by ``status`` and ``complete``, never taken from the client.
 
 from __future__ import annotations
 
+from . import requests
 from .base import BaseHandler
 
 
 class PartUrlHandler(BaseHandler):
     async def post(self, upload_id: str, index: str) -> None:
         doc = await self.service.presign_chunk(self.owner, upload_id, int(index),
-                                               self.json_body(optional=True))
+                                               requests.optional_md5_body(self.request.body))
         self.send_json(doc)

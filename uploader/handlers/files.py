@@ -73,8 +73,7 @@ class FileHandler(BaseHandler):
         if head:
             self.finish()
             return
-        assert upload.storage_key
-        async for piece in self.service.storage.read_file(upload.storage_key, start, end):
+        async for piece in self.service.read_file(upload, start, end):
             self.write(piece)
             await self.flush()
         self.finish()

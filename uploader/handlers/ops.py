@@ -7,34 +7,10 @@ HealthHandler): load balancers and Prometheus call them without one. Keep
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any, Awaitable, Callable
-
 import tornado.web
 
-from ..errors import Unavailable, UploadError
-from ..models import utcnow
+from ..errors import Unavailable
 from .base import BaseHandler
-
-log = logging.getLogger("uploader.health")
-# Each readiness check, and the scrape-time database count, gets this long:
-# a load balancer's probe usually times out after a few seconds.
-CHECK_TIMEOUT = 3.0
-
-
-async def _check(probe: Callable[[], Awaitable[Any]]) -> str:
-    """"ok", or a short reason (no hosts, paths or credentials: the answer is public)."""
-    try:
-        result = await asyncio.wait_for(probe(), CHECK_TIMEOUT)
-    except asyncio.TimeoutError:
-        return "timeout"
-    except UploadError as exc:
-        return exc.code  # "unavailable", "insufficient_storage"
-    except Exception:
-        log.exception("readiness check failed unexpectedly")
-        return "error"
-    return "unavailable" if result is False else "ok"
 
 
 class ReadyHandler(BaseHandler):
@@ -44,17 +20,8 @@ class ReadyHandler(BaseHandler):
         pass  # load balancers probe without a token
 
     async def get(self) -> None:
-        runtime = self.runtime
-        names = ("database", "locks", "storage")
-        results = await asyncio.gather(_check(runtime.store.ping), _check(runtime.locks.ping),
-                                       _check(runtime.storage.ping))
-        checks = dict(zip(names, results))
+        checks = await self.ctx.health.checks()
         failed = [name for name, result in checks.items() if result != "ok"]
-        for name, result in checks.items():
-            if runtime.metrics.set_ready(name, result == "ok"):
-                # Log changes only: probes come every few seconds.
-                log.log(logging.INFO if result == "ok" else logging.WARNING,
-                        "readiness: %s is %s", name, result)
         if not failed:
             self.send_json({"ready": True, "checks": checks})
             return
@@ -78,18 +45,9 @@ class MetricsHandler(BaseHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
 
     async def get(self) -> None:
-        metrics = self.runtime.metrics
-        try:
-            counts = await asyncio.wait_for(self.runtime.store.count_by_status(), CHECK_TIMEOUT)
-        except (asyncio.TimeoutError, UploadError):
-            # Metrics matter most during an outage: answer without the gauge.
-            counts = None
-        metrics.set_uploads(counts)
-        try:
-            stats = await asyncio.wait_for(self.runtime.store.outbox_stats(), CHECK_TIMEOUT)
-        except (asyncio.TimeoutError, UploadError):
-            stats = None
-        metrics.set_outbox(stats, utcnow())
+        metrics = self.ctx.metrics
+        metrics.set_uploads(await self.ctx.health.upload_counts())
+        await self.ctx.health.outbox()
         self.set_header("Content-Type", metrics.content_type)
         self.finish(metrics.render())
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .. import __version__
+from ..config import Config
+from ..features import Features
 from .base import BaseHandler
 
 
-def page_settings(runtime: Any) -> dict[str, Any]:
+def page_settings(config: Config, features: Features, auth_required: bool) -> dict[str, Any]:
     """What the page needs to know of the server; nothing secret."""
-    limits = runtime.config.limits
-    from .. import __version__
+    limits = config.limits
     return {
         "chunk_size": limits.chunk_size_default,
         "chunk_size_min": limits.chunk_size_min,
@@ -19,9 +21,9 @@ def page_settings(runtime: Any) -> dict[str, Any]:
         "max_chunks": limits.max_chunks,
         "parallel": limits.parallel_chunks,
         "max_file_size": limits.max_file_size,
-        "auth_required": runtime.auth_required,
+        "auth_required": auth_required,
         # Chunks go straight to S3 through presigned URLs (docs/s3.md).
-        "direct_upload": bool(getattr(runtime.service, "direct", False)),
+        "direct_upload": features.direct is not None,
         "version": __version__,
     }
 
@@ -49,13 +51,14 @@ class PageHandler(BaseHandler):
         pass  # the page itself is public; its API calls carry the token
 
     def get(self) -> None:
-        settings = page_settings(self.runtime)
-        origin = getattr(self.runtime.storage, "upload_origin", None)
-        if settings["direct_upload"] and origin:
+        ctx = self.ctx
+        settings = page_settings(ctx.config, ctx.features, ctx.authenticator.enabled)
+        origin = ctx.features.upload_origin
+        if origin:
             # Direct mode: the page PUTs chunks to the object store's origin.
             csp = self._headers.get("Content-Security-Policy", "")
             self.set_header("Content-Security-Policy",
                             csp.replace("connect-src 'self'", f"connect-src 'self' {origin}"))
-        template = self.runtime.templates.get_template("index.html")
+        template = ctx.templates.get_template("index.html")
         self.finish(template.render(settings=settings, settings_json=script_json(settings),
                                     static_url=self.static_url))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..metadata import filters_from_query
-from ..service import init_arguments
+from . import requests
 from .base import BaseHandler
 
 
@@ -14,7 +14,10 @@ class InitHandler(BaseHandler):
             await self.limit_rate()
 
     async def post(self) -> None:
-        upload = await self.service.create(self.owner, **init_arguments(self.json_body()),
+        req = requests.init_request(self.request.body)
+        upload = await self.service.create(self.owner, filename=req.filename, size=req.size,
+                                           chunk_size=req.chunk_size, md5=req.md5,
+                                           metadata=req.metadata,
                                            headers=self.request.headers)
         self.set_header("Location", f"/upload/{upload.upload_id}/status")
         self.send_json(self.service.to_json(upload), 201)
@@ -29,7 +32,7 @@ class StatusHandler(BaseHandler):
 class CompleteHandler(BaseHandler):
     async def post(self, upload_id: str) -> None:
         upload, finished = await self.service.complete(
-            self.owner, upload_id, self.json_body(optional=True))
+            self.owner, upload_id, requests.optional_md5_body(self.request.body))
         self.send_json(self.service.to_json(upload), 200 if finished else 202)
 
 

@@ -9,9 +9,21 @@ in ``uploads.storage_key``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
-from ..models import ChunkRecord, Upload
+from ..models import Upload
+
+Progress = Callable[[int], None]
+
+
+class MissingChunkData(Exception):
+    """Chunks recorded in the database whose bytes the storage does not hold
+    (or holds with the wrong size). The service forgets those records so the
+    client sends the chunks again, rather than merging a hole."""
+
+    def __init__(self, indices: list[int]) -> None:
+        super().__init__(f"chunk data missing for {indices[:20]}")
+        self.indices = indices
 
 
 class ChunkWriter(Protocol):
@@ -25,11 +37,13 @@ class ChunkWriter(Protocol):
         """Make the written bytes durable (as far as the fsync policy says)
         without publishing them yet. Runs outside any lock."""
 
-    async def commit(self, md5: str | None = None) -> None:
+    async def commit(self, md5: str) -> None:
         """Make the synced bytes the chunk's content atomically, replacing an
-        earlier copy. Runs under the upload's lock, so the file (or part) and
-        its record never disagree. ``md5`` is the hex digest the receiver
-        computed of exactly these bytes (S3 sends it as Content-MD5)."""
+        earlier copy, and do whatever else the backend needs of a stored chunk
+        (the local backend feeds its incremental merge here). Runs under the
+        upload's lock, so the file (or part) and its record never disagree.
+        ``md5`` is the hex digest the receiver computed of exactly these bytes
+        (S3 sends it as Content-MD5)."""
 
     async def abort(self) -> None:
         """Drop the partial bytes; never raises."""
@@ -62,10 +76,12 @@ class Storage(Protocol):
         ...
 
     async def merge(self, upload: Upload, version: int,
-                    progress: Callable[[int], None] | None = None) -> StagedFile:
+                    progress: Progress | None = None) -> StagedFile:
         """Concatenate every chunk in order into a staged file, computing its
-        MD5. Nothing is visible at the final key yet. ``progress`` gets the
-        bytes merged so far."""
+        MD5. Nothing is visible at the final key yet. ``upload.chunks`` holds
+        the recorded chunk records (frozen: the upload is merging); ``progress``
+        gets the bytes merged so far. Raises ``MissingChunkData`` for recorded
+        chunks whose bytes are not there."""
 
     async def publish(self, staged: StagedFile) -> None:
         """Move the staged file to its final key atomically."""
@@ -80,8 +96,9 @@ class Storage(Protocol):
     async def delete_chunks(self, upload_id: str) -> None:
         """Remove every temp chunk of the upload (absent is fine)."""
 
-    async def delete_file(self, key: str) -> None:
-        ...
+    async def delete_upload(self, upload: Upload) -> None:
+        """Remove everything the backend holds of the upload: its chunks and
+        its file, wherever a merge may have put it (absent is fine)."""
 
     async def file_size(self, key: str) -> int | None:
         """Size of a published file, None when it is not there."""
@@ -97,7 +114,9 @@ class Storage(Protocol):
         ``older_than`` seconds; return how many."""
 
 
-# -- optional capabilities (the service checks for them; local has none) ----
+# -- optional capabilities ---------------------------------------------------
+# A backend may implement any of these as well. ``uploader.features`` looks
+# for them once, when the runtime is wired; nothing else checks isinstance.
 
 
 @dataclass(frozen=True)
@@ -122,11 +141,6 @@ class UploadHooks(Protocol):
         the returned JSON-able state is stored as ``upload.backend_state``
         and handed back with every later call."""
 
-    def key_for(self, upload: Upload) -> str:
-        """The key the upload's file gets. A merge may build the file there
-        before its MD5 is refused, so removing an unfinished upload deletes
-        this key too."""
-
 
 @dataclass
 class StoredPart:
@@ -144,35 +158,50 @@ class PresignedUploads(Protocol):
     def direct(self) -> bool:
         """Whether direct uploads are switched on in the config."""
 
+    @property
+    def upload_origin(self) -> str | None:
+        """scheme://host[:port] the presigned URLs point at (the page's CSP)."""
+
     async def presign_part(self, upload: Upload, index: int,
                            md5: str | None) -> dict[str, Any]:
         """``{"url", "method", "headers", "expires_in"}`` for one chunk's PUT;
         with ``md5`` the signature pins the chunk's Content-MD5."""
 
-    async def list_parts(self, upload: Upload) -> list[StoredPart]:
-        ...
+    async def list_parts(self, upload: Upload) -> list[StoredPart] | None:
+        """Every part held, or None when the multipart upload is gone
+        (completed or aborted)."""
 
 
 @runtime_checkable
 class PresignedDownloads(Protocol):
-    async def download_url(self, key: str, filename: str) -> str | None:
+    async def download_url(self, key: str, content_disposition: str) -> str | None:
         """A short-lived URL of the published file, or None to stream it."""
 
 
 @runtime_checkable
 class IncrementalMerge(Protocol):
-    """Optional capability: the backend folds chunks into the merged file while
-    they arrive, so ``complete`` has little left to do. Purely an optimisation:
-    ``merge`` must give the same result with or without it."""
-
-    def chunk_stored(self, upload: Upload, index: int, md5: str, writer: ChunkWriter) -> None:
-        """A chunk written through ``writer`` is committed and recorded with ``md5``."""
+    """The backend folds chunks into the merged file while they arrive (fed
+    by its chunk writers' ``commit``), so ``merge`` has little left to do.
+    Purely an optimisation: ``merge`` gives the same result without it."""
 
     def merged_ahead(self, upload_id: str) -> int:
         """Bytes already merged ahead of ``complete`` in this process."""
 
-    async def merge(self, upload: Upload, version: int,
-                    progress: Callable[[int], None] | None = None,
-                    chunks: Sequence[ChunkRecord] | None = None) -> StagedFile:
-        """As ``Storage.merge``; ``chunks`` are the recorded chunk records, which
-        the folded state must match to be used."""
+
+@runtime_checkable
+class SpaceReporting(Protocol):
+    """Free bytes where chunks are written (a local disk; S3 has no such
+    limit of ours)."""
+
+    async def free_bytes(self) -> int:
+        ...
+
+
+@runtime_checkable
+class StagedMerges(Protocol):
+    """A backend whose merges leave a staged file before publishing: after a
+    crash between recording ``completed`` and ``publish``, recovery finds
+    them here."""
+
+    async def staged_uploads(self) -> list[tuple[str, int]]:
+        """(upload id, merge version) of every staged merge file."""

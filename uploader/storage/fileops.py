@@ -1,4 +1,6 @@
-"""Low-level file moves shared by the local backend and its incremental merge."""
+"""Low-level file work shared by the local backend, its incremental merge and
+the S3 backend's staging: appends, kernel-side copies, fsyncs, and the
+translation of a full disk into the error table's ``insufficient_storage``."""
 
 from __future__ import annotations
 
@@ -6,16 +8,70 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from pathlib import Path
+
+from ..errors import UploadError
+from .base import MissingChunkData
 
 READ_PIECE = 1 << 20
 
 
-class MissingChunkData(Exception):
-    """Chunks recorded in the database whose bytes are not on disk."""
+def storage_error(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UploadError("insufficient_storage", "not enough storage space")
+    return exc
 
-    def __init__(self, indices: list[int]) -> None:
-        super().__init__(f"chunk data missing for {indices[:20]}")
-        self.indices = indices
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quiet(path: Path | str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def create_exclusive(path: Path, mode: int) -> int:
+    """A new file for writing (its folder made first); a full disk is 507."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise storage_error(exc) from exc
+
+
+class StagedWriter:
+    """Appends a chunk's body to its own staged file (in a worker thread);
+    the local and S3 chunk writers share it and differ in how they commit."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise RuntimeError("chunk writer is closed")
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_all(fd: int, data: bytes) -> None:

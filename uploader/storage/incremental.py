@@ -32,18 +32,15 @@ import hashlib
 import logging
 import mmap
 import os
-import secrets
 import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from ..models import ChunkRecord, Upload
-from .fileops import copy_range, start_writeback
-
-if TYPE_CHECKING:
-    from .local import LocalStorage
+from .fileops import copy_range, start_writeback, unlink_quiet
+from .layout import FILE_MODE, Layout
 
 log = logging.getLogger("uploader.storage.incremental")
 MMAP_MIN = 64 << 10      # below this, pread is cheaper than mapping
@@ -51,7 +48,6 @@ READ_PIECE = 1 << 20     # hash a chunk through mapped windows of this size
 # Chunks waiting for an earlier one: past this the upload arrives too far out
 # of order to be worth following (memory stays bounded); it merges the full way.
 MAX_PENDING = 1024
-FILE_MODE = 0o600
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of a committed chunk file
 
@@ -74,10 +70,16 @@ class FoldState:
 
 
 class IncrementalMerges:
-    def __init__(self, storage: "LocalStorage", executor: Executor, *,
+    """``run`` runs blocking file work in the backend's I/O pool (file
+    removal); ``executor`` is the fold's own single thread."""
+
+    def __init__(self, layout: Layout, executor: Executor,
+                 run: Callable[..., Awaitable[Any]], *, fsync: bool,
                  max_uploads: int = 1000) -> None:
-        self.storage = storage
+        self.layout = layout
         self.executor = executor  # one thread: folding uses at most one core
+        self.run = run
+        self.fsync = fsync
         self.max_uploads = max_uploads
         self._states: dict[str, FoldState] = {}
 
@@ -89,8 +91,7 @@ class IncrementalMerges:
         if st is None:
             if len(self._states) >= self.max_uploads:
                 return  # bounded memory: such uploads merge the full way
-            final = self.storage.final_path(self.storage.key_for(upload))
-            path = final.with_name(f"{final.name}.inc-{secrets.token_hex(6)}.part")
+            path = self.layout.fold_part(self.layout.key_for(upload))
             st = self._states[upload.upload_id] = FoldState(upload, path)
         with st.lock:
             if st.broken:
@@ -149,7 +150,7 @@ class IncrementalMerges:
         """Forget an upload (deleted, expired, completed): remove its file."""
         st = await self.take(upload_id)
         if st is not None:
-            await self.storage.run(discard, st)
+            await self.run(discard, st)
 
     async def close(self) -> None:
         for upload_id in list(self._states):
@@ -165,7 +166,7 @@ class IncrementalMerges:
                 index = st.next
                 md5, identity = st.pending[index]
             length = st.upload.chunk_length(index)
-            fd = _open_if(self.storage.chunk_path(st.upload.upload_id, index), identity, length)
+            fd = _open_if(self.layout.chunk_path(st.upload.upload_id, index), identity, length)
             if fd is None:
                 # Replaced on disk by a newer write, or gone: wait for that
                 # write's own chunk_stored (or merge the full way).
@@ -179,7 +180,7 @@ class IncrementalMerges:
                 try:
                     os.lseek(out, st.merged, os.SEEK_SET)
                     hash_and_copy(fd, out, length, st.md5)
-                    if self.storage.fsync:
+                    if self.fsync:
                         # The merge fsyncs the staged file at complete: flush
                         # the folded part while chunks still arrive instead.
                         start_writeback(out, st.merged, length)
@@ -207,10 +208,7 @@ def usable(st: FoldState, upload: Upload, chunks: Sequence[ChunkRecord] | None) 
 
 
 def discard(st: FoldState) -> None:
-    try:
-        os.unlink(st.path)
-    except FileNotFoundError:
-        pass
+    unlink_quiet(st.path)
 
 
 def _open_if(path: Path, identity: Identity, length: int) -> int | None:

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import time
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from aiobotocore.session import get_session
@@ -39,8 +38,10 @@ from ..config import S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
 from ..naming import is_upload_id
-from .base import PartLimits, StagedFile, StoredPart
-from .local import FILE_MODE, LocalStorage, MissingChunkData, _storage_error
+from .base import MissingChunkData, PartLimits, Progress, StagedFile, StoredPart
+from .fileops import create_exclusive
+from .layout import FILE_MODE, Layout
+from .local import LocalStorage
 from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -125,16 +126,9 @@ class S3Storage:
     async def open_chunk(self, upload: Upload, index: int) -> S3ChunkWriter:
         self._upload_id(upload)  # refuse before reading a byte
         final = self.local.chunk_path(upload.upload_id, index)
-        part = final.with_name(f"{final.name}.{secrets.token_hex(6)}.part")
-
-        def create() -> int:
-            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            except OSError as exc:
-                raise _storage_error(exc) from exc
-
-        return S3ChunkWriter(self, upload, index, part, final, await self.local.run(create))
+        part = Layout.receiving(final)
+        fd = await self.local.run(create_exclusive, part, FILE_MODE)
+        return S3ChunkWriter(self.local.run, self.upload_part, upload, index, part, final, fd)
 
     async def upload_part(self, upload: Upload, index: int, path: Path, size: int,
                           md5: str | None) -> str:
@@ -184,7 +178,7 @@ class S3Storage:
     # -- merge / publish -----------------------------------------------------
 
     async def merge(self, upload: Upload, version: int,
-                    progress: Callable[[int], None] | None = None) -> StagedFile:
+                    progress: Progress | None = None) -> StagedFile:
         key = self.key_for(upload)
         if upload.total_chunks == 0:
             return StagedFile(upload.upload_id, version, key, hashlib.md5(b"").hexdigest(), 0,
@@ -205,17 +199,17 @@ class S3Storage:
             raise MissingChunkData(missing)
         etags = [{"PartNumber": i + 1, "ETag": f'"{by_index[i].etag}"'}
                  for i in range(upload.total_chunks)]
-        md5 = None if self.cfg.direct else await self.local.run(
+        staged_md5: str | None = None if self.cfg.direct else await self.local.run(
             self._hash_staged, upload, progress)
-        if md5 is None:
+        if staged_md5 is None:
             # Some bytes never crossed this server: complete, then read once.
             await self._complete(key, self._upload_id(upload), etags)
             md5 = await self._hash_object(key, upload.size, progress)
             return StagedFile(upload.upload_id, version, key, md5, upload.size, {"completed": True})
-        return StagedFile(upload.upload_id, version, key, md5, upload.size,
+        return StagedFile(upload.upload_id, version, key, staged_md5, upload.size,
                           {"parts": etags, "s3_upload_id": self._upload_id(upload)})
 
-    def _hash_staged(self, upload: Upload, progress: Callable[[int], None] | None) -> str | None:
+    def _hash_staged(self, upload: Upload, progress: Progress | None) -> str | None:
         """MD5 of the staged copies in order; None unless all are here."""
         paths = [self.local.chunk_path(upload.upload_id, i) for i in range(upload.total_chunks)]
         try:
@@ -233,8 +227,7 @@ class S3Storage:
                 progress(merged)
         return md5.hexdigest()
 
-    async def _hash_object(self, key: str, size: int,
-                           progress: Callable[[int], None] | None) -> str:
+    async def _hash_object(self, key: str, size: int, progress: Progress | None) -> str:
         md5, merged = hashlib.md5(usedforsecurity=False), 0
         async for piece in self.read_file(key, 0, size):
             await self.local.run(md5.update, piece)  # hashing off the loop
@@ -311,8 +304,11 @@ class S3Storage:
                 if error_code(exc) not in GONE:
                     raise
 
-    async def delete_file(self, key: str) -> None:
-        await self._call("delete_object", Key=key)
+    async def delete_upload(self, upload: Upload) -> None:
+        await self.delete_chunks(upload.upload_id)
+        # In direct mode a merge completes the object before it can hash it:
+        # a refused MD5 leaves that object with no storage_key recorded.
+        await self._call("delete_object", Key=upload.storage_key or self.key_for(upload))
 
     async def file_size(self, key: str) -> int | None:
         try:

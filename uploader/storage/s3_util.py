@@ -7,7 +7,7 @@ import asyncio
 import base64
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -16,10 +16,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config import S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
-from .local import StagedWriter, _storage_error, _unlink
+from .fileops import StagedWriter, storage_error, unlink_quiet
 
-if TYPE_CHECKING:
-    from .s3 import S3Storage
+# UploadPart of one staged chunk file: (upload, index, path, size, md5) -> ETag.
+PartUploader = Callable[[Upload, int, Path, int, "str | None"], Awaitable[str]]
+Run = Callable[..., Awaitable[Any]]
 
 GONE = ("NoSuchUpload", "NoSuchKey", "404", "NotFound")
 
@@ -69,37 +70,38 @@ def client_kwargs(cfg: S3Config) -> dict[str, Any]:
 
 
 class S3ChunkWriter(StagedWriter):
-    def __init__(self, storage: "S3Storage", upload: Upload, index: int, part: Path,
-                 final: Path, fd: int) -> None:
+    """``run`` runs blocking file work in the I/O pool; ``upload_part`` sends
+    the staged file as the chunk's part."""
+
+    def __init__(self, run: Run, upload_part: PartUploader, upload: Upload, index: int,
+                 part: Path, final: Path, fd: int) -> None:
         super().__init__(fd)
-        self._storage, self._upload, self._index = storage, upload, index
+        self._run, self._upload_part = run, upload_part
+        self._upload, self._index = upload, index
         self._part, self._final = part, final
 
     async def sync(self) -> None:
         # The staged copy needs no fsync: S3 holds the durable copy once
         # UploadPart returns.
-        await self._storage.local.run(self._close)
+        await self._run(self._close)
 
-    async def commit(self, md5: str | None = None) -> None:
+    async def commit(self, md5: str) -> None:
         # UploadPart runs here, under the upload's lock, so the part in S3,
         # the staged copy and the chunk record always describe one body (at
         # the price of one part upload at a time per upload).
-        run = self._storage.local.run
-        await run(self._close)
+        await self._run(self._close)
         size = self._upload.chunk_length(self._index)
         # S3 first, then the staged copy: a failed UploadPart leaves both the
         # old part and its old staged copy in place, so they never disagree.
-        await self._storage.upload_part(self._upload, self._index, self._part, size, md5)
+        await self._upload_part(self._upload, self._index, self._part, size, md5)
         try:
-            await run(os.replace, self._part, self._final)
+            await self._run(os.replace, self._part, self._final)
         except OSError as exc:
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
 
     async def abort(self) -> None:
         try:
-            await self._storage.local.run(self._close)
-            await self._storage.local.run(_unlink, self._part)
+            await self._run(self._close)
+            await self._run(unlink_quiet, self._part)
         except Exception:  # abort must never raise: it runs from cleanup paths
             pass
-
-

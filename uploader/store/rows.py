@@ -43,5 +43,9 @@ def ts_to_text(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def parse_ts(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f")
+
+
 def text_to_ts(value: str | None) -> datetime | None:
-    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f") if value else None
+    return parse_ts(value) if value else None

@@ -21,7 +21,7 @@ from ..errors import Unavailable
 from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .outbox import OutboxQueries, Tx
-from .rows import dump_error, text_to_ts, ts_to_text, upload_from_row, upload_params
+from .rows import dump_error, parse_ts, text_to_ts, ts_to_text, upload_from_row, upload_params
 from .schema import SQLITE_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
@@ -91,7 +91,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
             await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
                 row = await cur.fetchone()
-            current = row[0] or 0
+            current = (row[0] if row else None) or 0
             for number, step in enumerate(SQLITE_STEPS, start=1):
                 if number <= current:
                     continue
@@ -182,7 +182,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
     async def get_chunks(self, upload_id: str) -> list[ChunkRecord]:
         rows = await self._all("SELECT chunk_index, size, md5, received_at FROM upload_chunks "
                                "WHERE upload_id = ? ORDER BY chunk_index", (upload_id,))
-        return [ChunkRecord(r[0], r[1], r[2], text_to_ts(r[3])) for r in rows]
+        return [ChunkRecord(r[0], r[1], r[2], parse_ts(r[3])) for r in rows]
 
     async def record_chunk(self, upload_id: str, chunk: ChunkRecord) -> bool:
         # One statement: the status check and the upsert cannot be split by

@@ -1,31 +1,27 @@
-// HTTP layer for the uploader API (ARCHITECTURE.md section 2).
+// HTTP layer for the uploader API (the wire format in the README).
 //
-// Kept separate from the upload logic (as tus-js-client does with its HTTP
-// stack) so that retry policy lives in one place (ApiError.retryable) and the
-// uploader never parses responses itself.
+// Kept apart from the upload logic (as tus-js-client does with its HTTP
+// stack): the uploader never parses responses. Whether a failure is worth
+// retrying is the server's word (`retryable` in every error object, from its
+// error table), or the lack of any answer from it; the page keeps no list of
+// codes of its own.
+
+import { send, TransportError } from "./transport.js";
 
 export class ApiError extends Error {
   constructor(message, { status = 0, code = "", details = {}, retryAfter = null,
-                         network = false, aborted = false, cause } = {}) {
+                         retryable = false, network = false, stalled = false,
+                         aborted = false, cause } = {}) {
     super(message, cause ? { cause } : undefined);
     this.name = "ApiError";
-    this.status = status;          // HTTP status; 0 when no response arrived
+    this.status = status;          // HTTP status; 0 when no answer arrived
     this.code = code;              // error code from the server's table
     this.details = details;        // extra fields, e.g. `missing` for incomplete
     this.retryAfter = retryAfter;  // seconds, from Retry-After (429/503)
-    this.network = network;        // no response at all (offline, reset, DNS)
+    this.network = network;        // no answer from the server at all
+    this.stalled = stalled;        // ... because the request stopped moving
     this.aborted = aborted;        // we aborted it ourselves (pause/cancel)
-  }
-
-  // Network errors, 5xx, 409 conflict (a merge in the way) and 429 may succeed
-  // later; any other 4xx means the request itself is wrong and would fail again.
-  // 409 `incomplete` is not retried as such: the answer to it is to send the
-  // missing chunks, not to repeat the same request.
-  get retryable() {
-    if (this.aborted) return false;
-    if (this.network || this.status >= 500 || this.status === 429) return true;
-    if (this.status === 409 || this.status === 423) return this.code !== "incomplete";
-    return false;
+    this.retryable = !aborted && (network || retryable);
   }
 }
 
@@ -42,14 +38,24 @@ function parseRetryAfter(value) {
   return Number.isNaN(when) ? null : Math.max(0, (when - Date.now()) / 1000);
 }
 
-async function errorFrom(resp) {
-  let body = null;
-  try { body = await resp.json(); } catch { /* not JSON: a proxy's HTML page */ }
-  const err = body?.error ?? {};
-  const { code = "", message = "", ...details } = err;
-  return new ApiError(message || `${resp.status} ${resp.statusText || "error"}`, {
-    status: resp.status, code, details,
-    retryAfter: parseRetryAfter(resp.headers.get("Retry-After")),
+function parseJson(text) {
+  try { return JSON.parse(text); } catch { return null; }
+}
+
+export function errorFrom({ status, statusText, text, header }) {
+  const error = parseJson(text)?.error;
+  const retryAfter = parseRetryAfter(header("Retry-After"));
+  if (!error || typeof error.code !== "string") {
+    // Not an answer of the uploader (a proxy's HTML page): a 5xx means it
+    // could not reach the server behind it, which is an outage like a
+    // refused connection; anything else is a refusal of the request.
+    return new ApiError(`${status} ${statusText || "error"}`, {
+      status, retryAfter, network: status >= 500,
+    });
+  }
+  const { code, message = "", retryable = false, ...details } = error;
+  return new ApiError(message || `${status} ${statusText || "error"}`, {
+    status, code, details, retryAfter, retryable: retryable === true,
   });
 }
 
@@ -57,12 +63,15 @@ export class Api {
   // auth: { token(): string|null, reauthenticate(): Promise<boolean> } or null.
   // reauthenticate asks the user for a new token after a 401; one prompt is
   // shared by every request that failed at the same time.
-  constructor({ base = "", auth = null } = {}) {
+  // stallMs: a request with no progress for that long is aborted (retryable).
+  constructor({ base = "", auth = null, stallMs = 30_000 } = {}) {
     this.base = base;
     this.auth = auth;
+    this.stallMs = stallMs;
   }
 
-  async request(method, path, { json, body, signal, headers = {}, expect = "json" } = {}) {
+  async request(method, path, { json, body = null, signal, headers = {}, stallMs = this.stallMs,
+                                onUploadProgress } = {}) {
     for (let authTries = 0; ; authTries++) {
       const h = { ...headers };
       const token = this.auth?.token();
@@ -74,26 +83,23 @@ export class Api {
       }
       let resp;
       try {
-        resp = await fetch(this.base + path, {
-          method, headers: h, body: payload, signal, cache: "no-store",
-          credentials: "same-origin",
-        });
+        resp = await send({ method, url: this.base + path, headers: h, body: payload, signal,
+                            stallMs, onUploadProgress });
       } catch (e) {
-        if (isAbort(e) || signal?.aborted) {
+        if (!(e instanceof TransportError)) {
           throw new ApiError("aborted", { aborted: true, cause: e });
         }
-        // fetch rejects with a TypeError for every transport failure.
-        throw new ApiError("Cannot reach the server", { network: true, cause: e });
+        throw new ApiError(e.stalled ? "The server stopped responding" : "Cannot reach the server",
+                           { network: true, stalled: e.stalled, cause: e });
       }
       if (resp.status === 401 && this.auth && authTries < 3) {
-        await resp.body?.cancel();
         if (await this.auth.reauthenticate()) continue;
       }
-      if (!resp.ok) throw await errorFrom(resp);
-      if (expect === "none" || resp.status === 204) return { status: resp.status, data: null };
-      let data = null;
-      try { data = await resp.json(); } catch (e) {
-        throw new ApiError("The server sent an unreadable answer", { status: resp.status, cause: e });
+      if (resp.status < 200 || resp.status >= 300) throw errorFrom(resp);
+      if (resp.status === 204 || !resp.text) return { status: resp.status, data: null };
+      const data = parseJson(resp.text);
+      if (data === null) {
+        throw new ApiError("The server sent an unreadable answer", { status: resp.status });
       }
       return { status: resp.status, data };
     }
@@ -105,27 +111,20 @@ export class Api {
     return this.request("POST", "/upload/init", { json, signal }).then((r) => r.data);
   }
 
-  // The chunk body is a Blob slice: the browser streams it from disk and sets
-  // Content-Length itself, so the main thread never holds the bytes.
-  putChunk(id, index, blob, md5, signal) {
-    const q = new URLSearchParams({ index: String(index) });
-    if (md5) q.set("md5", md5);
-    return this.request("PUT", `/upload/${id}/chunk?${q}`, {
-      body: blob, signal, headers: { "Content-Type": "application/octet-stream" },
-    }).then((r) => r.data);
-  }
-
   status(id, signal) {
     return this.request("GET", `/upload/${id}/status`, { signal }).then((r) => r.data);
   }
 
-  // Resolves to { status: 200|202, data: upload object }.
-  complete(id, md5, signal) {
-    return this.request("POST", `/upload/${id}/complete`, { json: md5 ? { md5 } : {}, signal });
+  // Resolves to { status: 200|202, data: upload object }. The server may hold
+  // the answer up to `waitMs` (merge.wait_seconds) before a 202: no stall.
+  complete(id, md5, signal, { waitMs = 0 } = {}) {
+    return this.request("POST", `/upload/${id}/complete`, {
+      json: md5 ? { md5 } : {}, signal, stallMs: this.stallMs && this.stallMs + waitMs,
+    });
   }
 
   remove(id, signal) {
-    return this.request("DELETE", `/upload/${id}`, { signal, expect: "none" });
+    return this.request("DELETE", `/upload/${id}`, { signal });
   }
 
   list(status, signal) {
@@ -140,7 +139,10 @@ export class Api {
     const token = this.auth?.token();
     if (token) h.Authorization = `Bearer ${token}`;
     const resp = await fetch(this.base + location, { headers: h, signal });
-    if (!resp.ok) throw await errorFrom(resp);
+    if (!resp.ok) {
+      throw errorFrom({ status: resp.status, statusText: resp.statusText, text: await resp.text(),
+                        header: (n) => resp.headers.get(n) });
+    }
     return resp.blob();
   }
 }

@@ -1,21 +1,24 @@
-// The upload page: wires the picker and drop zone to FileUpload objects,
-// runs the file queue, renders cards and lists unfinished uploads that can be
-// resumed by picking the same file again.
+// The upload page: reads the server's settings and wires the parts
+// together. Each part keeps its own state: the queue (queue.js), the cards
+// (file-list.js), the drop zone (dropzone.js), the unfinished uploads of
+// earlier visits (resume-list.js); this file holds none.
 
 import { Api } from "./api.js";
+import { createAnnouncer } from "./announcer.js";
 import { createAuth } from "./auth.js";
-import { formatBytes, percent } from "./format.js";
-import { createResumeStore, createTokenStore, fingerprint } from "./storage.js";
-import { Card, renderOverall, STATE_LABEL } from "./ui.js";
-import { ACTIVE, FileUpload } from "./uploader.js";
-
-// Files uploading at the same time; each already runs `parallel` chunk PUTs
-// and browsers allow only ~6 connections per host over HTTP/1.1.
-const MAX_ACTIVE_FILES = 2;
+import { serverChunkSender } from "./chunk-sender.js";
+import { createDropZone } from "./dropzone.js";
+import { FileListView } from "./file-list.js";
+import { formatBytes } from "./format.js";
+import { UploadQueue } from "./queue.js";
+import { ResumeList } from "./resume-list.js";
+import { createResumeStore, createTokenStore } from "./storage.js";
 
 const DEFAULTS = {
   chunk_size: 8 << 20, chunk_size_min: 64 << 10, chunk_size_max: 64 << 20,
   parallel: 4, max_file_size: 50 * 2 ** 30, auth_required: false, version: "",
+  // A request that makes no progress for this long is aborted and retried.
+  stall_timeout: 30, merge_wait_seconds: 20,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -28,236 +31,96 @@ function readSettings() {
   }
 }
 
-const settings = readSettings();
-const store = createResumeStore();
-const auth = settings.auth_required ? createAuth(createTokenStore(), $("token-dialog")) : null;
-const api = new Api({ auth });
+function main() {
+  const settings = readSettings();
+  const store = createResumeStore();
+  const auth = settings.auth_required ? createAuth(createTokenStore(), $("token-dialog")) : null;
+  const api = new Api({ auth, stallMs: settings.stall_timeout * 1000 });
+  const announce = createAnnouncer($("live"));
+  const focusPicker = () => $("choose-button").focus();
 
-const uploads = [];
-const dirty = new Set();
-const resumable = new Map();   // fingerprint -> { rec, up }
-const fileList = $("file-list");
-const live = $("live");
-const overallEls = { section: $("overall"), text: $("overall-text"), bar: $("overall-bar") };
-let lastAnnouncedQuarter = -1;
+  const queue = new UploadQueue({
+    api, sender: serverChunkSender(api), store, settings,
+    onChange: (upload, previous) => view.changed(upload, previous),
+  });
+  const view = new FileListView({
+    list: $("file-list"), template: $("file-card-template"), queue, announce,
+    overall: { section: $("overall"), text: $("overall-text"), bar: $("overall-bar") },
+    onAction: (action, upload, event) => runAction(action, upload, event),
+  });
+  const resumable = new ResumeList({
+    section: $("resumable"), list: $("resumable-list"), template: $("resumable-template"),
+    api, store, onDiscarded: focusPicker,
+  });
 
-function announce(text) {
-  // Clearing first makes screen readers repeat an identical message.
-  live.textContent = "";
-  requestAnimationFrame(() => { live.textContent = text; });
-}
-
-// ---- rendering (batched per animation frame) ----------------------------------
-
-let frame = 0;
-function scheduleRender(upload) {
-  if (upload) dirty.add(upload);
-  frame ||= requestAnimationFrame(render);
-}
-
-function render() {
-  frame = 0;
-  for (const u of dirty) u.card.render();
-  dirty.clear();
-  const overall = renderOverall(uploads, overallEls);
-  if (overall && overall.finished < overall.total) {
-    const quarter = Math.floor(overall.pct / 25);
-    if (quarter > lastAnnouncedQuarter && quarter > 0 && quarter < 4) {
-      announce(`Overall progress ${overall.pct}%`);
+  function addFiles(files) {
+    const added = [];
+    for (const file of files) {
+      const upload = queue.add(file);
+      if (!upload) {
+        announce(`${file.name} is already in the list`);
+        continue;
+      }
+      view.add(upload);
+      resumable.taken(upload.fp);
+      added.push(file.name);
     }
-    lastAnnouncedQuarter = quarter;
+    if (added.length) announce(`Added ${added.length === 1 ? added[0] : `${added.length} files`}`);
+    queue.pump();
   }
-}
 
-// Speed and time left change while nothing else happens.
-setInterval(() => {
-  const busy = uploads.filter((u) => u.state === "uploading");
-  if (busy.length) { busy.forEach((u) => dirty.add(u)); scheduleRender(); }
-}, 1000);
-
-// ---- the queue ----------------------------------------------------------------------
-
-function onChange(upload) {
-  if (upload.state !== upload.lastState) {
-    const prev = upload.lastState;
-    upload.lastState = upload.state;
-    if (prev !== undefined) announceState(upload);
-    if (!ACTIVE.has(upload.state)) pump();
-  }
-  scheduleRender(upload);
-}
-
-function announceState(u) {
-  const label = STATE_LABEL[u.state] ?? u.state;
-  if (u.state === "failed") announce(`${u.name}: failed. ${u.message}`);
-  else if (u.state === "done") announce(`${u.name}: upload complete`);
-  else if (u.state !== "hashing") announce(`${u.name}: ${label.toLowerCase()}`);
-}
-
-function pump() {
-  let active = uploads.filter((u) => ACTIVE.has(u.state)).length;
-  for (const u of uploads) {
-    if (active >= MAX_ACTIVE_FILES) break;
-    if (u.state === "queued") { u.start(); active++; }
-  }
-}
-
-function addFiles(files) {
-  const added = [];
-  for (const file of files) {
-    const fp = fingerprint(file);
-    const existing = uploads.find((u) => u.fp === fp && !["done", "cancelled"].includes(u.state));
-    if (existing) {
-      announce(`${file.name} is already in the list`);
-      continue;
+  // A card's button; true when the card should re-render and keep focus.
+  async function runAction(action, u, event) {
+    switch (action) {
+      case "pause": u.pause(); return true;
+      case "resume":
+      case "retry": u.resume(); return true;
+      case "cancel": await u.cancel(); return true;
+      case "dismiss":
+        queue.remove(u);
+        view.remove(u);
+        focusPicker();
+        return false;
+      case "download":
+        if (!auth) return false;   // a plain link does it
+        event.preventDefault();
+        await downloadWithToken(u);
+        return false;
+      default: return false;
     }
-    const upload = new FileUpload({ file, api, store, settings, onChange });
-    upload.card = new Card(upload, $("file-card-template"));
-    upload.lastState = upload.state;
-    uploads.push(upload);
-    fileList.append(upload.card.el);
-    scheduleRender(upload);
-    added.push(file.name);
-    if (resumable.delete(fp)) renderResumable();
   }
-  if (added.length) announce(`Added ${added.length === 1 ? added[0] : `${added.length} files`}`);
-  pump();
-}
 
-// ---- card buttons (one delegated listener) ------------------------------------
-
-fileList.addEventListener("click", async (event) => {
-  const button = event.target.closest("[data-action]");
-  const card = button?.closest(".card")?.card;
-  if (!card) return;
-  const u = card.upload;
-  switch (button.dataset.action) {
-    case "pause": u.pause(); break;
-    case "resume": u.resume(); break;
-    case "retry": u.resume(); break;
-    case "cancel": await u.cancel(); break;
-    case "dismiss": {
-      uploads.splice(uploads.indexOf(u), 1);
-      card.el.remove();
-      scheduleRender();
-      $("choose-button").focus();
-      return;
+  async function downloadWithToken(u) {
+    try {
+      const url = URL.createObjectURL(await api.download(u.location));
+      const a = Object.assign(document.createElement("a"), { href: url, download: u.name });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (err) {
+      announce(`Download failed: ${err.message}`);
     }
-    case "download":
-      if (!auth) return;   // a plain link does it
-      event.preventDefault();
-      await downloadWithToken(u);
-      return;
-    default: return;
   }
-  card.render();
-  card.focusFirstAction();
-});
 
-async function downloadWithToken(u) {
-  try {
-    const url = URL.createObjectURL(await api.download(u.location));
-    const a = Object.assign(document.createElement("a"), { href: url, download: u.name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
-  } catch (err) {
-    announce(`Download failed: ${err.message}`);
-  }
+  createDropZone({
+    zone: $("drop-zone"), input: $("file-input"), button: $("choose-button"),
+    onFiles: addFiles,
+    onFolderRefused: () => announce("Folders cannot be uploaded; drop the files inside them instead."),
+  });
+
+  $("drop-hint").textContent = `Up to ${formatBytes(settings.max_file_size)} per file.`;
+  $("token-button")?.addEventListener("click", () => auth?.change());
+  window.addEventListener("online", () => {
+    // Uploads that gave up while offline get going again by themselves.
+    for (const u of queue.uploads) if (u.state === "failed" && u.error?.network) u.resume();
+  });
+
+  (async () => {
+    if (auth) await auth.ensure();
+    await resumable.load((fp) => Boolean(queue.find(fp)));
+    document.body.dataset.ready = "true";   // for tests and for styling hooks
+  })();
 }
 
-// ---- picking and dropping ---------------------------------------------------------
-
-const input = $("file-input");
-const zone = $("drop-zone");
-$("choose-button").addEventListener("click", () => input.click());
-input.addEventListener("change", () => {
-  addFiles([...input.files]);
-  input.value = "";   // picking the same file again must fire change again
-});
-zone.addEventListener("click", (e) => {
-  if (e.target === zone || e.target.closest(".drop-icon, .drop-title, .drop-or, .drop-hint")) input.click();
-});
-
-let dragDepth = 0;
-zone.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth++; zone.classList.add("dragging"); });
-zone.addEventListener("dragleave", () => { if (--dragDepth <= 0) { dragDepth = 0; zone.classList.remove("dragging"); } });
-zone.addEventListener("dragover", (e) => { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; });
-zone.addEventListener("drop", (e) => {
-  e.preventDefault();
-  dragDepth = 0;
-  zone.classList.remove("dragging");
-  const items = [...(e.dataTransfer.items ?? [])];
-  const files = [];
-  let folders = 0;
-  for (const [i, file] of [...e.dataTransfer.files].entries()) {
-    if (items[i]?.webkitGetAsEntry?.()?.isDirectory) folders++;
-    else files.push(file);
-  }
-  if (folders) announce("Folders cannot be uploaded; drop the files inside them instead.");
-  addFiles(files);
-});
-// A file dropped beside the zone must not make the browser navigate away.
-for (const type of ["dragover", "drop"]) {
-  window.addEventListener(type, (e) => { if (!zone.contains(e.target)) e.preventDefault(); });
-}
-
-// ---- unfinished uploads from earlier visits ----------------------------------------
-
-function renderResumable() {
-  const list = $("resumable-list");
-  list.replaceChildren();
-  for (const [fp, { rec, up }] of resumable) {
-    const li = $("resumable-template").content.firstElementChild.cloneNode(true);
-    li.querySelector(".file-name").textContent = rec.filename;
-    li.querySelector(".file-name").title = rec.filename;
-    const got = up ? up.received.length : null;
-    const pct = up ? percent(got, up.total_chunks) : null;
-    li.querySelector(".file-size").textContent = formatBytes(rec.size)
-      + (pct === null ? "" : ` · ${pct}% uploaded`);
-    const discard = li.querySelector("[data-action=discard]");
-    discard.setAttribute("aria-label", `Discard the unfinished upload of ${rec.filename}`);
-    discard.addEventListener("click", async () => {
-      resumable.delete(fp);
-      store.remove(fp);
-      renderResumable();
-      $("choose-button").focus();
-      try { await api.remove(rec.uploadId); } catch { /* expires on its own */ }
-    });
-    li.dataset.uploadId = rec.uploadId;
-    list.append(li);
-  }
-  $("resumable").hidden = resumable.size === 0;
-}
-
-// Local records are only hints: keep those the server still has in progress.
-async function loadResumable() {
-  const records = store.list();
-  if (!records.length) return;
-  let server = null;
-  try {
-    server = new Map((await api.list("in_progress")).map((u) => [u.upload_id, u]));
-  } catch { /* offline: list what we remember, without percentages */ }
-  for (const rec of records) {
-    if (server && !server.has(rec.uploadId)) { store.remove(rec.fingerprint); continue; }
-    if (uploads.some((u) => u.fp === rec.fingerprint)) continue;
-    resumable.set(rec.fingerprint, { rec, up: server?.get(rec.uploadId) ?? null });
-  }
-  renderResumable();
-}
-
-// ---- start ----------------------------------------------------------------------------
-
-$("drop-hint").textContent = `Up to ${formatBytes(settings.max_file_size)} per file.`;
-$("token-button")?.addEventListener("click", () => auth?.change());
-window.addEventListener("online", () => {
-  // Uploads that gave up while offline get going again by themselves.
-  for (const u of uploads) if (u.state === "failed" && u.error?.network) u.resume();
-});
-
-(async () => {
-  if (auth) await auth.ensure();
-  await loadResumable();
-  document.body.dataset.ready = "true";   // for tests and for styling hooks
-})();
+main();

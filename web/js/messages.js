@@ -3,11 +3,20 @@
 
 import { ApiError } from "./api.js";
 
+// A failure already worded for the user (the upload is gone on the server,
+// or the server keeps reporting chunks missing): shown as it is.
+export function userError(text) {
+  const err = new Error(text);
+  err.described = true;
+  return err;
+}
+
 export function retryNotice(err, ms) {
-  const why = err.network ? "Connection lost"
-    : err.status === 429 ? "The server is busy"
-      : err.status === 409 ? "The upload is busy on the server"
-        : "The server had a problem";
+  const why = err.stalled ? "The server stopped responding"
+    : err.network ? "Connection lost"
+      : err.code === "rate_limited" ? "The server is busy"
+        : err.code === "conflict" ? "The upload is busy on the server"
+          : "The server had a problem";
   return `${why}; retrying in ${Math.max(1, Math.round(ms / 1000))} s…`;
 }
 
@@ -28,9 +37,7 @@ export function describeError(err, index) {
       ? "The assembled file does not match this file's checksum (did the file change "
         + "while uploading?). Cancel, then pick the file again."
       : `Chunk ${index} arrived corrupted (checksum mismatch). Press Retry.`;
-  } else if (err.code === "gone") {
-    text = err.message;
-  } else if (err.status === 401) {
+  } else if (err.code === "unauthorized") {
     text = "Not authorised: the access token was refused.";
   } else {
     text = `The server refused the upload: ${err.message}`
@@ -38,7 +45,7 @@ export function describeError(err, index) {
   }
   const out = err instanceof ApiError
     ? new ApiError(text, { status: err.status, code: err.code, details: err.details,
-                           network: err.network, cause: err })
+                           retryable: err.retryable, network: err.network, cause: err })
     : new Error(text, { cause: err });
   out.described = true;
   return out;

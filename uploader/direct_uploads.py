@@ -1,7 +1,6 @@
-"""Upload rules that apply only when the storage backend has an optional
-capability (storage/base.py): S3's part limits, and direct uploads whose
-truth is the object store's part list. UploadService calls these; like the
-service they know no HTTP and no SQL.
+"""Rules of direct uploads: clients PUT chunk bytes straight to the object
+store through presigned URLs (``s3.direct``), so the store, not the client, is
+the truth about which chunks arrived. Like the service, no HTTP and no SQL.
 """
 
 from __future__ import annotations
@@ -12,45 +11,26 @@ from typing import Any
 
 from .errors import UploadError
 from .models import IN_PROGRESS, ChunkRecord, Upload
-from .storage.base import PresignedUploads, Storage, UploadHooks
+from .storage.base import PresignedUploads
 from .store.base import MetadataStore
 
 _MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 
 
-def check_part_limits(storage: Storage, size: int, chunk_size: int, total: int) -> None:
-    """The backend's own bounds on a chunk, refused at init with their values."""
-    if not isinstance(storage, UploadHooks):
-        return
-    lim = storage.part_limits()
-    if total > 1 and chunk_size < lim.min_part_size:
-        raise UploadError("invalid_request", "chunk_size is below this storage's minimum "
-                          "part size (every chunk but the last is one part)",
-                          min_part_size=lim.min_part_size)
-    if min(chunk_size, size) > lim.max_part_size:
-        raise UploadError("invalid_request", "chunk_size is above this storage's maximum "
-                          "part size", max_part_size=lim.max_part_size)
-    if total > lim.max_parts:
-        raise UploadError("invalid_request", "too many chunks for this storage: use a larger "
-                          "chunk_size", max_parts=lim.max_parts)
-
-
-async def presign_chunk(storage: Storage, upload: Upload, index: int,
+async def presign_chunk(storage: PresignedUploads, upload: Upload, index: int,
                         md5: str | None) -> dict[str, Any]:
     if upload.status != IN_PROGRESS:
         raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
     if not 0 <= index < upload.total_chunks:
         raise UploadError("invalid_request", "index out of range",
                           total_chunks=upload.total_chunks)
-    assert isinstance(storage, PresignedUploads)
     doc = await storage.presign_part(upload, index, md5)
     return {"index": index, "size": upload.chunk_length(index), **doc}
 
 
-async def sync_parts(store: MetadataStore, storage: Storage, upload: Upload) -> Upload:
+async def sync_parts(store: MetadataStore, storage: PresignedUploads, upload: Upload) -> Upload:
     """Chunk records := the parts the object store holds with the right size
     (a client's word about a direct PUT is never taken)."""
-    assert isinstance(storage, PresignedUploads)
     parts = await storage.list_parts(upload)
     if parts is None:  # completed by an earlier merge: the records stand
         return upload

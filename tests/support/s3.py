@@ -1,13 +1,10 @@
 """A real S3-compatible server for the tests: moto's standalone server
-process (``moto[server]``), one per test session, a fresh bucket per test.
-
-Fixtures here are loaded by tests/conftest.py. Without moto the S3 tests
-skip locally and fail in CI (CI=true).
-"""
+process (``moto[server]``), one per test session (the ``s3_server`` fixture of
+tests/conftest.py), a fresh bucket per test."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import shutil
 import subprocess
@@ -18,7 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import botocore.session
-import pytest
+
+from .server import STOP_TIMEOUT, server_env, spawn
+from .services import require_service
 
 ACCESS = {"access_key_id": "testing", "secret_access_key": "testing"}
 
@@ -57,43 +56,38 @@ def _moto_executable() -> str | None:
     return str(beside) if beside.exists() else shutil.which("moto_server")
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[MotoS3]:
+@contextlib.contextmanager
+def moto_server() -> Iterator[MotoS3]:
+    """moto_server on a port the OS picks; stopped on exit, and killed with
+    the test process like every server a test starts."""
     exe = _moto_executable()
     if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("moto_server is required in CI: pip install 'moto[server]'")
-        pytest.skip("moto_server not installed (pip install 'moto[server]')")
-    # Port 0: the OS picks a free one and werkzeug prints it.
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+        require_service("moto_server", "not installed (pip install 'moto[server]')")
+    proc = spawn([exe, "-H", "127.0.0.1", "-p", "0"], env=server_env(),
+                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                 text=True)
     assert proc.stdout is not None
-    endpoint = None
-    for line in proc.stdout:  # blocks until moto says where it listens (or dies)
-        m = re.search(r"Running on (http://[\d.]+:\d+)", line)
-        if m:
-            endpoint = m.group(1)
-            break
-    if endpoint is None:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"moto_server did not start (exit {proc.poll()})")
-    # moto logs every request: keep reading so the pipe never fills up.
-    drain = threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True)
-    drain.start()
+    drain: threading.Thread | None = None
     try:
+        endpoint = None
+        for line in proc.stdout:  # blocks until moto says where it listens (or dies)
+            m = re.search(r"Running on (http://[\d.]+:\d+)", line)
+            if m:
+                endpoint = m.group(1)
+                break
+        if endpoint is None:
+            raise AssertionError(f"moto_server did not start (exit {proc.poll()})")
+        # moto logs every request: keep reading so the pipe never fills up.
+        drain = threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True)
+        drain.start()
         yield MotoS3(endpoint)
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        drain.join(10)  # EOF once the process is gone
+        if drain is not None:
+            drain.join(10)  # EOF once the process is gone
         proc.stdout.close()
-
-
-@pytest.fixture
-def s3_bucket(s3_server: MotoS3) -> str:
-    return s3_server.new_bucket()

@@ -1,5 +1,5 @@
-"""Helpers for the client tests: random files, and a small HTTP/1.1-aware TCP
-proxy placed between the client and the real server.
+"""A small HTTP/1.1-aware TCP proxy placed between the client under test and
+the real server.
 
 The proxy is a fake on purpose and only for what a real server cannot be made to do
 on demand: drop a connection mid-request (retry tests), and hold one chunk PUT
@@ -10,17 +10,11 @@ really sent. Everything else is relayed byte for byte to the real server.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import socket
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
-
-MiB = 1 << 20
-ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 @dataclass
@@ -197,24 +191,3 @@ def _copy(src: object, dst: socket.socket, n: int) -> None:
             raise OSError("peer closed mid-body")
         dst.sendall(data)
         n -= len(data)
-
-
-def write_random(path: Path, size: int) -> str:
-    """Random bytes (incompressible, so nothing can cheat), written in pieces; the MD5."""
-    md5 = hashlib.md5()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            piece = os.urandom(min(left, MiB))
-            f.write(piece)
-            md5.update(piece)
-            left -= len(piece)
-    return md5.hexdigest()
-
-
-def file_md5(path: Path) -> str:
-    md5 = hashlib.md5()
-    with open(path, "rb") as f:
-        while piece := f.read(MiB):
-            md5.update(piece)
-    return md5.hexdigest()

@@ -1,14 +1,15 @@
-// One file's upload: open or resume, hash, parallel chunk PUTs with retry,
-// complete (and wait out a merge). No DOM here: the page renders from the
-// public fields after every onChange().
+// One file's upload: open or resume, hash, send the chunks, complete (and
+// wait out a merge). No DOM here: the page renders from the public fields
+// after every onChange(). Every request goes through the one retry path.
 
 import { ApiError, isAbort } from "./api.js";
 import { Hasher } from "./hasher.js";
+import { describeError, retryNotice, userError } from "./messages.js";
+import { retrying } from "./retry.js";
 import { fingerprint } from "./storage.js";
-import { describeError, retryNotice } from "./messages.js";
-import { backoffDelay, childController, chooseChunkSize, Notifier, sleep } from "./util.js";
+import { transferPass } from "./transfer.js";
+import { chooseChunkSize, sleep } from "./util.js";
 
-const MAX_RETRIES = 10;          // ~1.5 min of backoff before giving up
 const MAX_COMPLETE_ROUNDS = 3;   // complete → "incomplete" → resend, at most
 const SPEED_WINDOW_MS = 8000;
 
@@ -19,10 +20,12 @@ export const ACTIVE = new Set(["hashing", "uploading", "merging"]);
 class Finished extends Error {}
 
 export class FileUpload {
-  constructor({ file, api, store, settings, onChange = () => {} }) {
+  // sender: sends one chunk (chunk-sender.js); api: every other request.
+  constructor({ file, api, sender, store, settings, onChange = () => {} }) {
     this.file = file;
     this.fp = fingerprint(file);
     this.api = api;
+    this.sender = sender;
     this.store = store;
     this.settings = settings;
     this.onChange = onChange;
@@ -106,7 +109,7 @@ export class FileUpload {
     try {
       await this.api.remove(this.uploadId);
     } catch (err) {
-      if (err.status !== 404) {
+      if (err.code !== "not_found") {
         this.#set("cancelled", "Cancelled here; the server could not be told and will "
                   + "remove the partial upload when it expires.");
       }
@@ -124,17 +127,15 @@ export class FileUpload {
   async #run(signal) {
     try {
       this.#set("hashing", "Preparing…");
-      if (this.uploadId) await this.#sync(signal, { merge: false });
+      if (this.uploadId) await this.#retrying(() => this.#sync(signal, { merge: false }), signal);
       else await this.#open(signal);
       this.hasher ??= new Hasher(this.file, this.chunkSize);
       for (let round = 1; ; round++) {
         await this.#transfer(signal);
         if (await this.#complete(signal)) break;
         if (round >= MAX_COMPLETE_ROUNDS) {
-          const err = new ApiError("The server keeps reporting missing chunks after they "
-                                   + "were sent; press Retry.", { status: 409, code: "incomplete" });
-          err.described = true;
-          throw err;
+          throw userError("The server keeps reporting missing chunks after they were sent; "
+                          + "press Retry.");
         }
       }
     } catch (err) {
@@ -142,6 +143,16 @@ export class FileUpload {
       if (signal.aborted || isAbort(err)) return;   // paused or cancelled
       this.#fail(err);
     }
+  }
+
+  // The retry path of retry.js, telling the user while it waits.
+  async #retrying(call, signal) {
+    const out = await retrying(call, {
+      signal,
+      onRetry: (err, ms) => { this.notice = retryNotice(err, ms); this.onChange(this); },
+    });
+    if (this.notice) { this.notice = ""; this.onChange(this); }
+    return out;
   }
 
   // Resume from a record of an earlier page (same fingerprint) when the
@@ -157,7 +168,7 @@ export class FileUpload {
           return;
         }
       } catch (err) {
-        if (err.status !== 404) throw err;  // 404: expired or removed, start over
+        if (err.code !== "not_found") throw err;  // expired or removed: start over
       }
       this.store.remove(this.fp);
     }
@@ -192,8 +203,8 @@ export class FileUpload {
     }
     if (up.status === "aborted" || up.status === "failed") {
       this.#forget();
-      throw new ApiError("This upload was cancelled or has failed on the server; "
-                         + "pick the file again to start over.", { code: "gone", status: 410 });
+      throw userError("This upload was cancelled or has failed on the server; "
+                      + "pick the file again to start over.");
     }
     this.onChange(this);
   }
@@ -204,11 +215,10 @@ export class FileUpload {
       try {
         this.#adopt(await this.api.status(this.uploadId, signal), { merge });
       } catch (err) {
-        if (err.status === 404) {
+        if (err.code === "not_found") {
           this.#forget();
-          throw new ApiError("The server no longer has this upload (it expired or was "
-                             + "removed); pick the file again to start over.",
-                             { code: "gone", status: 404 });
+          throw userError("The server no longer has this upload (it expired or was "
+                          + "removed); pick the file again to start over.");
         }
         throw err;
       } finally {
@@ -218,64 +228,25 @@ export class FileUpload {
     return this.syncing;
   }
 
-  // Hash ahead (a window of chunks) and PUT up to `parallel` chunks at once.
-  // Chunks the server already has are hashed but not sent, so the whole-file
-  // MD5 stays right on resume.
   async #transfer(signal) {
     const hasher = this.hasher;
-    const ctl = childController(signal);
-    const local = ctl.signal;
-    const wake = new Notifier();
-    const queue = [];
-    for (let i = 0; i < hasher.hashedCount && i < this.total; i++) {
-      if (!this.received.has(i)) queue.push(i);
-    }
-    let producing = true;
-    if (!queue.length) this.#set("hashing", this.resumed ? "Checking the part already uploaded…" : "Hashing…");
-
-    const producer = async () => {
-      try {
-        while (hasher.hashedCount < this.total) {
-          const i = hasher.hashedCount;
-          while (!this.received.has(i) && queue.length >= this.parallel * 2) await wake.wait(local);
-          await hasher.hash(i);
-          if (local.aborted) return;
-          if (!this.received.has(i)) { queue.push(i); wake.notify(); }
-          this.onChange(this);
-        }
-      } finally {
-        producing = false;
-        wake.notify();
-      }
-    };
-    const sender = async () => {
-      while (!local.aborted) {
-        const i = queue.shift();
-        if (i === undefined) {
-          if (!producing) return;
-          await wake.wait(local);
-          continue;
-        }
-        wake.notify();   // room for the producer to hash further
-        if (this.received.has(i)) continue;
-        await this.#sendChunk(i, local);
-      }
-    };
-
-    let first = null;
-    const tasks = [producer(), ...Array.from({ length: this.parallel }, sender)].map(
-      (p) => p.catch((err) => { first ??= err; ctl.abort(); }));
-    await Promise.allSettled(tasks);
-    if (first) throw first;
-    if (signal.aborted) throw new DOMException("aborted", "AbortError");
+    const pending = [...Array(Math.min(hasher.hashedCount, this.total)).keys()]
+      .some((i) => !this.received.has(i));
+    if (!pending) this.#set("hashing", this.resumed ? "Checking the part already uploaded…" : "Hashing…");
+    await transferPass({
+      hasher, total: this.total, parallel: this.parallel, signal,
+      has: (i) => this.received.has(i),
+      send: (i, local) => this.#sendChunk(i, local),
+      onHashed: () => this.onChange(this),
+    });
   }
 
   async #sendChunk(i, signal) {
     const start = i * this.chunkSize;
     const blob = this.file.slice(start, start + this.chunkBytes(i));
     const md5 = this.hasher.md5s[i];
-    for (let attempt = 0; ; attempt++) {
-      try {
+    try {
+      await this.#retrying(async (attempt) => {
         // After a failure the chunk may have landed anyway, or the upload
         // may have moved on (merged, removed): ask before sending again.
         if (attempt > 0) {
@@ -283,8 +254,7 @@ export class FileUpload {
           if (this.received.has(i)) return;
         }
         if (this.state !== "uploading") this.#set("uploading", "Uploading…");
-        await this.api.putChunk(this.uploadId, i, blob, md5, signal);
-        this.notice = "";
+        await this.sender.send({ uploadId: this.uploadId, index: i, blob, md5, signal });
         if (!this.received.has(i)) {
           this.received.add(i);
           this.bytesDone += blob.size;
@@ -292,14 +262,10 @@ export class FileUpload {
           this.#sample();
         }
         this.onChange(this);
-        return;
-      } catch (err) {
-        if (err instanceof Finished || isAbort(err) || signal.aborted) throw err;
-        if (!(err instanceof ApiError) || !err.retryable || attempt >= MAX_RETRIES) {
-          throw describeError(err, i);
-        }
-        await this.#backoff(err, attempt, signal);
-      }
+      }, signal);
+    } catch (err) {
+      if (err instanceof Finished || isAbort(err) || signal.aborted) throw err;
+      throw describeError(err, i);
     }
   }
 
@@ -309,14 +275,16 @@ export class FileUpload {
     const md5 = await this.hasher.final(this.total);
     this.md5 = md5;
     this.#set("merging", "Assembling the file on the server…");
+    const waitMs = (this.settings.merge_wait_seconds ?? 20) * 1000;
     let res;
     try {
-      res = await this.#retrying(() => this.api.complete(this.uploadId, md5, signal), signal);
+      res = await this.#retrying(() => this.api.complete(this.uploadId, md5, signal, { waitMs }),
+                                 signal);
     } catch (err) {
       if (isAbort(err) || signal.aborted) throw err;
       if (err.code !== "incomplete") throw describeError(err);
       // The server's `received` says what to send again.
-      await this.#sync(signal, { merge: false });
+      await this.#retrying(() => this.#sync(signal, { merge: false }), signal);
       return false;
     }
     let up = res.data;
@@ -332,34 +300,11 @@ export class FileUpload {
       return true;
     }
     if (up.error) {
-      const { code = "", message = "merge failed", ...details } = up.error;
-      throw describeError(new ApiError(message, { code, details, status: 422 }));
+      const { code = "", message = "merge failed", retryable = false, ...details } = up.error;
+      throw describeError(new ApiError(message, { code, details, retryable }));
     }
     this.#adopt(up);
     return false;
-  }
-
-  // Run `call` again on retryable failures (used for the single requests).
-  async #retrying(call, signal) {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const out = await call();
-        if (this.notice) { this.notice = ""; this.onChange(this); }
-        return out;
-      } catch (err) {
-        if (isAbort(err) || signal.aborted || !(err instanceof ApiError)) throw err;
-        if (!err.retryable || attempt >= MAX_RETRIES) throw err;
-        await this.#backoff(err, attempt, signal);
-      }
-    }
-  }
-
-  async #backoff(err, attempt, signal) {
-    let ms = backoffDelay(attempt);
-    if (err.retryAfter != null) ms = err.retryAfter * 1000 + Math.random() * 250;
-    this.notice = retryNotice(err, ms);
-    this.onChange(this);
-    await sleep(ms, signal);
   }
 
   #sample() {

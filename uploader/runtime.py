@@ -1,0 +1,184 @@
+"""The wired parts of one server process, built from the config in one place.
+
+``build_runtime`` chooses each backend by name, records what the storage can
+do (``Features``) and wires the service, the merges, the sweep and the
+request guards; ``Runtime.start``/``stop`` run their lifecycle. No module
+globals, no singletons: a test builds as many runtimes as it likes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .auth import Authenticator
+from .cleanup import Expirer
+from .config import Config
+from .errors import Unavailable
+from .events.dispatcher import Dispatcher
+from .events.recorder import EventLog
+from .features import Features
+from .health import Health
+from .hooks import PreCreateHook
+from .locks.base import Locks
+from .locks.names import UploadLocks
+from .merging import Merges
+from .metrics import Metrics, TimedLocks
+from .ratelimit import RateLimiter
+from .recovery import publish_recorded_merges, return_interrupted_merges
+from .service import UploadService
+from .shutdown import Drain
+from .storage.base import Storage
+from .store.base import MetadataStore
+
+log = logging.getLogger("uploader")
+
+
+def make_store(config: Config) -> MetadataStore:
+    if config.store.backend == "mysql":
+        from .store.mysql import MySQLStore
+        return MySQLStore(config.store.mysql_dsn, pool_size=config.store.pool_size)
+    from .store.sqlite import SQLiteStore
+    return SQLiteStore(config.sqlite_path, synchronous_full=config.storage.fsync)
+
+
+def incremental_merge(config: Config) -> bool:
+    """The incremental merge lives in one process's memory: with several
+    instances (shared locks) chunks spread over all of them, no instance sees
+    a contiguous run to fold, and one that folded a head start never learns
+    that another merged the upload. There it is off; complete merges."""
+    return config.merge.incremental and config.locks.backend == "memory"
+
+
+def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
+    if config.storage.backend == "s3":
+        from .storage.s3 import S3Storage
+        return S3Storage(config.s3, config.data_dir, executor,
+                         orphan_age=max(config.storage.stale_part_age, 3600.0))
+    from .storage.local import LocalStorage
+    return LocalStorage(config.data_dir, executor, fsync=config.storage.fsync,
+                        incremental=incremental_merge(config), fold_nice=config.merge.fold_nice)
+
+
+def make_locks(config: Config) -> Locks:
+    if config.locks.backend == "redis":
+        from .locks.redis import RedisLocks
+        return RedisLocks(config.locks.redis_url, key_prefix=config.locks.redis_prefix)
+    from .locks.memory import MemoryLocks
+    return MemoryLocks()
+
+
+@dataclass
+class Runtime:
+    """Everything one server process wired together, and its lifecycle.
+    Handlers see only what ``handlers.context.HandlerContext`` hands them."""
+
+    config: Config
+    store: MetadataStore
+    storage: Storage
+    locks: Locks
+    executor: ThreadPoolExecutor
+    features: Features
+    merges: Merges
+    service: UploadService
+    expirer: Expirer
+    health: Health
+    metrics: Metrics
+    dispatcher: Dispatcher
+    # Requests in flight and cleanup tasks; shutdown.graceful_stop drains it.
+    drain: Drain = field(default_factory=Drain)
+    # Built from the config (a test may swap them before serving).
+    authenticator: Authenticator = field(init=False)
+    ratelimiter: RateLimiter = field(init=False)
+    started: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.config.auth)
+        self.ratelimiter = RateLimiter(self.config)
+
+    async def start(self) -> None:
+        await self._open_store()
+        await self.storage.start()
+        try:
+            # Publish recorded merges before stray parts are swept: a staged
+            # file of a completed upload is not a stray.
+            published = await publish_recorded_merges(self.service)
+            removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
+            recovered = await return_interrupted_merges(self.service)
+        except Unavailable as exc:
+            # Redis or the database went away meanwhile: the sweep publishes
+            # later, and a client's next complete re-merges an interrupted one.
+            log.warning("recovery at start skipped: %s", exc.message)
+            published = removed = recovered = 0
+        if removed or recovered or published:
+            log.info("recovery: published %d recorded merges, removed %d stray part files, "
+                     "%d interrupted merges back to in_progress", published, removed, recovered)
+        self.expirer.start()
+        # Events left by a previous run (or another instance) go out now.
+        self.dispatcher.start()
+        self.started = True
+
+    async def _open_store(self) -> None:
+        """Wait for the database instead of dying: a fleet restarted during
+        a database outage comes up by itself when it returns."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.open()
+                return
+            except Unavailable as exc:
+                log.warning("waiting for the database at start (%s); retrying in %.0fs",
+                            exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        self.expirer.stop()
+        # Aborts of cut chunks still deleting their .part files.
+        await self.drain.wait_tasks()
+        await self.merges.shutdown()
+        await self.dispatcher.stop()
+        if self.service.pre_create is not None:
+            await self.service.pre_create.close()
+        await self.locks.close()
+        await self.ratelimiter.close()
+        await self.store.close()
+        await self.storage.close()
+        self.executor.shutdown(wait=True)
+        self.started = False
+
+
+def build_service(config: Config, store: MetadataStore, storage: Storage, locks: Locks,
+                  executor: ThreadPoolExecutor, metrics: Metrics) -> UploadService:
+    """The service and its merge saga over these backends (``service.features``
+    and ``service.merges`` hang off it)."""
+    features = Features.of(storage, incremental=incremental_merge(config))
+    # Every upload lock goes through a timer (lock waits in /metrics).
+    upload_locks = UploadLocks(TimedLocks(locks, metrics), config.locks.ttl)
+    events = EventLog(config, features, metrics)
+    merges = Merges(config, store, storage, upload_locks, features, metrics, events)
+    service = UploadService(config, store, storage, upload_locks, merges, features, executor,
+                            events)
+    if config.hooks.pre_create_url:
+        service.pre_create = PreCreateHook(config.hooks)
+    return service
+
+
+def build_runtime(config: Config) -> Runtime:
+    executor = ThreadPoolExecutor(config.storage.io_threads, thread_name_prefix="uploader-io")
+    store = make_store(config)
+    storage = make_storage(config, executor)
+    locks = make_locks(config)
+    metrics = Metrics()
+    drain = Drain()
+    metrics.in_flight.set_function(lambda: drain.active)
+    service = build_service(config, store, storage, locks, executor, metrics)
+    dispatcher = Dispatcher(config.events, config.webhooks, store, metrics)
+    service.events.on_event = dispatcher.notify
+    return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
+                   features=service.features, merges=service.merges, service=service,
+                   expirer=Expirer(config, service, metrics),
+                   health=Health(store, locks, storage, metrics), metrics=metrics, drain=drain,
+                   dispatcher=dispatcher)
