@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -57,8 +59,10 @@ def open_page(browser: Any) -> Iterator[Callable[[ServerProcess], Any]]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(srv: ServerProcess, settings: dict[str, Any] | None = None) -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
+    def open_(srv: ServerProcess, settings: dict[str, Any] | None = None,
+              **context_options: Any) -> Any:
+        options = {"viewport": {"width": 1280, "height": 860}, **context_options}
+        context = browser.new_context(**options)
         contexts.append(context)
         pg = context.new_page()
         if settings:
@@ -102,6 +106,29 @@ def with_settings(pg: Any, srv: ServerProcess, changes: dict[str, Any]) -> None:
 @pytest.fixture
 def page(open_page: Callable[[ServerProcess], Any], server: ServerProcess) -> Any:
     return open_page(server)
+
+
+AXE_VERSION = "4.14.1"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's released axe.min.js (MPL-2.0, licence in the package),
+    installed once from npm into a cache folder outside the repository."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    prefix = cache / "uploader-tests" / f"axe-core-{AXE_VERSION}"
+    script = prefix / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            require_service("npm", "needed once to install axe-core")
+        prefix.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([npm, "install", "--prefix", str(prefix), f"axe-core@{AXE_VERSION}",
+                               "--no-save", "--no-audit", "--no-fund", "--no-package-lock"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not script.exists():
+            require_service("axe-core", f"npm could not install it: {done.stderr[-500:]}")
+    return script.read_text()
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from .errors import ConfigError
 from .parsing import CLIENT_ENV, CLIENT_ENV_PREFIX, ENV_PREFIX, load_config, parse_size
 from .schema import (LOG_FORMATS, LOG_LEVELS, AuthConfig, Config, ConnectionsConfig,
                      CorsConfig, EventsConfig, ExpiryConfig, HooksConfig, LimitsConfig,
-                     LocksConfig, LoggingConfig, MergeConfig, QuotaConfig, RateLimitConfig,
-                     S3Config, ServerConfig, StorageConfig, StoreConfig, WebhookEndpoint,
-                     WebhooksConfig)
+                     LocksConfig, LoggingConfig, MergeConfig, PageConfig, QuotaConfig,
+                     RateLimitConfig, S3Config, ServerConfig, StorageConfig, StoreConfig,
+                     WebhookEndpoint, WebhooksConfig)
 from .validation import anonymous_remote_message, is_loopback, validate
 
 
@@ -30,7 +30,7 @@ __all__ = [
     "CLIENT_ENV", "CLIENT_ENV_PREFIX", "ENV_PREFIX", "GiB", "KiB", "LOG_FORMATS", "LOG_LEVELS",
     "MiB", "AuthConfig", "Config", "ConfigError", "ConnectionsConfig", "CorsConfig",
     "EventsConfig", "ExpiryConfig", "HooksConfig", "LimitsConfig", "LocksConfig",
-    "LoggingConfig", "MergeConfig", "QuotaConfig", "RateLimitConfig", "S3Config",
+    "LoggingConfig", "MergeConfig", "PageConfig", "QuotaConfig", "RateLimitConfig", "S3Config",
     "ServerConfig", "StorageConfig", "StoreConfig", "WebhookEndpoint", "WebhooksConfig",
     "anonymous_remote_message", "as_dict", "is_loopback", "load_config", "parse_size",
     "validate",

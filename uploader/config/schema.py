@@ -19,7 +19,7 @@ SIZE_KEYS = frozenset({
     "limits.max_file_size", "limits.chunk_size_min", "limits.chunk_size_max",
     "limits.chunk_size_default", "server.read_chunk_size", "server.max_json_body",
     "server.max_buffered", "storage.min_free_bytes", "quota.max_reserved_bytes",
-    "connections.min_chunk_rate", "merge.background_over",
+    "connections.min_chunk_rate", "merge.background_over", "page.max_total_size",
 })
 
 
@@ -271,6 +271,16 @@ class HooksConfig:
 
 
 @dataclass
+class PageConfig:
+    # What the browser page accepts before it uploads anything (a convenience
+    # for people, not a server-side check). Empty / 0: no restriction.
+    # MIME types ("image/png"), families ("image/*") or extensions (".pdf").
+    allowed_types: list[str] = field(default_factory=list)
+    max_files: int = 0           # files in one page at a time
+    max_total_size: int = 0      # bytes of all files in one page together
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -287,6 +297,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
+    page: PageConfig = field(default_factory=PageConfig)
 
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)

@@ -29,6 +29,7 @@ OWNER_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 ORIGIN_RE = re.compile(r"\A(\*|https?://[^/\s?#]+)\Z")
 WEBHOOK_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,47}\Z")
+_FILE_TYPE = re.compile(r"\.[\w.+-]+|[\w.+-]+/(\*|[\w.+-]+)")
 
 # (passed?, message, the keys it is about: the first set by the user is blamed)
 Check = tuple[bool, str, tuple[str, ...]]
@@ -75,6 +76,12 @@ def _server_checks(c: Config) -> Iterable[Check]:
     yield (lim.max_file_size >= 0, "limits.max_file_size must be >= 0", ("limits.max_file_size",))
     yield (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1",
            ("limits.parallel_chunks",))
+    yield (c.page.max_files >= 0, "page.max_files must be >= 0", ("page.max_files",))
+    yield (c.page.max_total_size >= 0, "page.max_total_size must be >= 0",
+           ("page.max_total_size",))
+    yield (all(_FILE_TYPE.fullmatch(t) for t in c.page.allowed_types),
+           "page.allowed_types must list MIME types (image/png, image/*) or extensions (.pdf)",
+           ("page.allowed_types",))
     yield (c.logging.format in LOG_FORMATS, "logging.format must be one of: text, json",
            ("logging.format",))
     yield (c.logging.level.upper() in LOG_LEVELS,

@@ -24,6 +24,14 @@ def page_settings(config: Config, features: Features, auth_required: bool) -> di
         "auth_required": auth_required,
         # Chunks go straight to S3 through presigned URLs (docs/s3.md).
         "direct_upload": features.direct is not None,
+        # complete may hold its answer this long: not a stalled request.
+        "merge_wait_seconds": config.merge.wait_seconds,
+        # Refused by the page before anything is sent (config `page:`).
+        "allowed_types": list(config.page.allowed_types),
+        "max_files": config.page.max_files,
+        "max_total_size": config.page.max_total_size,
+        # init takes {"metadata": {...}}: folder uploads send their relative path.
+        "accepts_metadata": True,
         "version": __version__,
     }
 
@@ -40,10 +48,11 @@ class PageHandler(BaseHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
-        # 'wasm-unsafe-eval' lets the hashing worker compile hash-wasm's MD5.
+        # 'wasm-unsafe-eval' lets the hashing worker compile hash-wasm's MD5;
+        # blob: images are the thumbnails made in a worker.
         self.set_header("Content-Security-Policy",
                         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
-                        "worker-src 'self' blob:; style-src 'self'; img-src 'self' data:; "
+                        "worker-src 'self' blob:; style-src 'self'; img-src 'self' data: blob:; "
                         "connect-src 'self'; object-src 'none'; base-uri 'none'; "
                         "frame-ancestors 'none'")
 

@@ -105,9 +105,10 @@ export class Api {
     }
   }
 
-  init({ filename, size, chunkSize, md5 }, signal) {
+  init({ filename, size, chunkSize, md5, metadata }, signal) {
     const json = { filename, size, chunk_size: chunkSize };
     if (md5) json.md5 = md5;
+    if (metadata) json.metadata = metadata;
     return this.request("POST", "/upload/init", { json, signal }).then((r) => r.data);
   }
 

@@ -7,65 +7,101 @@ import { Api } from "./api.js";
 import { createAnnouncer } from "./announcer.js";
 import { createAuth } from "./auth.js";
 import { serverChunkSender } from "./chunk-sender.js";
+import { Connectivity } from "./connectivity.js";
 import { createDropZone } from "./dropzone.js";
 import { FileListView } from "./file-list.js";
-import { formatBytes } from "./format.js";
+import { createHandleStore } from "./handles.js";
+import { chooseLanguage, localize, setLocale, t } from "./i18n.js";
 import { UploadQueue } from "./queue.js";
+import { applyRestrictions, describeRestrictions } from "./restrictions.js";
 import { ResumeList } from "./resume-list.js";
+import { RETRY_DEFAULTS } from "./retry.js";
 import { createResumeStore, createTokenStore } from "./storage.js";
+import { Thumbnails } from "./thumbnails.js";
 
 const DEFAULTS = {
   chunk_size: 8 << 20, chunk_size_min: 64 << 10, chunk_size_max: 64 << 20,
   parallel: 4, max_file_size: 50 * 2 ** 30, auth_required: false, version: "",
+  allowed_types: [], max_files: 0, max_total_size: 0, accepts_metadata: false,
   // A request that makes no progress for this long is aborted and retried.
   stall_timeout: 30, merge_wait_seconds: 20,
+  retry: RETRY_DEFAULTS,
 };
 
 const $ = (id) => document.getElementById(id);
 
 function readSettings() {
   try {
-    return { ...DEFAULTS, ...JSON.parse($("settings").textContent) };
+    const sent = JSON.parse($("settings").textContent);
+    return { ...DEFAULTS, ...sent, retry: { ...RETRY_DEFAULTS, ...sent.retry } };
   } catch {
     return { ...DEFAULTS };
   }
 }
 
 function main() {
+  setLocale(chooseLanguage());
+  localize(document);
+  for (const tpl of document.querySelectorAll("template")) localize(tpl.content);
+  $("version").textContent = t("page.version", { version: $("version").dataset.version });
+
   const settings = readSettings();
-  const store = createResumeStore();
+  const handles = createHandleStore();
+  const resumeStore = createResumeStore();
+  // A resume record and the file handle kept for it go together.
+  const store = Object.assign(Object.create(resumeStore), {
+    remove(fp) { resumeStore.remove(fp); handles.delete(fp); },
+  });
   const auth = settings.auth_required ? createAuth(createTokenStore(), $("token-dialog")) : null;
   const api = new Api({ auth, stallMs: settings.stall_timeout * 1000 });
+  const connectivity = new Connectivity({ probeMs: settings.retry.probeMs });
   const announce = createAnnouncer($("live"));
   const focusPicker = () => $("choose-button").focus();
 
   const queue = new UploadQueue({
-    api, sender: serverChunkSender(api), store, settings,
+    api, sender: serverChunkSender(api), connectivity, store, settings,
     onChange: (upload, previous) => view.changed(upload, previous),
   });
   const view = new FileListView({
     list: $("file-list"), template: $("file-card-template"), queue, announce,
-    overall: { section: $("overall"), text: $("overall-text"), bar: $("overall-bar") },
+    thumbnails: new Thumbnails(),
+    overall: { section: $("overall"), text: $("overall-text"), bar: $("overall-bar"),
+               bulk: [...document.querySelectorAll("[data-bulk]")] },
     onAction: (action, upload, event) => runAction(action, upload, event),
+    onBulk: (action) => runBulk(action),
   });
   const resumable = new ResumeList({
-    section: $("resumable"), list: $("resumable-list"), template: $("resumable-template"),
-    api, store, onDiscarded: focusPicker,
+    section: $("resumable"), list: $("resumable-list"), hint: $("resumable-hint"),
+    template: $("resumable-template"), api, store, handles, onDiscarded: focusPicker,
+    onResume: (item) => addItems([item]), onMessage: (text) => showRefusals([text]),
   });
 
-  function addFiles(files) {
+  function showRefusals(lines) {
+    $("refusal-list").replaceChildren(...lines.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      return li;
+    }));
+    $("refusals").hidden = lines.length === 0;
+  }
+
+  // items: [{ file, relativePath, handle }] from a picker, a drop or a paste.
+  function addItems(items) {
+    const { accepted, refused } = applyRestrictions(items, queue.uploads, settings);
+    showRefusals(refused);
     const added = [];
-    for (const file of files) {
-      const upload = queue.add(file);
+    for (const { file, relativePath = "", handle } of accepted) {
+      const upload = queue.add(file, relativePath);
       if (!upload) {
-        announce(`${file.name} is already in the list`);
+        announce(t("announce.duplicate", { name: file.name }));
         continue;
       }
+      if (handle) handles.put(upload.fp, handle);
       view.add(upload);
       resumable.taken(upload.fp);
       added.push(file.name);
     }
-    if (added.length) announce(`Added ${added.length === 1 ? added[0] : `${added.length} files`}`);
+    if (added.length) announce(t("announce.added", { count: added.length, name: added[0] }));
     queue.pump();
   }
 
@@ -90,6 +126,18 @@ function main() {
     }
   }
 
+  async function runBulk(action) {
+    const all = [...queue.uploads];
+    if (action === "pause") all.forEach((u) => u.pause());
+    if (action === "cancel") await Promise.all(all.map((u) => u.cancel()));
+    // Resumed and retried files take their turn like new ones.
+    if (action === "resume" || action === "retry") {
+      const from = action === "resume" ? "paused" : "failed";
+      for (const u of all) if (u.state === from) u.requeue();
+      queue.pump();
+    }
+  }
+
   async function downloadWithToken(u) {
     try {
       const url = URL.createObjectURL(await api.download(u.location));
@@ -99,22 +147,18 @@ function main() {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
     } catch (err) {
-      announce(`Download failed: ${err.message}`);
+      announce(t("announce.downloadFailed", { detail: err.message }));
     }
   }
 
   createDropZone({
-    zone: $("drop-zone"), input: $("file-input"), button: $("choose-button"),
-    onFiles: addFiles,
-    onFolderRefused: () => announce("Folders cannot be uploaded; drop the files inside them instead."),
+    zone: $("drop-zone"), input: $("file-input"), folderInput: $("folder-input"),
+    button: $("choose-button"), folderButton: $("folder-button"), onItems: addItems,
   });
 
-  $("drop-hint").textContent = `Up to ${formatBytes(settings.max_file_size)} per file.`;
+  $("file-input").accept = settings.allowed_types.join(",");
+  $("drop-hint").textContent = [describeRestrictions(settings), t("drop.paste")].join(" ");
   $("token-button")?.addEventListener("click", () => auth?.change());
-  window.addEventListener("online", () => {
-    // Uploads that gave up while offline get going again by themselves.
-    for (const u of queue.uploads) if (u.state === "failed" && u.error?.network) u.resume();
-  });
 
   (async () => {
     if (auth) await auth.ensure();

@@ -2,6 +2,8 @@
 // localStorage, asked again after a 401. Several requests failing at the same
 // moment share one dialog.
 
+import { t } from "./i18n.js";
+
 export function createAuth(tokens, dialog) {
   const input = dialog.querySelector("#token-input");
   const reason = dialog.querySelector("#token-reason");
@@ -31,13 +33,13 @@ export function createAuth(tokens, dialog) {
     // Called by the API layer after a 401: forget the refused token, ask again.
     reauthenticate() {
       tokens.clear();
-      return ask("The server refused the access token. Enter a valid one to continue.");
+      return ask(t("auth.refused"));
     },
     ensure() {
-      return tokens.get() ? Promise.resolve(true) : ask("This server needs an access token.");
+      return tokens.get() ? Promise.resolve(true) : ask(t("auth.needed"));
     },
     change() {
-      return ask("Enter the new access token.");
+      return ask(t("auth.change"));
     },
   };
 }

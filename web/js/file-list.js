@@ -1,13 +1,15 @@
-// The cards of this page's uploads and the overall summary, rendered in
-// batches (one per animation frame), plus what is said to screen readers
-// when a file changes state or the whole crosses a quarter.
+// The cards of this page's uploads, the overall summary with its bulk
+// actions, rendered in batches (one per animation frame), plus what is said
+// to screen readers when a file changes state or the whole crosses a quarter.
 
-import { Card, renderOverall, STATE_LABEL } from "./ui.js";
+import { t } from "./i18n.js";
+import { Card, renderOverall, stateLabel } from "./ui.js";
 
 export class FileListView {
-  // onAction(action, upload, event) runs a card's button.
-  constructor({ list, template, overall, queue, announce, onAction }) {
-    Object.assign(this, { list, template, overall, queue, announce });
+  // onAction(action, upload, event) runs a card's button; onBulk(action)
+  // one of the overall panel's.
+  constructor({ list, template, overall, queue, announce, thumbnails, onAction, onBulk }) {
+    Object.assign(this, { list, template, overall, queue, announce, thumbnails });
     this.cards = new Map();   // upload -> Card
     this.dirty = new Set();
     this.frame = 0;
@@ -21,6 +23,12 @@ export class FileListView {
         card.focusFirstAction();
       }
     });
+    for (const b of overall.bulk) {
+      b.addEventListener("click", async () => {
+        await onBulk(b.dataset.bulk);
+        this.schedule();
+      });
+    }
     // Speed and time left change while nothing else happens.
     setInterval(() => {
       const busy = queue.uploads.filter((u) => u.state === "uploading");
@@ -33,10 +41,16 @@ export class FileListView {
     this.cards.set(upload, card);
     this.list.append(card.el);
     this.schedule(upload);
+    this.thumbnails.make(upload.file).then((url) => {
+      if (url && this.cards.get(upload) === card) card.showThumbnail(url);
+      else if (url) URL.revokeObjectURL(url);
+    });
   }
 
   remove(upload) {
-    this.cards.get(upload)?.el.remove();
+    const card = this.cards.get(upload);
+    if (card?.thumb.src.startsWith("blob:")) URL.revokeObjectURL(card.thumb.src);
+    card?.el.remove();
     this.cards.delete(upload);
     this.dirty.delete(upload);
     this.schedule();
@@ -60,16 +74,17 @@ export class FileListView {
     if (overall && overall.finished < overall.total) {
       const quarter = Math.floor(overall.pct / 25);
       if (quarter > this.lastQuarter && quarter > 0 && quarter < 4) {
-        this.announce(`Overall progress ${overall.pct}%`);
+        this.announce(t("overall.progress", { pct: overall.pct }));
       }
       this.lastQuarter = quarter;
     }
   }
 
   #announceState(u) {
-    const label = STATE_LABEL[u.state] ?? u.state;
-    if (u.state === "failed") this.announce(`${u.name}: failed. ${u.message}`);
-    else if (u.state === "done") this.announce(`${u.name}: upload complete`);
-    else if (u.state !== "hashing") this.announce(`${u.name}: ${label.toLowerCase()}`);
+    if (u.state === "failed") this.announce(t("announce.failed", { name: u.name, message: u.message }));
+    else if (u.state === "done") this.announce(t("announce.done", { name: u.name }));
+    else if (u.state !== "hashing") {
+      this.announce(t("announce.state", { name: u.name, state: stateLabel(u).toLowerCase() }));
+    }
   }
 }

@@ -2,6 +2,7 @@
 // upload flow so the wording can change without touching the logic.
 
 import { ApiError } from "./api.js";
+import { t } from "./i18n.js";
 
 // A failure already worded for the user (the upload is gone on the server,
 // or the server keeps reporting chunks missing): shown as it is.
@@ -12,12 +13,12 @@ export function userError(text) {
 }
 
 export function retryNotice(err, ms) {
-  const why = err.stalled ? "The server stopped responding"
-    : err.network ? "Connection lost"
-      : err.code === "rate_limited" ? "The server is busy"
-        : err.code === "conflict" ? "The upload is busy on the server"
-          : "The server had a problem";
-  return `${why}; retrying in ${Math.max(1, Math.round(ms / 1000))} s…`;
+  const key = err.stalled ? "retry.stalled"
+    : err.network ? "retry.network"
+      : err.code === "rate_limited" ? "retry.busy"
+        : err.code === "conflict" ? "retry.conflict"
+          : "retry.server";
+  return t(key, { seconds: Math.max(1, Math.round(ms / 1000)) });
 }
 
 // Turn any failure into a sentence a user can act on.
@@ -26,22 +27,17 @@ export function describeError(err, index) {
   let text;
   if (err.name === "NotReadableError" || err.name === "NotFoundError"
       || /could not be read|NotReadable/i.test(err.message)) {
-    text = "The file can no longer be read (was it moved or changed?). Pick it again.";
+    text = t("err.unreadable");
   } else if (!(err instanceof ApiError)) {
-    text = `Hashing failed: ${err.message}`;
+    text = t("err.hashing", { detail: err.message });
   } else if (err.network) {
-    text = "Cannot reach the server. Your progress is kept: press Retry when the "
-           + "connection is back (or pick the file again after a reload).";
+    text = t("err.network");
   } else if (err.code === "checksum_mismatch") {
-    text = index === undefined
-      ? "The assembled file does not match this file's checksum (did the file change "
-        + "while uploading?). Cancel, then pick the file again."
-      : `Chunk ${index} arrived corrupted (checksum mismatch). Press Retry.`;
+    text = index === undefined ? t("err.fileMismatch") : t("err.chunkMismatch", { index });
   } else if (err.code === "unauthorized") {
-    text = "Not authorised: the access token was refused.";
+    text = t("err.unauthorized");
   } else {
-    text = `The server refused the upload: ${err.message}`
-           + (err.retryable ? " (gave up after several tries; press Retry)" : "");
+    text = t("err.refused", { detail: err.message });
   }
   const out = err instanceof ApiError
     ? new ApiError(text, { status: err.status, code: err.code, details: err.details,

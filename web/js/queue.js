@@ -9,8 +9,8 @@ const MAX_ACTIVE = 2;
 
 export class UploadQueue {
   // onChange(upload, previousState) after every change of any upload.
-  constructor({ api, sender, store, settings, onChange }) {
-    this.deps = { api, sender, store, settings };
+  constructor({ api, sender, connectivity, store, settings, onChange }) {
+    this.deps = { api, sender, connectivity, store, settings };
     this.onChange = onChange;
     this.uploads = [];
   }
@@ -20,8 +20,9 @@ export class UploadQueue {
   }
 
   // Adds a file unless it is already being uploaded; returns the upload or null.
-  add(file) {
-    const upload = new FileUpload({ file, ...this.deps, onChange: (u) => this.#changed(u) });
+  add(file, relativePath = "") {
+    const upload = new FileUpload({ file, relativePath, ...this.deps,
+                                    onChange: (u) => this.#changed(u) });
     if (this.find(upload.fp)) return null;
     upload.lastState = upload.state;
     this.uploads.push(upload);

@@ -1,14 +1,22 @@
-// Unfinished uploads from earlier visits of this browser, listed so the
-// user knows to pick the same file again (which resumes it) or can discard
-// them. Local records are only hints: those the server no longer has in
-// progress are dropped.
+// Unfinished uploads from earlier visits of this browser. Where the file's
+// handle was kept (handles.js) the item offers "Resume", which asks the
+// browser for read access and goes on with only the missing chunks; else
+// the user picks the same file again (which resumes it) or discards it.
+// Local records are only hints: those the server no longer has in progress
+// are dropped.
 
-import { formatBytes, percent } from "./format.js";
+import { formatBytes, formatDate, percent, t } from "./i18n.js";
+import { readable } from "./handles.js";
+import { fingerprint } from "./storage.js";
 
 export class ResumeList {
-  constructor({ section, list, template, api, store, onDiscarded }) {
-    Object.assign(this, { section, list, template, api, store, onDiscarded });
-    this.entries = new Map();   // fingerprint -> { rec, up }
+  // onResume(item) adds { file, relativePath, handle } back to the page;
+  // onMessage(text) shows why a resume did not happen.
+  constructor({ section, list, hint, template, api, store, handles, onDiscarded, onResume,
+                onMessage }) {
+    Object.assign(this, { section, list, hint, template, api, store, handles, onDiscarded,
+                          onResume, onMessage });
+    this.entries = new Map();   // fingerprint -> { rec, up, handle }
   }
 
   async load(isOpen) {
@@ -21,7 +29,8 @@ export class ResumeList {
     for (const rec of records) {
       if (server && !server.has(rec.uploadId)) { this.store.remove(rec.fingerprint); continue; }
       if (isOpen(rec.fingerprint)) continue;
-      this.entries.set(rec.fingerprint, { rec, up: server?.get(rec.uploadId) ?? null });
+      const handle = await this.handles.get(rec.fingerprint);
+      this.entries.set(rec.fingerprint, { rec, up: server?.get(rec.uploadId) ?? null, handle });
     }
     this.render();
   }
@@ -34,18 +43,27 @@ export class ResumeList {
   render() {
     this.list.replaceChildren(...[...this.entries].map(([fp, entry]) => this.#item(fp, entry)));
     this.section.hidden = this.entries.size === 0;
+    const anyHandle = [...this.entries.values()].some((e) => e.handle);
+    this.hint.textContent = t(anyHandle ? "resume.hint.handles" : "resume.hint");
   }
 
-  #item(fp, { rec, up }) {
+  #item(fp, { rec, up, handle }) {
     const li = this.template.content.firstElementChild.cloneNode(true);
+    const shown = rec.relativePath || rec.filename;
     const name = li.querySelector(".file-name");
     name.textContent = rec.filename;
-    name.title = rec.filename;
-    const pct = up ? percent(up.received.length, up.total_chunks) : null;
-    li.querySelector(".file-size").textContent = formatBytes(rec.size)
-      + (pct === null ? "" : ` · ${pct}% uploaded`);
+    name.title = shown;
+    const size = formatBytes(rec.size);
+    const parts = [up ? t("resume.progress", { size, pct: percent(up.received.length, up.total_chunks) })
+      : size];
+    if (rec.savedAt) parts.push(t("resume.started", { date: formatDate(rec.savedAt) }));
+    li.querySelector(".file-size").textContent = parts.join(" · ");
+    const resume = li.querySelector("[data-action=resume]");
+    resume.hidden = !handle;
+    resume.setAttribute("aria-label", t("resume.resume.label", { name: shown }));
+    resume.addEventListener("click", () => this.#resume(fp, rec, handle));
     const discard = li.querySelector("[data-action=discard]");
-    discard.setAttribute("aria-label", `Discard the unfinished upload of ${rec.filename}`);
+    discard.setAttribute("aria-label", t("resume.discard.label", { name: shown }));
     discard.addEventListener("click", async () => {
       this.entries.delete(fp);
       this.store.remove(fp);
@@ -55,5 +73,23 @@ export class ResumeList {
     });
     li.dataset.uploadId = rec.uploadId;
     return li;
+  }
+
+  async #resume(fp, rec, handle) {
+    const name = rec.relativePath || rec.filename;
+    let file;
+    try {
+      if (!await readable(handle)) { this.onMessage(t("resume.denied", { name })); return; }
+      file = await handle.getFile();
+    } catch {
+      this.onMessage(t("resume.denied", { name }));
+      return;
+    }
+    // The same name, size and modification time: the same file as before.
+    if (fingerprint(file, rec.relativePath ?? "") !== fp) {
+      this.onMessage(t("resume.changed", { name }));
+      return;
+    }
+    this.onResume({ file, relativePath: rec.relativePath ?? "", handle });
   }
 }

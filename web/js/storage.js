@@ -10,8 +10,10 @@ const TOKEN_KEY = "uploader:token";
 // Name + size + last-modified identifies "the same file picked again" without
 // reading it; a changed file gets a new fingerprint and a fresh upload (and
 // the whole-file MD5 at complete would catch an edit that kept all three).
-export function fingerprint(file) {
-  return `${file.name}|${file.size}|${file.lastModified}`;
+// Inside a folder the relative path tells apart files of one name.
+export function fingerprint(file, relativePath = "") {
+  const base = `${file.name}|${file.size}|${file.lastModified}`;
+  return relativePath ? `${base}|${relativePath}` : base;
 }
 
 function probe() {

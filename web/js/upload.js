@@ -4,6 +4,7 @@
 
 import { ApiError, isAbort } from "./api.js";
 import { Hasher } from "./hasher.js";
+import { formatBytes, t } from "./i18n.js";
 import { describeError, retryNotice, userError } from "./messages.js";
 import { retrying } from "./retry.js";
 import { fingerprint } from "./storage.js";
@@ -14,18 +15,24 @@ const MAX_COMPLETE_ROUNDS = 3;   // complete → "incomplete" → resend, at mos
 const SPEED_WINDOW_MS = 8000;
 
 export const ACTIVE = new Set(["hashing", "uploading", "merging"]);
+const ACTIVE_SENDING = new Set(["hashing", "uploading"]);   // a merge cannot be paused
 
 // The sentinel thrown from deep inside the transfer when the server says the
 // upload is already completed (e.g. finished from another tab).
 class Finished extends Error {}
 
 export class FileUpload {
-  // sender: sends one chunk (chunk-sender.js); api: every other request.
-  constructor({ file, api, sender, store, settings, onChange = () => {} }) {
+  // sender: sends one chunk (chunk-sender.js); api: every other request;
+  // connectivity: where retries wait out an outage (connectivity.js);
+  // relativePath: the file's path inside a picked or dropped folder.
+  constructor({ file, relativePath = "", api, sender, connectivity = null, store, settings,
+                onChange = () => {} }) {
     this.file = file;
-    this.fp = fingerprint(file);
+    this.relativePath = relativePath;
+    this.fp = fingerprint(file, relativePath);
     this.api = api;
     this.sender = sender;
+    this.connectivity = connectivity;
     this.store = store;
     this.settings = settings;
     this.onChange = onChange;
@@ -35,6 +42,7 @@ export class FileUpload {
     this.state = "queued";
     this.message = "";     // what the user reads under the progress bar
     this.notice = "";      // transient: "retrying in 3 s"
+    this.waiting = false;  // past the quick retries: waiting for the server
     this.error = null;
     this.uploadId = null;
     this.location = null;
@@ -52,6 +60,9 @@ export class FileUpload {
   get size() { return this.file.size; }
   get name() { return this.file.name; }
   get hashedBytes() { return this.hasher?.hashedBytes ?? 0; }
+
+  get canPause() { return this.state === "queued" || ACTIVE_SENDING.has(this.state); }
+  get canCancel() { return this.state !== "done" && this.state !== "cancelled"; }
 
   chunkBytes(i) {
     return Math.min(this.chunkSize, this.size - i * this.chunkSize);
@@ -77,11 +88,12 @@ export class FileUpload {
     if (this.ctl) return;
     const max = this.settings.max_file_size;
     if (max && this.size > max) {
-      this.#set("failed", `This file is too large: the server accepts at most ${max} bytes.`);
+      this.#set("failed", t("msg.tooLarge", { size: formatBytes(max) }));
       return;
     }
     this.error = null;
     this.notice = "";
+    this.waiting = false;
     this.ctl = new AbortController();
     this.samples = [[performance.now(), this.sessionBytes]];
     const ctl = this.ctl;
@@ -89,29 +101,36 @@ export class FileUpload {
   }
 
   pause() {
-    if (this.state !== "hashing" && this.state !== "uploading") return;
+    if (!this.canPause) return;
     this.#stop();
-    this.#set("paused", "Paused");
+    this.#set("paused", t("msg.paused"));
   }
 
   resume() {
     if (this.state === "paused" || this.state === "failed") this.start();
   }
 
+  // Back in the queue, to start when its turn comes (resume all, retry all).
+  requeue() {
+    if (this.state !== "paused" && this.state !== "failed") return;
+    this.error = null;
+    this.#set("queued", "");
+  }
+
   async cancel() {
-    if (this.state === "done" || this.state === "cancelled") return;
+    if (!this.canCancel) return;
     this.#stop();
     this.hasher?.close();
     this.hasher = null;
     this.store.remove(this.fp);
-    this.#set("cancelled", "Cancelled");
+    this.#set("cancelled", t("msg.cancelled"));
     if (!this.uploadId) return;
     try {
-      await this.api.remove(this.uploadId);
+      await retrying(() => this.api.remove(this.uploadId),
+                     { policy: this.settings.retry, quickOnly: true });
     } catch (err) {
       if (err.code !== "not_found") {
-        this.#set("cancelled", "Cancelled here; the server could not be told and will "
-                  + "remove the partial upload when it expires.");
+        this.#set("cancelled", t("msg.cancelledLocally"));
       }
     }
   }
@@ -120,13 +139,14 @@ export class FileUpload {
     this.ctl?.abort();
     this.ctl = null;
     this.notice = "";
+    this.waiting = false;
   }
 
   // ---- the run ----------------------------------------------------------------
 
   async #run(signal) {
     try {
-      this.#set("hashing", "Preparing…");
+      this.#set("hashing", t("msg.preparing"));
       if (this.uploadId) await this.#retrying(() => this.#sync(signal, { merge: false }), signal);
       else await this.#open(signal);
       this.hasher ??= new Hasher(this.file, this.chunkSize);
@@ -134,8 +154,7 @@ export class FileUpload {
         await this.#transfer(signal);
         if (await this.#complete(signal)) break;
         if (round >= MAX_COMPLETE_ROUNDS) {
-          throw userError("The server keeps reporting missing chunks after they were sent; "
-                          + "press Retry.");
+          throw userError(t("err.missing"));
         }
       }
     } catch (err) {
@@ -148,10 +167,22 @@ export class FileUpload {
   // The retry path of retry.js, telling the user while it waits.
   async #retrying(call, signal) {
     const out = await retrying(call, {
-      signal,
+      signal, connectivity: this.connectivity, policy: this.settings.retry,
       onRetry: (err, ms) => { this.notice = retryNotice(err, ms); this.onChange(this); },
+      onWaiting: () => {
+        if (this.waiting) return;
+        this.waiting = true;
+        this.notice = "";
+        this.onChange(this);
+      },
     });
-    if (this.notice) { this.notice = ""; this.onChange(this); }
+    if (this.notice || this.waiting) {
+      // Speed is measured again from here: the outage moved no bytes.
+      if (this.waiting) this.samples = [[performance.now(), this.sessionBytes]];
+      this.notice = "";
+      this.waiting = false;
+      this.onChange(this);
+    }
     return out;
   }
 
@@ -172,12 +203,18 @@ export class FileUpload {
       }
       this.store.remove(this.fp);
     }
+    // A folder's relative path travels as metadata where the server takes
+    // it; the page's own resume record keeps it either way.
+    const metadata = this.relativePath && this.settings.accepts_metadata
+      ? { relative_path: this.relativePath } : undefined;
     const up = await this.#retrying(() => this.api.init(
-      { filename: this.name, size: this.size, chunkSize: this.chunkSize }, signal), signal);
+      { filename: this.name, size: this.size, chunkSize: this.chunkSize, metadata }, signal),
+                                    signal);
     this.#adopt(up);
     this.store.set(this.fp, {
-      uploadId: this.uploadId, filename: this.name, size: this.size,
-      lastModified: this.file.lastModified, chunkSize: this.chunkSize, savedAt: Date.now(),
+      uploadId: this.uploadId, filename: this.name, relativePath: this.relativePath,
+      size: this.size, lastModified: this.file.lastModified, chunkSize: this.chunkSize,
+      savedAt: Date.now(),
     });
   }
 
@@ -203,8 +240,7 @@ export class FileUpload {
     }
     if (up.status === "aborted" || up.status === "failed") {
       this.#forget();
-      throw userError("This upload was cancelled or has failed on the server; "
-                      + "pick the file again to start over.");
+      throw userError(t("err.aborted"));
     }
     this.onChange(this);
   }
@@ -217,8 +253,7 @@ export class FileUpload {
       } catch (err) {
         if (err.code === "not_found") {
           this.#forget();
-          throw userError("The server no longer has this upload (it expired or was "
-                          + "removed); pick the file again to start over.");
+          throw userError(t("err.gone"));
         }
         throw err;
       } finally {
@@ -232,7 +267,7 @@ export class FileUpload {
     const hasher = this.hasher;
     const pending = [...Array(Math.min(hasher.hashedCount, this.total)).keys()]
       .some((i) => !this.received.has(i));
-    if (!pending) this.#set("hashing", this.resumed ? "Checking the part already uploaded…" : "Hashing…");
+    if (!pending) this.#set("hashing", t(this.resumed ? "msg.checking" : "msg.hashing"));
     await transferPass({
       hasher, total: this.total, parallel: this.parallel, signal,
       has: (i) => this.received.has(i),
@@ -253,7 +288,7 @@ export class FileUpload {
           await this.#sync(signal);
           if (this.received.has(i)) return;
         }
-        if (this.state !== "uploading") this.#set("uploading", "Uploading…");
+        if (this.state !== "uploading") this.#set("uploading", t("msg.uploading"));
         await this.sender.send({ uploadId: this.uploadId, index: i, blob, md5, signal });
         if (!this.received.has(i)) {
           this.received.add(i);
@@ -271,10 +306,10 @@ export class FileUpload {
 
   // POST complete; true when done, false when chunks turned out missing.
   async #complete(signal) {
-    if (!this.hasher.finalMd5) this.#set("hashing", "Computing the file checksum…");
+    if (!this.hasher.finalMd5) this.#set("hashing", t("msg.final"));
     const md5 = await this.hasher.final(this.total);
     this.md5 = md5;
-    this.#set("merging", "Assembling the file on the server…");
+    this.#set("merging", t("msg.merging"));
     const waitMs = (this.settings.merge_wait_seconds ?? 20) * 1000;
     let res;
     try {
@@ -317,10 +352,11 @@ export class FileUpload {
     this.location = up.location ?? `/files/${this.uploadId}`;
     this.bytesDone = this.size;
     this.notice = "";
+    this.waiting = false;
     this.store.remove(this.fp);
     this.hasher?.close();
     this.hasher = null;
-    this.#set("done", this.resumed ? "Done (resumed)" : "Done");
+    this.#set("done", t(this.resumed ? "msg.doneResumed" : "msg.done"));
   }
 
   #forget() {
@@ -333,6 +369,7 @@ export class FileUpload {
   #fail(err) {
     this.error = err;
     this.notice = "";
+    this.waiting = false;
     // A hashing failure leaves the worker's running digest unusable.
     if (!(err instanceof ApiError)) { this.hasher?.close(); this.hasher = null; }
     this.#set("failed", describeError(err).message);
