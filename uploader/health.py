@@ -38,8 +38,11 @@ async def _check(probe: Callable[[], Awaitable[Any]]) -> str:
 
 class Health:
     def __init__(self, store: MetadataStore, locks: Locks, storage: Storage,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics,
+                 merge_depth: Callable[[], Awaitable[int | None]] | None = None) -> None:
         self.store = store
+        # Open jobs of the merge queue (merge.queue redis), for /metrics.
+        self.merge_depth = merge_depth
         self.locks = locks
         self.storage = storage
         self.metrics = metrics
@@ -68,9 +71,16 @@ class Health:
 
     async def outbox(self) -> None:
         """Outbox lag and queue depths into the metrics, read now from the
-        database (the same on every instance); cleared when it does not answer."""
+        database and Redis (the same on every instance); a source that does
+        not answer in time is left out."""
         try:
             stats = await asyncio.wait_for(self.store.outbox_stats(), CHECK_TIMEOUT)
         except (asyncio.TimeoutError, UploadError):
             stats = None
-        self.metrics.set_outbox(stats, utcnow())
+        merges = None
+        if self.merge_depth is not None:
+            try:
+                merges = await asyncio.wait_for(self.merge_depth(), CHECK_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+        self.metrics.set_outbox(stats, utcnow(), merges)

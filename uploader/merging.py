@@ -31,6 +31,7 @@ from .events.model import Event
 from .events.recorder import EventLog
 from .features import Features
 from .locks.names import UploadLocks
+from .merge_queue import RedisMergeQueue, await_outcome
 from .metrics import Metrics
 from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload, utcnow
 from .storage.base import MissingChunkData, StagedFile, Storage
@@ -57,7 +58,8 @@ def check_complete(upload: Upload) -> None:
 class Merges:
     def __init__(self, config: Config, store: MetadataStore, storage: Storage,
                  locks: UploadLocks, features: Features, metrics: Metrics,
-                 events: EventLog) -> None:
+                 events: EventLog, queue: RedisMergeQueue | None = None,
+                 take_jobs: bool = True) -> None:
         self.config = config
         self.store = store
         self.storage = storage
@@ -65,13 +67,20 @@ class Merges:
         self.features = features
         self.metrics = metrics
         self.events = events
+        # merge.queue redis: complete queues a job and waits for its outcome;
+        # this process merges only jobs it takes (when take_jobs).
+        self.queue = queue
+        self.take_jobs = take_jobs
+        # complete calls here waiting for a queued merge, per upload.
+        self._waiters: dict[str, asyncio.Task[Upload]] = {}
         # Merges running in this process, so a second complete joins the
         # first instead of queueing behind its lock.
         self._tasks: dict[str, asyncio.Task[Upload]] = {}
         self._progress: dict[str, int] = {}
 
     def running(self, upload_id: str) -> bool:
-        return upload_id in self._tasks
+        """A merge of it runs here, or a complete here waits for its job."""
+        return upload_id in self._tasks or upload_id in self._waiters
 
     def progress(self, upload_id: str) -> int | None:
         """Bytes merged so far by a merge running here (None: none runs)."""
@@ -82,8 +91,63 @@ class Merges:
         inc = self.features.incremental
         return inc.merged_ahead(upload_id) if inc is not None else 0
 
+    async def shown(self, upload: Upload) -> Upload:
+        """``upload`` as a status read shows it: with a job open in the queue
+        (waiting or running on any instance) it is ``merging``, with the
+        bytes merged so far."""
+        if self.queue is None or upload.upload_id in self._progress \
+                or upload.status not in (IN_PROGRESS, FAILED, MERGING):
+            return upload
+        merged = await self.queue.progress(upload.upload_id)
+        if merged is None:
+            return upload
+        return upload.replace(status=MERGING, merged_bytes=merged)
+
+    async def queue_depth(self) -> int | None:
+        """Open jobs in the merge queue (None: no queue, or Redis away)."""
+        return await self.queue.depth() if self.queue is not None else None
+
     def start(self, upload_id: str, md5: str | None) -> "asyncio.Task[Upload]":
-        """The merge of this upload running here, started if none is."""
+        """The merge of this upload for ``complete``: run here (merge.queue
+        memory), or queued for any worker and awaited here until
+        ``merge.wait_seconds`` (then the task raises TimeoutError: 202)."""
+        if self.queue is None:
+            return self.run_here(upload_id, md5)
+        task = self._waiters.get(upload_id)
+        if task is None:
+            task = asyncio.create_task(self._queued(upload_id, md5))
+            self._waiters[upload_id] = task
+            task.add_done_callback(lambda t: self._waited(upload_id, t))
+        return task
+
+    async def _queued(self, upload_id: str, md5: str | None) -> Upload:
+        assert self.queue is not None
+        before = await self.store.get_upload(upload_id, with_chunks=False)
+        if before is None:
+            raise not_found(upload_id)
+        if before.status == COMPLETED:
+            return before
+        if before.status == ABORTED:
+            raise UploadError("conflict", "upload is aborted", status=ABORTED)
+        await self.queue.submit(upload_id, md5)
+        deadline = asyncio.get_running_loop().time() + self.config.merge.wait_seconds
+        return await await_outcome(self.store, before, deadline)
+
+    def _waited(self, upload_id: str, task: "asyncio.Task[Upload]") -> None:
+        self._waiters.pop(upload_id, None)
+        if not task.cancelled():
+            task.exception()  # seen by complete, or it answered 202: nothing to log
+
+    def take_jobs_now(self) -> None:
+        """Start taking jobs from the queue (when this process merges)."""
+        if self.queue is not None and self.take_jobs:
+            self.queue.start(self._run_job, self.progress)
+
+    async def _run_job(self, upload_id: str, md5: str | None) -> Upload:
+        return await self.run_here(upload_id, md5)
+
+    def run_here(self, upload_id: str, md5: str | None) -> "asyncio.Task[Upload]":
+        """The merge of this upload running in this process, started if none is."""
         task = self._tasks.get(upload_id)
         if task is None:
             # Progress shows from the start (status may already say merging
@@ -264,15 +328,21 @@ class Merges:
         return size
 
     async def wait(self, timeout: float) -> bool:
-        """Let merges running in the background (complete answered 202)
-        finish, for at most ``timeout`` seconds; True when none is left."""
+        """At shutdown: take no more jobs, and let merges running in the
+        background (complete answered 202, or taken from the queue) finish,
+        for at most ``timeout`` seconds; True when none is left."""
+        if self.queue is not None:
+            self.queue.stop_taking()
         tasks = list(self._tasks.values())
         if tasks and timeout > 0:
             await asyncio.wait(tasks, timeout=timeout)
         return all(task.done() for task in tasks)
 
     async def shutdown(self) -> None:
-        tasks = list(self._tasks.values())
+        if self.queue is not None:
+            # Jobs cut here stay pending: another worker takes them after the TTL.
+            await self.queue.close()
+        tasks = [*self._tasks.values(), *self._waiters.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

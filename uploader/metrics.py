@@ -163,13 +163,17 @@ class Metrics:
             for status in sorted(set(STATUSES) | set(counts)):
                 self.uploads.labels(status).set(counts.get(status, 0))
 
-    def set_outbox(self, stats: Any, now: Any) -> None:
+    def set_outbox(self, stats: Any, now: Any, merge_jobs: int | None = None) -> None:
         """``stats`` is a store.outbox.OutboxStats, or None when the database
-        did not answer (the series then vanish rather than go stale)."""
+        did not answer (the series then vanish rather than go stale);
+        ``merge_jobs`` the open jobs of the merge queue (None: no queue)."""
         self.deliveries_failed.clear()
         for name in [labels[0] for labels in list(self._queue_names)]:
             self.queue_depth.remove(name)
         self._queue_names.clear()
+        if merge_jobs is not None:
+            self.queue_depth.labels("merge").set(merge_jobs)
+            self._queue_names.add(("merge",))
         if stats is None:
             self.outbox_lag.set(0)
             return

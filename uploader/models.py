@@ -70,6 +70,9 @@ class Upload:
     # Client metadata (string keys and values, bounded: metadata.py); set at
     # init, never changed afterwards.
     metadata: dict[str, str] = field(default_factory=dict)
+    # Bytes a running merge got through, as last reported by whichever
+    # process runs it (the merge queue); shown while merging, never stored.
+    merged_bytes: int | None = None
 
     def chunk_length(self, index: int) -> int:
         """Bytes in chunk ``index``: chunk_size except for a shorter last one."""

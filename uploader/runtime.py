@@ -24,6 +24,7 @@ from .health import Health
 from .hooks import PreCreateHook
 from .locks.base import Locks
 from .locks.names import UploadLocks
+from .merge_queue import RedisMergeQueue
 from .merging import Merges
 from .metrics import Metrics, TimedLocks
 from .ratelimit import RateLimiter
@@ -98,7 +99,9 @@ class Runtime:
         self.authenticator = Authenticator(self.config.auth)
         self.ratelimiter = RateLimiter(self.config)
 
-    async def start(self) -> None:
+    async def start(self, *, sweep: bool = True) -> None:
+        """Open the backends, repair what a crash left, start the timers.
+        ``sweep`` False: no expiry sweep here (``uploader worker``)."""
         await self._open_store()
         await self.storage.start()
         try:
@@ -115,9 +118,11 @@ class Runtime:
         if removed or recovered or published:
             log.info("recovery: published %d recorded merges, removed %d stray part files, "
                      "%d interrupted merges back to in_progress", published, removed, recovered)
-        self.expirer.start()
+        if sweep:
+            self.expirer.start()
         # Events left by a previous run (or another instance) go out now.
         self.dispatcher.start()
+        self.merges.take_jobs_now()
         self.started = True
 
     async def _open_store(self) -> None:
@@ -150,15 +155,27 @@ class Runtime:
         self.started = False
 
 
+def make_merge_queue(config: Config) -> RedisMergeQueue | None:
+    if config.merge.queue != "redis":
+        return None
+    return RedisMergeQueue(config.locks.redis_url, config.merge.stream, config.locks.ttl,
+                           concurrency=config.merge.concurrency)
+
+
 def build_service(config: Config, store: MetadataStore, storage: Storage, locks: Locks,
-                  executor: ThreadPoolExecutor, metrics: Metrics) -> UploadService:
+                  executor: ThreadPoolExecutor, metrics: Metrics, *,
+                  worker: bool = False) -> UploadService:
     """The service and its merge saga over these backends (``service.features``
     and ``service.merges`` hang off it)."""
     features = Features.of(storage, incremental=incremental_merge(config))
     # Every upload lock goes through a timer (lock waits in /metrics).
     upload_locks = UploadLocks(TimedLocks(locks, metrics), config.locks.ttl)
     events = EventLog(config, features, metrics)
-    merges = Merges(config, store, storage, upload_locks, features, metrics, events)
+    # An `uploader worker` always merges; a serving instance unless
+    # merge.workers is external.
+    merges = Merges(config, store, storage, upload_locks, features, metrics, events,
+                    queue=make_merge_queue(config),
+                    take_jobs=worker or config.merge.workers == "embedded")
     service = UploadService(config, store, storage, upload_locks, merges, features, executor,
                             events)
     if config.hooks.pre_create_url:
@@ -166,7 +183,9 @@ def build_service(config: Config, store: MetadataStore, storage: Storage, locks:
     return service
 
 
-def build_runtime(config: Config) -> Runtime:
+def build_runtime(config: Config, *, worker: bool = False) -> Runtime:
+    """``worker``: for ``uploader worker``, which takes merge jobs whatever
+    merge.workers says."""
     executor = ThreadPoolExecutor(config.storage.io_threads, thread_name_prefix="uploader-io")
     store = make_store(config)
     storage = make_storage(config, executor)
@@ -174,11 +193,12 @@ def build_runtime(config: Config) -> Runtime:
     metrics = Metrics()
     drain = Drain()
     metrics.in_flight.set_function(lambda: drain.active)
-    service = build_service(config, store, storage, locks, executor, metrics)
+    service = build_service(config, store, storage, locks, executor, metrics, worker=worker)
     dispatcher = Dispatcher(config.events, config.webhooks, store, metrics)
     service.events.on_event = dispatcher.notify
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
                    features=service.features, merges=service.merges, service=service,
                    expirer=Expirer(config, service, metrics),
-                   health=Health(store, locks, storage, metrics), metrics=metrics, drain=drain,
+                   health=Health(store, locks, storage, metrics, service.merges.queue_depth),
+                   metrics=metrics, drain=drain,
                    dispatcher=dispatcher)

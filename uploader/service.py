@@ -62,7 +62,8 @@ class UploadService:
 
     def to_json(self, upload: Upload) -> dict[str, Any]:
         doc = upload.to_json(self.config.expiry.ttl if self.config.expiry.enabled else None)
-        merged = self.merges.progress(upload.upload_id)
+        merged = upload.merged_bytes if upload.merged_bytes is not None \
+            else self.merges.progress(upload.upload_id)
         if upload.status == MERGING and merged is not None:
             doc["merged_bytes"] = merged
         if self.features.direct is not None:
@@ -79,6 +80,11 @@ class UploadService:
         if with_chunks and self.features.direct is not None and upload.status == IN_PROGRESS:
             upload = await direct.sync_parts(self.store, self.features.direct, upload)
         return upload
+
+    async def status(self, owner: str, upload_id: str) -> Upload:
+        """The upload as ``GET status`` shows it: merging (with the bytes
+        merged so far) while a merge of it runs anywhere."""
+        return await self.merges.shown(await self.get(owner, upload_id))
 
     async def list(self, owner: str, *, status: str | None, filename: str | None,
                    metadata: Mapping[str, str] | None = None) -> list[Upload]:
@@ -255,7 +261,7 @@ class UploadService:
         try:
             merged = await asyncio.wait_for(asyncio.shield(task), wait)
         except asyncio.TimeoutError:
-            current = await self.get(owner, upload_id)
+            current = await self.status(owner, upload_id)
             if current.status in (IN_PROGRESS, FAILED) and not task.done():
                 # Accepted but its task has not reached begin_merge yet.
                 current = current.replace(status=MERGING)

@@ -5,7 +5,8 @@ MariaDB and Redis (issue 16 item 2):
   event is delivered; a change whose transaction died with the process
   (rolled back) never yields an event;
 - three instances completing 20 uploads at once: each upload.completed is on
-  the stream at least once, each file merged once.
+  the stream at least once, each file merged once, whether each merge runs
+  where its complete landed or goes through the merge queue (issue 16 item 4).
 """
 
 from __future__ import annotations
@@ -116,10 +117,14 @@ def _try(call: Any) -> Any:
         return exc
 
 
+@pytest.mark.parametrize("queue", ["memory", "redis"])
 def test_three_instances_twenty_uploads(cluster: Cluster, redis_client: redis.Redis,
-                                        stream: str) -> None:
+                                        stream: str, queue: str) -> None:
+    """memory: each merge runs where its complete landed; redis: complete
+    queues a job that any of the three takes (merge.workers embedded)."""
     instances = cluster.start(3, {"events.redis_url": REDIS_URL, "events.stream": stream,
-                                  "events.poll_interval": 0.2})
+                                  "events.poll_interval": 0.2, "merge.queue": queue,
+                                  "merge.stream": cluster.redis_prefix + "merges"})
     files = [os.urandom(24 * KiB + i) for i in range(20)]
 
     def one(i: int) -> str:

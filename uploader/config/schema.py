@@ -129,6 +129,18 @@ class MergeConfig:
     # only idle CPU and never slows ingest; what it could not fold is merged
     # at complete. 0: folding competes with ingest for CPU.
     fold_nice: int = 0
+    # Where complete's merges run. memory: in the process that answered
+    # complete. redis: as a job on a Redis Stream (locks.redis_url) that any
+    # instance or `uploader worker` takes; needs locks.backend: redis.
+    queue: str = "memory"
+    # With queue redis. embedded: the serving instances take jobs too;
+    # external: only `uploader worker` processes do (merges leave the
+    # instances that serve uploads).
+    workers: str = "embedded"
+    # The Redis Stream of merge jobs (and the prefix of their progress keys).
+    stream: str = "uploader:merges"
+    # Jobs from the queue one instance or worker merges at once.
+    concurrency: int = 2
 
 
 @dataclass

@@ -239,6 +239,18 @@ def _events_checks(c: Config) -> Iterable[Check]:
     yield (not hooks.pre_create_url or _http_url(hooks.pre_create_url),
            "hooks.pre_create_url must be an http(s) URL or empty", ("hooks.pre_create_url",))
     yield (hooks.timeout > 0, "hooks.timeout must be > 0", ("hooks.timeout",))
+    merge = c.merge
+    yield (merge.queue in ("memory", "redis"), "merge.queue must be one of: memory, redis",
+           ("merge.queue",))
+    yield (merge.workers in ("embedded", "external"),
+           "merge.workers must be one of: embedded, external", ("merge.workers",))
+    yield (merge.queue != "redis" or c.locks.backend == "redis",
+           "merge.queue redis needs locks.backend: redis (one lock per upload across "
+           "instances)", ("merge.queue", "locks.backend"))
+    yield (merge.workers == "embedded" or merge.queue == "redis",
+           "merge.workers external needs merge.queue: redis", ("merge.workers", "merge.queue"))
+    yield (bool(merge.stream), "merge.stream must not be empty", ("merge.stream",))
+    yield (merge.concurrency >= 1, "merge.concurrency must be >= 1", ("merge.concurrency",))
 
 
 def _secret_ok(secret: str) -> bool:

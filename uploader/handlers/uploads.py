@@ -25,7 +25,7 @@ class InitHandler(BaseHandler):
 
 class StatusHandler(BaseHandler):
     async def get(self, upload_id: str) -> None:
-        upload = await self.service.get(self.owner, upload_id)
+        upload = await self.service.status(self.owner, upload_id)
         self.send_json(self.service.to_json(upload))
 
 
