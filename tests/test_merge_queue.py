@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from support import KiB, Api, md5, require_redis, wait_until_async
+from support import KiB, Api, md5, require_redis, run_uploader, wait_until_async
 from uploader.errors import Unavailable, UploadError
 from uploader.merge_queue import RedisMergeQueue
 
@@ -209,3 +209,9 @@ async def test_external_workers_only_serving_instances_do_not_merge(api: Api, ru
     assert await runtime.merges.queue_depth() == 1
     resp = await api.call("GET", "/metrics")
     assert 'uploader_queue_depth{queue="merge"} 1.0' in resp.body.decode()
+
+
+def test_a_worker_needs_the_redis_queue(tmp_path) -> None:
+    done = run_uploader("worker", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "merge.queue: redis" in done.stderr

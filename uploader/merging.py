@@ -49,6 +49,16 @@ def incomplete(missing: list[int], message: str) -> UploadError:
                        missing_count=len(missing))
 
 
+def nothing_to_merge(upload_id: str, upload: Upload | None) -> Upload | None:
+    """The upload when it is already completed (nothing to merge), None when
+    it may be merged; raises when it may not (gone: 404, aborted: 409)."""
+    if upload is None:
+        raise not_found(upload_id)
+    if upload.status == ABORTED:
+        raise UploadError("conflict", "upload is aborted", status=ABORTED)
+    return upload if upload.status == COMPLETED else None
+
+
 def check_complete(upload: Upload) -> None:
     missing = upload.missing()
     if missing:
@@ -123,12 +133,9 @@ class Merges:
     async def _queued(self, upload_id: str, md5: str | None) -> Upload:
         assert self.queue is not None
         before = await self.store.get_upload(upload_id, with_chunks=False)
-        if before is None:
-            raise not_found(upload_id)
-        if before.status == COMPLETED:
-            return before
-        if before.status == ABORTED:
-            raise UploadError("conflict", "upload is aborted", status=ABORTED)
+        if done := nothing_to_merge(upload_id, before):
+            return done
+        assert before is not None
         await self.queue.submit(upload_id, md5)
         deadline = asyncio.get_running_loop().time() + self.config.merge.wait_seconds
         return await await_outcome(self.store, before, deadline)
@@ -140,8 +147,13 @@ class Merges:
 
     def take_jobs_now(self) -> None:
         """Start taking jobs from the queue (when this process merges)."""
-        if self.queue is not None and self.take_jobs:
+        if self.queue is None:
+            return
+        if self.take_jobs:
             self.queue.start(self._run_job, self.progress)
+        else:
+            log.info("merge.workers is external: merges of this instance's completes run "
+                     "in `uploader worker` processes")
 
     async def _run_job(self, upload_id: str, md5: str | None) -> Upload:
         return await self.run_here(upload_id, md5)
@@ -169,12 +181,9 @@ class Merges:
     async def _merge(self, upload_id: str, md5: str | None) -> Upload:
         async with self.locks.upload(upload_id):
             upload = await self.store.get_upload(upload_id)
-            if upload is None:
-                raise not_found(upload_id)
-            if upload.status == COMPLETED:
-                return upload
-            if upload.status == ABORTED:
-                raise UploadError("conflict", "upload is aborted", status=ABORTED)
+            if done := nothing_to_merge(upload_id, upload):
+                return done
+            assert upload is not None
             # MERGING here means its merger died or lost the lock: we hold
             # the lock now, and bumping the version fences the old merger out.
             version = await self.store.begin_merge(upload_id, (IN_PROGRESS, FAILED, MERGING))
