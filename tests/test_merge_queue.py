@@ -22,7 +22,7 @@ from support import KiB, Api, md5, require_redis, run_uploader, wait_until_async
 from uploader.errors import Unavailable, UploadError
 from uploader.merge_queue import RedisMergeQueue
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/15")
 TTL = 1.0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def stream_events(client: redis.Redis, key: str) -> list[dict[str, Any]]:

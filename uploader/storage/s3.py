@@ -23,6 +23,7 @@ matches the part S3 holds. The Storage split maps to S3 like this:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from concurrent.futures import Executor
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from ..config import S3Config
+from ..config import ConfigError, S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
 from ..naming import is_upload_id
@@ -43,6 +44,8 @@ from .fileops import create_exclusive
 from .layout import FILE_MODE, Layout
 from .local import LocalStorage
 from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
+
+log = logging.getLogger("uploader.storage")
 
 MiB, GiB = 1 << 20, 1 << 30
 S3_LIMITS = PartLimits(min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000)
@@ -75,6 +78,25 @@ class S3Storage:
         sample = urlsplit(await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.cfg.bucket, "Key": "x"}, ExpiresIn=60))
         self.upload_origin = f"{sample.scheme}://{sample.netloc}"
+        await self._check_bucket()
+
+    async def _check_bucket(self) -> None:
+        """A bucket that does not exist or refuses our credentials is a
+        configuration error: stop at start instead of failing every init.
+        Storage that does not answer is an outage: /readyz reports it."""
+        try:
+            await self._client.head_bucket(Bucket=self.cfg.bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status not in (403, 404):
+                log.warning("object storage at start: %s", exc)
+                return
+            await self.close()
+            what = "does not exist" if status == 404 else "refuses these credentials"
+            raise ConfigError(f"s3.bucket {self.cfg.bucket!r} {what} at "
+                              f"{self.cfg.endpoint_url or 'AWS S3'}", keys=("s3.bucket",)) from None
+        except Exception as exc:  # unreachable now; may come back
+            log.warning("object storage not reachable at start: %s", translate(exc))
 
     async def close(self) -> None:
         await self._stack.aclose()
