@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import random
+import select
 import socket
 import ssl
 import stat
@@ -39,6 +40,9 @@ DEFAULT_CHUNK_SIZE = 8 * MiB
 MAX_CHUNKS = 10_000          # server default limits.max_chunks
 MAX_CHUNK_SIZE = 64 * MiB    # server default limits.chunk_size_max
 _READ = 1 * MiB              # piece size for streaming hashes and downloads
+# Seconds a chunk PUT waits for "100 Continue" before it sends the body anyway
+# (a server or proxy that ignores Expect); curl waits as long.
+EXPECT_WAIT = 1.0
 _REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 
@@ -239,13 +243,14 @@ class UploadClient:
                 conn.sock.shutdown(socket.SHUT_RDWR)
 
     def _once(self, method: str, route: str, body: Any = None,
-              headers: dict[str, str] | None = None, cancel: threading.Event | None = None
-              ) -> tuple[int, http.client.HTTPResponse]:
+              headers: dict[str, str] | None = None, cancel: threading.Event | None = None,
+              *, expect_continue: bool = False) -> tuple[int, http.client.HTTPResponse]:
         """One request on this thread's connection; the caller reads the body.
         A keep-alive connection the server closed while idle fails on first
         use; that is not a real failure, so it is retried at once on a fresh
         connection, outside the backoff (unless ``cancel`` is set: then the
-        connection was cut on purpose)."""
+        connection was cut on purpose). ``expect_continue``: see
+        :func:`_request_expecting_continue`."""
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
@@ -259,7 +264,10 @@ class UploadClient:
             conn = self._local.conn
             target, extra = self._origin.target(self._url.path + route)
             try:
-                conn.request(method, target, body=body, headers={**hdrs, **extra})
+                if expect_continue and not isinstance(conn, http.client.HTTPSConnection):
+                    _request_expecting_continue(conn, method, target, body, {**hdrs, **extra})
+                else:
+                    conn.request(method, target, body=body, headers={**hdrs, **extra})
                 resp = conn.getresponse()
                 return resp.status, resp
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
@@ -515,7 +523,8 @@ class UploadClient:
             hdrs = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
 
             def put() -> None:
-                status, resp = self._once("PUT", route, view, hdrs, cancel=failed)
+                status, resp = self._once("PUT", route, view, hdrs, cancel=failed,
+                                          expect_continue=True)
                 data = resp.read()
                 if status != 200:
                     raise self._error(status, resp, data)
@@ -627,6 +636,32 @@ class UploadClient:
                                     f"downloaded {digest}, expected {meta['md5']}")
         os.replace(part, dest)
         return dest
+
+
+def _request_expecting_continue(conn: http.client.HTTPConnection, method: str, url: str,
+                                body: Any, headers: dict[str, str]) -> None:
+    """Send the headers with ``Expect: 100-continue`` and the body only once
+    the server answers 100 (RFC 9110 10.1.1), or after EXPECT_WAIT seconds of
+    silence. A refusal (401, 404, 409, 413, 507) then arrives instead of the
+    100 and costs no chunk bytes; getresponse() reads it, or skips the 100.
+    Plain HTTP only: telling a 100 from a final answer needs a peek at the
+    socket, which TLS sockets do not offer."""
+    conn.putrequest(method, url)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    sock = conn.sock
+    if sock is None or not select.select([sock], [], [], EXPECT_WAIT)[0]:
+        conn.send(body)
+        return
+    try:
+        # Peeked, not read: http.client parses the answer itself.
+        head = sock.recv(12, socket.MSG_PEEK | getattr(socket, "MSG_WAITALL", 0))
+    except OSError:  # a platform without peeking: behave as without Expect
+        head = b"HTTP/1.1 100"
+    if head[9:12] == b"100":
+        conn.send(body)
 
 
 def _nothing() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from concurrent.futures import Executor
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 from . import direct_uploads as direct
 from .config import Config
@@ -33,6 +33,7 @@ from .storage.base import Storage
 from .store.base import MetadataStore
 
 META_CACHE_SIZE = 10_000  # uploads whose immutable metadata a process remembers
+LIST_LIMIT = 100  # uploads one GET /uploads answers, newest first
 
 
 class UploadService:
@@ -86,13 +87,26 @@ class UploadService:
         merged so far) while a merge of it runs anywhere."""
         return await self.merges.shown(await self.get(owner, upload_id))
 
-    async def list(self, owner: str, *, status: str | None, filename: str | None,
+    async def list(self, owner: str, *, statuses: Sequence[str] = (),
+                   filename: str | None = None,
                    metadata: Mapping[str, str] | None = None) -> list[Upload]:
-        if status is not None and status not in STATUSES:
-            raise UploadError("invalid_request", "unknown status filter")
-        return await self.store.list_uploads(owner, status=status or None,
-                                             filename=filename or None,
-                                             metadata=metadata or None)
+        """The owner's newest uploads (at most LIST_LIMIT) in any of
+        ``statuses`` (all when empty) whose metadata has each of ``metadata``."""
+        wanted = list(dict.fromkeys(statuses))
+        if any(status not in STATUSES for status in wanted):
+            raise UploadError("invalid_request", "unknown status filter", statuses=list(STATUSES))
+        if len(wanted) <= 1:
+            return await self.store.list_uploads(owner, status=wanted[0] if wanted else None,
+                                                 filename=filename or None, limit=LIST_LIMIT,
+                                                 metadata=metadata or None)
+        # The store filters by one status: each query brings its newest, so
+        # the newest of the union are among them.
+        found = [upload for status in wanted
+                 for upload in await self.store.list_uploads(
+                     owner, status=status, filename=filename or None, limit=LIST_LIMIT,
+                     metadata=metadata or None)]
+        found.sort(key=lambda upload: upload.created_at, reverse=True)
+        return found[:LIST_LIMIT]
 
     # -- init --------------------------------------------------------------
 
@@ -108,7 +122,8 @@ class UploadService:
         if size > limits.max_file_size:
             raise UploadError("too_large", "file is larger than the server accepts",
                               max_file_size=limits.max_file_size)
-        chunk_size = chunk_size or limits.chunk_size_default
+        if chunk_size is None:  # only an absent chunk_size takes the default; 0 is out of range
+            chunk_size = limits.chunk_size_default
         if not limits.chunk_size_min <= chunk_size <= limits.chunk_size_max:
             raise UploadError("invalid_request", "chunk_size out of range",
                               chunk_size_min=limits.chunk_size_min,
@@ -254,8 +269,9 @@ class UploadService:
         if upload.status != MERGING:
             check_complete(upload)
         wait = self.config.merge.wait_seconds
-        if self.features.incremental is not None and \
-                upload.size - self.merges.merged_ahead(upload_id) > self.config.merge.background_over:
+        # merged_ahead is 0 without an incremental fold: then the whole file
+        # is left, and background_over applies all the same.
+        if upload.size - self.merges.merged_ahead(upload_id) > self.config.merge.background_over:
             wait = 0  # much left: answer 202 now, status shows merged_bytes
         task = self.merges.start(upload_id, md5)
         try:

@@ -16,6 +16,7 @@ from .base import BaseHandler
 
 class PartUrlHandler(BaseHandler):
     async def post(self, upload_id: str, index: str) -> None:
-        doc = await self.service.presign_chunk(self.owner, upload_id, int(index),
-                                               requests.optional_md5_body(self.request.body))
+        doc = await self.service.presign_chunk(self.owner, upload_id,
+                                               requests.index_value(index),
+                                               requests.optional_md5_body(self.body()))
         self.send_json(doc)
