@@ -77,6 +77,8 @@ async def test_list_filters_by_exact_metadata(api):
     assert await ids("metadata.project=apollo") == {a["upload_id"], b["upload_id"]}
     assert await ids("metadata.project=apollo&metadata.kind=video") == {a["upload_id"]}
     assert await ids("metadata.kind=video&status=completed") == set()
+    # With several statuses, every per-status query keeps the metadata filter.
+    assert await ids("metadata.kind=video&status=in_progress,completed") == {a["upload_id"]}
     assert await ids("metadata.project=" + quote("apollo ")) != await ids("metadata.project=apollo")
     assert len(await ids("metadata.project=" + quote("apollo "))) == 1
     assert await ids("metadata.missing=x") == set()
