@@ -166,8 +166,8 @@ async def _equals(probe: Awaitable[Any], expected: Any) -> bool:
 def config_overrides(request, stream: str) -> dict[str, Any]:
     workers = getattr(request, "param", "embedded")
     return {"locks": {"backend": "redis", "redis_url": REDIS_URL,
-                      "redis_prefix": stream + ":lock:", "ttl": 5},
-            "merge": {"queue": "redis", "stream": stream, "workers": workers,
+                      "redis_prefix": stream + ":", "ttl": 5},
+            "merge": {"queue": "redis", "workers": workers,
                       "wait_seconds": 10}}
 
 

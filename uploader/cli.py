@@ -130,7 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = _load(args)
     if config.merge.queue != "redis":
         print("uploader worker takes jobs from the merge queue: set merge.queue: redis "
-              "(with locks.backend: redis)", file=sys.stderr)
+              "(with a shared locks.backend)", file=sys.stderr)
         return EXIT_USAGE
     _tune_malloc()
     asyncio.run(_work(config))

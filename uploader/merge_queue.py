@@ -1,7 +1,7 @@
 """The merge queue across instances (``merge.queue: redis``).
 
 ``complete`` does not merge where it lands: it puts a job on a Redis Stream
-(``merge.stream``) read by one consumer group, and waits for the outcome in
+(``<locks.redis_prefix>merges`` on ``locks.redis_url``) read by one consumer group, and waits for the outcome in
 the database. Any instance (``merge.workers: embedded``) or dedicated
 ``uploader worker`` processes (``external``) take jobs with XREADGROUP and run
 the same merge saga (``merging.Merges``): the upload's lock and the

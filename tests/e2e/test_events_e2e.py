@@ -45,7 +45,7 @@ def upload_file(instance: ServerProcess, data: bytes, chunk_size: int) -> str:
 
 @pytest.fixture
 def stream(cluster: Cluster, redis_client: redis.Redis) -> str:
-    return cluster.redis_prefix + "events"  # removed with the cluster's keys
+    return cluster.lock_prefix + "events"  # removed with the cluster's keys
 
 
 def test_sigkill_between_commit_and_delivery(cluster: Cluster, redis_client: redis.Redis,
@@ -123,8 +123,7 @@ def test_three_instances_twenty_uploads(cluster: Cluster, redis_client: redis.Re
     """memory: each merge runs where its complete landed; redis: complete
     queues a job that any of the three takes (merge.workers embedded)."""
     instances = cluster.start(3, {"events.redis_url": REDIS_URL, "events.stream": stream,
-                                  "events.poll_interval": 0.2, "merge.queue": queue,
-                                  "merge.stream": cluster.redis_prefix + "merges"})
+                                  "events.poll_interval": 0.2, "merge.queue": queue})
     files = [os.urandom(24 * KiB + i) for i in range(20)]
 
     def one(i: int) -> str:

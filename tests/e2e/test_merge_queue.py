@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Callable, Iterator
 
 import pymysql
 import pytest
@@ -17,14 +18,27 @@ import redis
 from support import KiB, ServerProcess, wait_until
 from uploader.store.mysql import parse_dsn
 
-from .helpers import Cluster, WorkerProcess
+from .helpers import LOCK_BACKENDS, REDIS_URL, Cluster, WorkerProcess
 
 pytestmark = pytest.mark.e2e
 
 
 def queue_settings(cluster: Cluster, **extra: object) -> dict[str, object]:
-    return {"merge.queue": "redis", "merge.workers": "external",
-            "merge.stream": cluster.redis_prefix + "merges", "locks.ttl": 3, **extra}
+    # The queue lives on locks.redis_url under locks.redis_prefix whatever the
+    # lock backend: the cluster's own prefix keeps it apart from other runs.
+    return {"merge.queue": "redis", "merge.workers": "external", "locks.ttl": 3,
+            "locks.redis_url": REDIS_URL, "locks.redis_prefix": cluster.lock_prefix, **extra}
+
+
+@pytest.fixture(params=LOCK_BACKENDS)
+def any_locks_cluster(request: pytest.FixtureRequest, make_cluster: Callable[[str], Cluster],
+                      redis_client: redis.Redis) -> Iterator[Cluster]:
+    """A cluster per shared lock backend; the queue's Redis keys go afterwards
+    (the cluster removes Redis keys only when it locks through Redis)."""
+    group = make_cluster(request.param)
+    yield group
+    for key in redis_client.scan_iter(match=group.lock_prefix + "*"):
+        redis_client.delete(key)
 
 
 def send(instance: ServerProcess, data: bytes, chunk_size: int = 16 * KiB) -> str:
@@ -55,10 +69,13 @@ def test_workers_merge_serving_instances_do_not(cluster: Cluster) -> None:
         assert instance.count_log("merge queue: taking jobs") == 0
 
 
-def test_a_killed_workers_job_is_finished_by_another(cluster: Cluster,
+def test_a_killed_workers_job_is_finished_by_another(any_locks_cluster: Cluster,
                                                      redis_client: redis.Redis) -> None:
+    """Once per lock backend (Redis, MySQL named locks, etcd): the dead
+    worker's upload lock must free itself for the survivor."""
+    cluster = any_locks_cluster
     settings = queue_settings(cluster, **{"merge.wait_seconds": 1})
-    stream = str(settings["merge.stream"])
+    stream = cluster.lock_prefix + "merges"  # the queue's key (uploader/redis_keys.py)
     [front] = cluster.start(1, settings)
     workers = [cluster.start_worker(settings), cluster.start_worker(settings)]
     data = os.urandom(100 * KiB)

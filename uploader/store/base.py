@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Mapping, Protocol, Sequence
 
 from ..events.model import Event, OutboxEvent
-from ..models import ChunkRecord, Upload
+from ..models import ChunkRecord, TusState, Upload
 from .outbox import Delivery, OutboxStats
 
 
@@ -85,6 +85,12 @@ class MetadataStore(Protocol):
                          at: datetime | None = None) -> bool:
         """Change the status if it is one of ``from_statuses`` (and write
         ``event`` with that change, only if it applied)."""
+
+    async def update_tus(self, upload_id: str, tus: TusState, *, size: int | None = None,
+                         total_chunks: int | None = None) -> bool:
+        """Replace the upload's tus state (and, when a deferred length is
+        declared, its size and chunk count) while it is ``in_progress``; counts
+        as activity. False when the upload is no longer in progress."""
 
     async def delete_upload(self, upload_id: str) -> None:
         """Remove the upload row, its chunk records and its metadata."""

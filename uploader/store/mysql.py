@@ -135,8 +135,9 @@ class MySQLStore(SharedQueries, OutboxQueries):
 
     async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
         async def work(cur: aiomysql.Cursor) -> None:
-            await cur.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(15)})",
-                              upload_params(upload))
+            params = upload_params(upload)
+            await cur.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
+                              f"({_marks(len(params))})", params)
             if upload.metadata:
                 await cur.executemany(*self._metadata_rows(upload))
             if event is not None:

@@ -62,8 +62,9 @@ class OutboxQueries:
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
 
-    def _ts(self, value: datetime) -> Any:
-        return value
+    @staticmethod
+    def _ts(ts: datetime) -> Any:
+        return ts
 
     def _parse_ts(self, value: Any) -> Any:
         return value

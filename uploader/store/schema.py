@@ -41,7 +41,9 @@ MYSQL_STEPS: list[list[str]] = [
     # 3 is SQLite's received_at index; InnoDB's clustered primary key already
     # keeps an upload's chunk rows together. Empty keeps versions aligned.
     [],
-    # 4: client metadata. The JSON column is what reads return; the side table
+    # 4: the tus endpoint's state of an upload (models.TusState) as JSON.
+    ["ALTER TABLE uploads ADD COLUMN tus TEXT NULL"],
+    # 5: client metadata. The JSON column is what reads return; the side table
     # indexes it for GET /uploads?metadata.<key>=<value> (metadata never
     # changes after init, so the two cannot drift). A prefix of the value is
     # indexed; the query rechecks it byte for byte.
@@ -56,7 +58,7 @@ MYSQL_STEPS: list[list[str]] = [
           KEY upload_metadata_lookup (owner, name, value(191))
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     ],
-    # 5: the events outbox (written in the transaction of the change it
+    # 6: the events outbox (written in the transaction of the change it
     # reports) and one delivery row per event and webhook endpoint.
     [
         """CREATE TABLE IF NOT EXISTS events (
@@ -124,7 +126,8 @@ SQLITE_STEPS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS upload_chunks_received ON upload_chunks "
         "(upload_id, received_at)",
     ],
-    # 4: client metadata (see MYSQL_STEPS 4).
+    ["ALTER TABLE uploads ADD COLUMN tus TEXT NULL"],
+    # 5: client metadata (see MYSQL_STEPS 5).
     [
         "ALTER TABLE uploads ADD COLUMN metadata TEXT NULL",
         """CREATE TABLE IF NOT EXISTS upload_metadata (
@@ -137,7 +140,7 @@ SQLITE_STEPS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS upload_metadata_lookup ON upload_metadata "
         "(owner, name, value)",
     ],
-    # 5: the events outbox (see MYSQL_STEPS 5).
+    # 6: the events outbox (see MYSQL_STEPS 6).
     [
         """CREATE TABLE IF NOT EXISTS events (
           seq           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -172,4 +175,4 @@ SQLITE_STEPS: list[list[str]] = [
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "
                   "status, merge_version, storage_key, last_error, created_at, updated_at, "
-                  "backend_state, metadata")
+                  "backend_state, tus, metadata")

@@ -43,6 +43,7 @@ class _SQLiteTx:
 
 class SQLiteStore(SharedQueries, OutboxQueries):
     MARK = "?"
+    _ts = staticmethod(ts_to_text)
 
     def __init__(self, path: str | Path, *, synchronous_full: bool = True) -> None:
         self.path = Path(path)
@@ -135,16 +136,14 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         async with self._transaction() as db:
             return await work(_SQLiteTx(db))
 
-    def _ts(self, value: datetime) -> Any:
-        return ts_to_text(value)
-
     def _parse_ts(self, value: Any) -> Any:
         return text_to_ts(value)
 
     async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
         async with self._transaction() as db:
+            params = upload_params(upload, ts_to_text)
             await db.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                             f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+                             f"({','.join('?' * len(params))})", params)
             if upload.metadata:
                 await db.executemany(*self._metadata_rows(upload))
             if event is not None:
