@@ -107,13 +107,23 @@ def read_yaml(path: str | os.PathLike[str]) -> Layer:
 
 
 def _yaml_lines(root: yaml.MappingNode, label: str) -> dict[str, str]:
+    """Where each section and key is; a key given twice is an error (YAML
+    says keys are unique; PyYAML would silently keep the last one)."""
     sources: dict[str, str] = {}
+
+    def note(name: str, node: yaml.Node) -> None:
+        where = f"{label}:{node.start_mark.line + 1}"
+        if name in sources:
+            raise ConfigError(f"{name} is given twice (also at line "
+                              f"{sources[name].rsplit(':', 1)[1]})", source=where)
+        sources[name] = where
+
     for key_node, value_node in root.value:
         section = str(key_node.value)
-        sources[section] = f"{label}:{key_node.start_mark.line + 1}"
+        note(section, key_node)
         if isinstance(value_node, yaml.MappingNode):
             for sub_key, _ in value_node.value:
-                sources[f"{section}.{sub_key.value}"] = f"{label}:{sub_key.start_mark.line + 1}"
+                note(f"{section}.{sub_key.value}", sub_key)
     return sources
 
 
@@ -208,7 +218,9 @@ def coerce(value: Any, kind: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be true or false, got {value!r}", keys=(key,))
     if kind in (int, float):
         try:
-            if isinstance(value, bool):
+            # int(1.5) is 1: a fraction where a whole number belongs is refused.
+            if isinstance(value, bool) or (kind is int and isinstance(value, float)
+                                           and not value.is_integer()):
                 raise ValueError
             return kind(value)
         except (TypeError, ValueError):
