@@ -5,6 +5,7 @@ never a traceback, never a silently ignored setting."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,37 @@ def test_every_env_name_the_client_reads_is_one_the_server_ignores() -> None:
         load_config(None, env={name: "x"})
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config(None, env={"UPLOADER_TEST_MYSQL_DSN": "x"})
+
+
+def test_a_key_given_twice_in_the_file_is_an_error(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: the first was silently ignored."""
+    (tmp_path / "c.yaml").write_text("server:\n  port: 8888\n  host: 127.0.0.1\n"
+                                     "  port: 9999\n")
+    line = one_line_error(run(tmp_path, "serve", "--config", "c.yaml"))
+    assert line == "c.yaml:4: server.port is given twice (also at line 2)"
+    (tmp_path / "d.yaml").write_text("limits: {}\nserver:\n  port: 8888\nlimits: {}\n")
+    line = one_line_error(run(tmp_path, "serve", "--config", "d.yaml"))
+    assert line == "d.yaml:4: limits is given twice (also at line 1)"
+
+
+@pytest.mark.parametrize("text", ["server:\n  port: 8888.5\n", "expiry:\n  ttl: 0.5\n"])
+def test_a_fraction_where_a_whole_number_belongs_is_an_error(tmp_path: Path, text: str) -> None:
+    """``port: 1.5`` served on port 1 (int() cuts the fraction off)."""
+    (tmp_path / "c.yaml").write_text(text)
+    line = one_line_error(run(tmp_path, "serve", "--config", "c.yaml"))
+    assert line.startswith("c.yaml:2: ") and "must be an integer" in line, line
+
+
+def test_a_port_in_use_is_one_line_and_the_process_ends(tmp_path: Path) -> None:
+    """It printed a traceback, then hung: the runtime had started (the
+    SQLite thread kept the process alive). The port is now bound first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run(tmp_path, "serve", "--port", str(port))  # bounded by TIMEOUT
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        f"uploader: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert not (tmp_path / "data").exists()  # nothing was started

@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -68,7 +69,7 @@ def _tune_malloc() -> None:
         pass  # not glibc: nothing to tune
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, sockets: list[socket.socket]) -> None:
     from .app import make_app, make_server
     from .graceful import graceful_stop
     _tune_malloc()
@@ -76,11 +77,14 @@ async def _serve(config: Config) -> None:
     runtime = app.runtime
     try:
         await runtime.start()
+        server = make_server(app, config)
+        # Bound before the start; connections made since wait in the backlog.
+        server.add_sockets(sockets)
     except BaseException:
-        await runtime.stop()  # e.g. a missing bucket: close what did open, then say why
+        # e.g. a missing bucket: close what did open (a store left open keeps
+        # its thread, and the process, alive), then say why.
+        await runtime.stop()
         raise
-    server = make_server(app, config)
-    server.listen(config.server.port, config.server.host)
     log.info("serving on http://%s:%d (uploader %s)", config.server.host, config.server.port,
              __version__)
     stop = asyncio.Event()
@@ -100,7 +104,16 @@ async def _serve(config: Config) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
-    asyncio.run(_serve(config))
+    from tornado.netutil import bind_sockets
+    try:
+        # Before anything starts: a port in use is one line, not a traceback
+        # (and no half-started runtime).
+        sockets = bind_sockets(config.server.port, config.server.host)
+    except OSError as exc:
+        print(f"uploader: cannot listen on {config.server.host}:{config.server.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    asyncio.run(_serve(config, sockets))
     return EXIT_OK
 
 
