@@ -12,8 +12,10 @@ proxy's address, so set the cap there (or 0 here).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 from collections import Counter
 from typing import Any
 
@@ -24,6 +26,10 @@ from .config import Config
 from .errors import UploadError
 
 log = logging.getLogger("uploader.http")
+# A refused connection is read into nothing for at most this long (and at
+# most the largest chunk a client may send), and only so many at once.
+LINGER_SECONDS = 5.0
+MAX_LINGERING = 256
 
 _REFUSAL_BODY = json.dumps(
     UploadError("rate_limited", "too many open connections from this address").to_json(),
@@ -36,10 +42,12 @@ _REFUSAL = (b"HTTP/1.1 429 Too Many Requests\r\n"
 
 class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     def initialize(self, *args: Any, max_per_address: int = 0, header_timeout: float | None = None,
-                   **kwargs: Any) -> None:
+                   linger_bytes: int = 0, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.max_per_address = max_per_address
+        self.linger_bytes = linger_bytes
         self.open_per_address: Counter[str] = Counter()
+        self._lingering = 0  # refused connections still being read into nothing
         self._address_of: dict[iostream.IOStream, str] = {}
         if header_timeout is not None:
             # Tornado derives its header timeout from idle_connection_timeout;
@@ -59,11 +67,43 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.open_per_address[host] += 1
         super().handle_stream(stream, address)
 
+    def _refuse(self, stream: iostream.IOStream) -> None:
+        if self._lingering >= MAX_LINGERING:
+            # A flood: answer and close at once rather than hold more sockets.
+            try:
+                stream.write(_REFUSAL).add_done_callback(lambda _: stream.close())
+            except iostream.StreamClosedError:
+                stream.close()
+            return
+        self._lingering += 1
+        task = asyncio.ensure_future(self._answer_and_linger(stream, self.linger_bytes))
+        task.add_done_callback(lambda _: self._count_down())
+
+    def _count_down(self) -> None:
+        self._lingering -= 1
+
     @staticmethod
-    def _refuse(stream: iostream.IOStream) -> None:
+    async def _answer_and_linger(stream: iostream.IOStream, limit: int) -> None:
+        """The 429, then a lingering close (RFC 9112 9.6): closing with the
+        client's request unread makes the kernel send a reset, which
+        destroys the answer in the client's receive buffer, and a client
+        that writes its whole body first (http.client, our own client)
+        sees a broken pipe instead of the 429. So: half-close, read what it
+        still sends into nothing (bounded), then close."""
         try:
-            stream.write(_REFUSAL).add_done_callback(lambda _: stream.close())
-        except iostream.StreamClosedError:
+            await stream.write(_REFUSAL)
+            stream.socket.shutdown(socket.SHUT_WR)
+            read = 0
+            deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+            while read < limit:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                piece = await asyncio.wait_for(stream.read_bytes(1 << 16, partial=True), left)
+                read += len(piece)
+        except (iostream.StreamClosedError, OSError, asyncio.TimeoutError):
+            pass  # the client is done (or gone): nothing left to protect
+        finally:
             stream.close()
 
     def on_close(self, server_conn: object) -> None:
@@ -87,4 +127,5 @@ def make_guarded_server(app: Any, config: Config) -> GuardedHTTPServer:
         decompress_request=False,
         max_per_address=conn.max_per_address,
         header_timeout=conn.header_timeout,
+        linger_bytes=config.limits.chunk_size_max,
     )

@@ -8,6 +8,8 @@ The only sleeps are the trickling client's own pace.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,32 @@ class TestPerAddressCap:
         await wait_until_async(lambda: "127.0.0.1" not in http_server.open_per_address
                                or http_server.open_per_address["127.0.0.1"] <= 1,
                                "every slot freed", BOUND)
+
+    async def test_a_refused_chunk_gets_its_429_not_a_broken_pipe(self, http_server,
+                                                                  http_server_port):
+        """http.client (like uploader/client.py) writes the whole body before
+        reading: the refusal was sent, then the connection closed under the
+        body, and the client saw a broken pipe or a reset instead of the 429
+        (the kernel's reset destroys the answer it had already received)."""
+        port = http_server_port[1]
+        held = [await connect(port) for _ in range(3)]
+        await wait_until_async(lambda: http_server.open_per_address["127.0.0.1"] == 3,
+                               "three open connections", BOUND)
+
+        def put_chunk() -> tuple[int, str | None, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=BOUND)
+            try:
+                # 8 MiB: far more than the socket buffers take before the close.
+                conn.request("PUT", f"/upload/{'0' * 32}/chunk?index=0", b"x" * (8 << 20))
+                resp = conn.getresponse()
+                return resp.status, resp.getheader("Retry-After"), resp.read()
+            finally:
+                conn.close()
+
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            status, retry_after, body = await loop.run_in_executor(None, put_chunk)
+            assert (status, retry_after) == (429, "1")
+            assert json.loads(body)["error"]["code"] == "rate_limited"
+        for stream in held:
+            stream.close()
