@@ -42,6 +42,7 @@ from .base import MissingChunkData, PartLimits, Progress, StagedFile, StoredPart
 from .fileops import create_exclusive
 from .layout import FILE_MODE, Layout
 from .local import LocalStorage
+from .s3_cors import check_bucket_cors
 from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -75,6 +76,8 @@ class S3Storage:
         sample = urlsplit(await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.cfg.bucket, "Key": "x"}, ExpiresIn=60))
         self.upload_origin = f"{sample.scheme}://{sample.netloc}"
+        if self.cfg.direct:
+            await check_bucket_cors(self._call, self.cfg.bucket)
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -156,6 +159,18 @@ class S3Storage:
         if upload.total_chunks == 0:
             return []
         return await self._list_parts(self.key_for(upload), self._upload_id(upload))
+
+    async def parts_open(self, upload: Upload) -> bool:
+        if upload.total_chunks == 0:
+            return False
+        try:
+            await self._call("list_parts", Key=self.key_for(upload),
+                             UploadId=self._upload_id(upload), MaxParts=1)
+        except ClientError as exc:
+            if error_code(exc) in GONE:
+                return False
+            raise
+        return True
 
     async def _list_parts(self, key: str, s3_upload_id: str) -> list[StoredPart] | None:
         parts: list[StoredPart] = []

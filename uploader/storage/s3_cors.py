@@ -1,0 +1,81 @@
+"""Whether the bucket's CORS rules let the upload page PUT parts (direct mode).
+
+Browsers, not this server, enforce CORS: a bucket without the right rule
+makes every direct chunk of the page fail as a network error, which the page
+would retry forever. So at start, in direct mode, the server reads the rules
+(``GetBucketCors``) and warns about what would block the page. It only warns:
+the bucket is the operator's, and some stores do not let us look (MinIO's
+community edition has one global CORS setting and answers ``NotImplemented``).
+
+What the page sends (docs/s3.md): ``PUT`` with a ``Content-MD5`` header, from
+the page's own origin; it reads ``ETag`` when exposed to check the part.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Any, Awaitable, Callable
+
+from botocore.exceptions import ClientError
+
+from .s3_util import error_code
+
+log = logging.getLogger("uploader.s3")
+
+NO_RULES = ("NoSuchCORSConfiguration",)
+
+
+def _matches(patterns: list[str], value: str) -> bool:
+    # S3 allows one "*" wildcard per AllowedHeader; names are case-insensitive.
+    return any(fnmatch.fnmatchcase(value.lower(), p.lower()) for p in patterns)
+
+
+def cors_problems(rules: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(what blocks the page, what only weakens it) for these CORS rules."""
+    if not rules:
+        return ["the bucket has no CORS rules: browsers cannot PUT parts to it"], []
+    puts = [r for r in rules if "PUT" in [m.upper() for m in r.get("AllowedMethods", [])]]
+    if not puts:
+        return ["no CORS rule of the bucket allows PUT: browsers cannot send parts"], []
+    usable = [r for r in puts if _matches(r.get("AllowedHeaders", []), "content-md5")]
+    if not usable:
+        return ["no CORS rule of the bucket that allows PUT allows the Content-MD5 header: "
+                "browsers cannot send parts"], []
+    if not any(_matches(r.get("ExposeHeaders", []), "etag") for r in usable):
+        return [], ["the bucket's CORS rules do not expose ETag: the page cannot check each "
+                    "part's ETag against its MD5 (uploads still work)"]
+    return [], []
+
+
+def allowed_origins(rules: list[dict[str, Any]]) -> list[str]:
+    return sorted({o for r in rules if "PUT" in [m.upper() for m in r.get("AllowedMethods", [])]
+                   for o in r.get("AllowedOrigins", [])})
+
+
+async def check_bucket_cors(call: Callable[..., Awaitable[Any]], bucket: str) -> list[str]:
+    """Read the bucket's CORS rules and log what would block the page;
+    returns the blocking problems (for tests). Never raises: the server
+    starts either way."""
+    try:
+        rules = (await call("get_bucket_cors")).get("CORSRules", [])
+    except ClientError as exc:
+        if error_code(exc) not in NO_RULES:
+            log.info("direct uploads: could not read the CORS rules of bucket %s (%s); check "
+                     "that they let the page PUT parts with Content-MD5 (docs/s3.md)",
+                     bucket, error_code(exc) or exc)
+            return []
+        rules = []
+    except Exception as exc:  # unreachable, timed out: the check is only advice
+        log.info("direct uploads: could not read the CORS rules of bucket %s: %r", bucket, exc)
+        return []
+    blocking, weak = cors_problems(rules)
+    for problem in blocking:
+        log.warning("direct uploads: %s (bucket %s); the upload page will fail until a rule "
+                    "allows it (docs/s3.md)", problem, bucket)
+    for problem in weak:
+        log.warning("direct uploads: %s (bucket %s)", problem, bucket)
+    if not blocking:
+        log.info("direct uploads: bucket %s lets pages from %s PUT parts", bucket,
+                 ", ".join(allowed_origins(rules)) or "no origin")
+    return blocking
