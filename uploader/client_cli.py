@@ -1,4 +1,4 @@
-"""Command-line client: ``upload``, ``status`` and ``download`` subcommands.
+"""Command-line client: ``upload``, ``status``, ``download`` and ``link`` subcommands.
 
 ``add_client_commands(subparsers)`` plugs them into the server's ``uploader``
 command; ``main()`` runs them alone. Like :mod:`uploader.client`, this needs
@@ -246,6 +246,16 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_link(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client:
+            print(client.link(args.upload_id, args.expires_in))
+    except UploadClientError as exc:
+        _fail(args.upload_id, exc)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _download(client: UploadClient, args: argparse.Namespace) -> str:
     meta = client.status(args.upload_id)
     dest: str = args.output or meta["filename"]
@@ -267,7 +277,8 @@ def _positive(text: str) -> int:
 
 
 def add_client_commands(subparsers: Any) -> None:
-    """Register ``upload``, ``status`` and ``download`` on an argparse subparsers object."""
+    """Register ``upload``, ``status``, ``download`` and ``link`` on an argparse
+    subparsers object."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("UPLOADER_URL"),
                         required=not os.environ.get("UPLOADER_URL"),
@@ -293,6 +304,13 @@ def add_client_commands(subparsers: Any) -> None:
     dl.add_argument("upload_id", metavar="ID")
     dl.add_argument("-o", "--output", help="destination path (default: its filename here)")
     dl.set_defaults(func=cmd_download)
+
+    ln = subparsers.add_parser("link", parents=[common],
+                               help="print a download URL that needs no token (it expires)")
+    ln.add_argument("upload_id", metavar="ID")
+    ln.add_argument("--expires-in", type=_positive, metavar="SECONDS",
+                    help="how long it stays valid (default and maximum: the server's links.expiry)")
+    ln.set_defaults(func=cmd_link)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,10 @@ the bucket is the operator's, and some stores do not let us look (MinIO's
 community edition has one global CORS setting and answers ``NotImplemented``).
 
 What the page sends (docs/s3.md): ``PUT`` with a ``Content-MD5`` header, from
-the page's own origin; it reads ``ETag`` when exposed to check the part.
+the page's own origin. It needs no response header: the signed Content-MD5
+makes the store check the bytes, and the server learns which parts arrived
+from ``ListParts``. (Exposing ``ETag`` is harmless and what other browser
+tools of S3 multipart uploads need.)
 """
 
 from __future__ import annotations
@@ -31,21 +34,17 @@ def _matches(patterns: list[str], value: str) -> bool:
     return any(fnmatch.fnmatchcase(value.lower(), p.lower()) for p in patterns)
 
 
-def cors_problems(rules: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """(what blocks the page, what only weakens it) for these CORS rules."""
+def cors_problems(rules: list[dict[str, Any]]) -> list[str]:
+    """What in these CORS rules would block the page's part PUTs."""
     if not rules:
-        return ["the bucket has no CORS rules: browsers cannot PUT parts to it"], []
+        return ["the bucket has no CORS rules: browsers cannot PUT parts to it"]
     puts = [r for r in rules if "PUT" in [m.upper() for m in r.get("AllowedMethods", [])]]
     if not puts:
-        return ["no CORS rule of the bucket allows PUT: browsers cannot send parts"], []
-    usable = [r for r in puts if _matches(r.get("AllowedHeaders", []), "content-md5")]
-    if not usable:
+        return ["no CORS rule of the bucket allows PUT: browsers cannot send parts"]
+    if not any(_matches(r.get("AllowedHeaders", []), "content-md5") for r in puts):
         return ["no CORS rule of the bucket that allows PUT allows the Content-MD5 header: "
-                "browsers cannot send parts"], []
-    if not any(_matches(r.get("ExposeHeaders", []), "etag") for r in usable):
-        return [], ["the bucket's CORS rules do not expose ETag: the page cannot check each "
-                    "part's ETag against its MD5 (uploads still work)"]
-    return [], []
+                "browsers cannot send parts"]
+    return []
 
 
 def allowed_origins(rules: list[dict[str, Any]]) -> list[str]:
@@ -69,12 +68,10 @@ async def check_bucket_cors(call: Callable[..., Awaitable[Any]], bucket: str) ->
     except Exception as exc:  # unreachable, timed out: the check is only advice
         log.info("direct uploads: could not read the CORS rules of bucket %s: %r", bucket, exc)
         return []
-    blocking, weak = cors_problems(rules)
+    blocking = cors_problems(rules)
     for problem in blocking:
         log.warning("direct uploads: %s (bucket %s); the upload page will fail until a rule "
                     "allows it (docs/s3.md)", problem, bucket)
-    for problem in weak:
-        log.warning("direct uploads: %s (bucket %s)", problem, bucket)
     if not blocking:
         log.info("direct uploads: bucket %s lets pages from %s PUT parts", bucket,
                  ", ".join(allowed_origins(rules)) or "no origin")
