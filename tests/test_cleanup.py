@@ -34,7 +34,7 @@ from uploader.store.sqlite import SQLiteStore
 KiB = 1 << 10
 CS = 4 * KiB
 OWNER = "local"
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/13")
 LONG_AGO = 30 * 24 * 3600  # far past the test TTL of one hour
 
 

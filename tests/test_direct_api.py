@@ -15,7 +15,7 @@ import tornado.httpclient
 from support import MiB, Api, chunks_of, md5
 from support.s3 import MotoS3
 from uploader.models import ABORTED
-from uploader.storage.s3_cors import cors_problems
+from uploader.storage.s3_checks import cors_problems
 
 CS = 5 * MiB  # S3's smallest part
 GOOD_CORS = [{"AllowedOrigins": ["https://uploads.example.com"], "AllowedMethods": ["PUT", "GET"],
@@ -168,7 +168,7 @@ async def test_direct_mode_allows_the_store_in_the_csp(api: Api, s3_server: Moto
 
 def s3_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.get_records("setup")
-            if r.name == "uploader.s3" and r.levelno >= logging.WARNING]
+            if r.name == "uploader.storage" and r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize("bucket_cors, expected", [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -10,6 +9,7 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.web
 
+from .assets import find_assets
 from .config import Config
 from .connections import make_guarded_server
 from .handlers.base import NotFoundHandler
@@ -18,10 +18,6 @@ from .handlers.ops import DrainingHandler
 from .handlers.routes import route_labels, routes
 from .logs import log_request
 from .runtime import Runtime, build_runtime
-
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
-TEMPLATES_DIR = ROOT / "templates"
 
 
 class UploaderApplication(tornado.web.Application):
@@ -39,7 +35,7 @@ class UploaderApplication(tornado.web.Application):
 
 
 def handler_context(runtime: Runtime) -> HandlerContext:
-    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(find_assets().templates)),
                                    autoescape=True)
     return HandlerContext(config=runtime.config, service=runtime.service,
                           features=runtime.features, authenticator=runtime.authenticator,
@@ -55,7 +51,7 @@ def make_app(config: Config, runtime: Runtime | None = None) -> UploaderApplicat
     runtime.metrics.set_routes(route_labels(table))
     app = UploaderApplication(
         table,
-        static_path=str(WEB_DIR),
+        static_path=str(find_assets().static),
         static_url_prefix="/static/",
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},

@@ -1,4 +1,4 @@
-"""Bearer tokens -> owner names (ARCHITECTURE.md section 2, issue 5).
+"""Bearer tokens -> owner names (docs/security.md).
 
 The config holds only SHA-256 digests of the tokens. A presented token is
 hashed and looked up by its digest; the final equality check runs through

@@ -1,22 +1,39 @@
-"""The ``uploader`` command: serve, migrate, cleanup (and client commands)."""
+"""The ``uploader`` command: serve, migrate, cleanup, hash-token, and the
+client commands (upload, status, download, list, delete).
+
+Exit codes: 0 done, 1 failed (the server, the network, a file), 2 usage or
+configuration error (one line naming the setting and where it was set),
+130 interrupted (Ctrl-C). The server commands import the server's packages
+only when run, so the client commands work with the client alone installed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .config import Config, ConfigError, load_config
-from .errors import UploadError
+from . import DISTRIBUTION, __version__
+
+if TYPE_CHECKING:
+    from .config import Config
 
 DEFAULT_CONFIG = "config.yaml"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+log = logging.getLogger("uploader")
+
+
+SERVER_COMMANDS = ("serve", "migrate", "cleanup", "hash-token")
 
 
 def _load(args: argparse.Namespace) -> Config:
+    from .config import load_config
+    from .logs import configure_logging
     path = args.config
     if path is None and Path(DEFAULT_CONFIG).is_file():
         path = DEFAULT_CONFIG
@@ -25,9 +42,13 @@ def _load(args: argparse.Namespace) -> Config:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None):
         overrides.setdefault("server", {})["port"] = args.port
-    config = load_config(path, overrides=overrides)
-    from .logs import configure_logging
+    config = load_config(path, overrides=overrides,
+                         override_sources={"server.host": "--host", "server.port": "--port"})
     configure_logging(config.logging)  # the format and level the config asks for
+    env = sorted(name for name in os.environ if name.startswith("UPLOADER_"))
+    log.info("configuration: %s%s",
+             f"file {Path(path).resolve()}" if path else f"no file (no ./{DEFAULT_CONFIG})",
+             f", environment {' '.join(env)}" if env else "")
     return config
 
 
@@ -46,15 +67,19 @@ def _tune_malloc() -> None:
 
 async def _serve(config: Config) -> None:
     from .app import make_app, make_server
+    from .graceful import graceful_stop
     _tune_malloc()
     app = make_app(config)
     runtime = app.runtime
-    await runtime.start()
+    try:
+        await runtime.start()
+    except BaseException:
+        await runtime.stop()  # e.g. a missing bucket: close what did open, then say why
+        raise
     server = make_server(app, config)
     server.listen(config.server.port, config.server.host)
-    logging.getLogger("uploader").info("serving on http://%s:%d", config.server.host,
-                                       config.server.port)
-    from .graceful import graceful_stop
+    log.info("serving on http://%s:%d (uploader %s)", config.server.host, config.server.port,
+             __version__)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -62,7 +87,7 @@ async def _serve(config: Config) -> None:
         if stop.is_set():  # a second signal: stop waiting for in-flight requests
             runtime.drain.force()
         stop.set()
-        logging.getLogger("uploader").info("received %s", signal.Signals(signum).name)
+        log.info("received %s", signal.Signals(signum).name)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -71,13 +96,14 @@ async def _serve(config: Config) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_load(args)))
-    return 0
+    config = _load(args)
+    asyncio.run(_serve(config))
+    return EXIT_OK
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .runtime import make_store
     config = _load(args)
+    from .runtime import make_store
 
     async def run() -> int:
         store = make_store(config)
@@ -87,12 +113,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
     print(f"schema version {asyncio.run(run())}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .runtime import build_runtime
     config = _load(args)
+    from .runtime import build_runtime
 
     async def run() -> str:
         runtime = build_runtime(config)
@@ -108,7 +134,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             print(f"orphan {upload_id}")
         return report.summary()
     print(asyncio.run(run()))
-    return 0
+    return EXIT_OK
 
 
 def cmd_hash_token(args: argparse.Namespace) -> int:
@@ -117,18 +143,22 @@ def cmd_hash_token(args: argparse.Namespace) -> int:
     from .auth import hash_token
     token = sys.stdin.readline().strip()
     if not token:
-        print("hash-token: no token on standard input", file=sys.stderr)
-        return 2
+        print("uploader: hash-token: no token on standard input", file=sys.stderr)
+        return EXIT_USAGE
     print(hash_token(token))
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uploader", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="uploader", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"uploader {__version__} ({DISTRIBUTION})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to bind (overrides server.host; default "
+                       "127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (overrides server.port; default 8888)")
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=cmd_migrate)
@@ -138,13 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "stdin (for auth.tokens in the config)")
     hash_token.set_defaults(func=cmd_hash_token)
     for p in (serve, migrate, cleanup):
-        p.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
-    try:
-        from .client_cli import add_client_commands
-    except ImportError:
-        pass
-    else:
-        add_client_commands(sub)
+        p.add_argument("--config", metavar="PATH",
+                       help=f"config file (default: ./{DEFAULT_CONFIG} if present); "
+                            f"UPLOADER_<SECTION>_<KEY> variables override it")
+    from .client_cli import add_client_commands
+    add_client_commands(sub)
     return parser
 
 
@@ -153,9 +181,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except UploadError as exc:  # Unavailable: the database or Redis is away
-        print(f"{exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        # The client commands say how to resume; the server stops on SIGINT
+        # by itself once serving, so this is Ctrl-C during start-up.
+        print("uploader: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImportError as exc:
+        if args.command not in SERVER_COMMANDS or exc.name is None:
+            raise
+        print(f"uploader: {args.command} needs the server's packages ({exc.name} is missing): "
+              f"pip install '{DISTRIBUTION}[server]'", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        known = _known_failure(exc)
+        if known is None:
+            raise
+        code, message = known
+        print(f"uploader: {message}", file=sys.stderr)
+        return code
+
+
+def _known_failure(exc: Exception) -> tuple[int, str] | None:
+    """The exit code and line of a failure that deserves one line, not a traceback."""
+    # Looked up, not imported: uploader.config needs the server's packages,
+    # and a ConfigError can only have come from a module already loaded.
+    config_errors = sys.modules.get("uploader.config.errors")
+    if config_errors is not None and isinstance(exc, config_errors.ConfigError):
+        return EXIT_USAGE, str(exc)
+    from .assets import AssetsMissing
+    from .errors import UploadError
+    if isinstance(exc, UploadError):  # Unavailable: the database or Redis is away
+        return EXIT_FAILED, f"{exc.code}: {exc.message}"
+    if isinstance(exc, AssetsMissing):
+        return EXIT_FAILED, str(exc)
+    return None

@@ -1,8 +1,13 @@
-"""A Python client for the uploader wire format (ARCHITECTURE.md section 2).
+"""A Python client for the uploader wire format (docs/architecture.md: wire format).
 
 Standard library only, on purpose: a user may copy this one file next to a
 script, so it must not import Tornado or anything else the server needs (and
 must not import the rest of the ``uploader`` package either).
+
+Like curl and pip it honours ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY``
+and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` (or ``cacert=``), and a download
+follows redirects (S3 answers with one to a presigned URL); the bearer token
+is sent to the server's own origin only.
 
     client = UploadClient("http://127.0.0.1:8888", token=None, parallel=4)
     upload = client.upload("big.iso", progress=lambda sent, total: ...)
@@ -11,17 +16,22 @@ must not import the rest of the ``uploader`` package either).
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import contextlib
 import hashlib
 import http.client
 import json
 import os
 import random
 import re
+import socket
+import ssl
 import stat
 import threading
 import time
 import urllib.parse
+import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
@@ -31,6 +41,8 @@ PART_URL_BATCH = 16          # direct mode: presigned URLs asked for at once (se
 MAX_CHUNKS = 10_000          # server default limits.max_chunks
 MAX_CHUNK_SIZE = 64 * MiB    # server default limits.chunk_size_max
 _READ = 1 * MiB              # piece size for streaming hashes and downloads
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 
 Progress = Callable[[int, int], None]
 
@@ -54,7 +66,8 @@ class UploadClientError(Exception):
         if self._retryable is not None:  # known better where it was raised
             return self._retryable
         # As the wire format says: network errors, 5xx, 429, and 409 "conflict"
-        # (a merge is running); never another 4xx, which would fail the same way.
+        # (a merge is running); never another 4xx, which would fail the same way,
+        # nor a certificate the client does not trust ("tls").
         return (self.status == 0 and self.code == "network") or self.status >= 500 \
             or self.status == 429 or (self.status == 409 and self.code == "conflict")
 
@@ -97,14 +110,76 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-Origin = tuple[str, str, "int | None"]  # scheme, host, port
+class _Origin:
+    """Where requests for one scheme://host:port go: straight there or through
+    the proxy the environment names for it (``HTTP(S)_PROXY``, unless
+    ``NO_PROXY`` matches), https with the client's TLS context."""
+
+    def __init__(self, url: urllib.parse.SplitResult, tls: Callable[[], ssl.SSLContext]) -> None:
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {url.geturl()!r}")
+        self.scheme, self.host = url.scheme, url.hostname
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.key = (self.scheme, self.host.lower(), self.port)
+        self._tls = tls
+        self.proxy = _proxy_for(url.scheme, self.host)
+        self.proxy_headers: dict[str, str] = {}
+        if self.proxy is not None and self.proxy.username is not None:
+            creds = f"{urllib.parse.unquote(self.proxy.username)}:" \
+                    f"{urllib.parse.unquote(self.proxy.password or '')}"
+            self.proxy_headers["Proxy-Authorization"] = \
+                "Basic " + base64.b64encode(creds.encode()).decode()
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        host, port = self.host, self.port
+        if self.proxy is not None:
+            host, port = self.proxy.hostname or "", self.proxy.port or 80
+        if self.scheme == "http":
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls())
+        if self.proxy is not None:  # CONNECT: TLS runs end to end through the proxy
+            conn.set_tunnel(self.host, self.port, headers=self.proxy_headers)
+        return conn
+
+    def target(self, path: str) -> tuple[str, dict[str, str]]:
+        """The request target and extra headers: through a plain-HTTP proxy
+        the request line carries the absolute URL and the proxy's credentials."""
+        if self.proxy is not None and self.scheme == "http":
+            netloc = self.host if ":" not in self.host else f"[{self.host}]"
+            return f"http://{netloc}:{self.port}{path}", self.proxy_headers
+        return path, {}
+
+
+def _proxy_for(scheme: str, host: str) -> urllib.parse.SplitResult | None:
+    url = urllib.request.getproxies().get(scheme)
+    if not url or urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if proxy.scheme != "http" or not proxy.hostname:
+        raise ValueError(f"{scheme}_proxy must be http://[user:password@]host:port, not {url!r}")
+    return proxy
+
+
+def tls_context(cacert: str | None = None) -> ssl.SSLContext:
+    """The CAs to trust: ``cacert``, else ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``,
+    else the system's. Named explicitly so every platform reads the variables."""
+    cafile = cacert or os.environ.get("SSL_CERT_FILE") or None
+    capath = None if cacert else os.environ.get("SSL_CERT_DIR") or None
+    return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
+def _transport_error(what: str, exc: BaseException) -> "UploadClientError":
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UploadClientError("tls", 0, f"{what}: {exc.verify_message or exc} (trust the "
+                                 f"server's CA with --cacert FILE or SSL_CERT_FILE)")
+    return UploadClientError("network", 0, f"{what}: {exc!r}")
 
 
 class _Local(threading.local):
     def __init__(self) -> None:
-        # This thread's keep-alive connection to each origin: the server, and
-        # in direct mode the object store.
-        self.conns: dict[Origin, http.client.HTTPConnection] = {}
+        # This thread's keep-alive connection to each origin (by _Origin.key):
+        # the server, and in direct mode the object store.
+        self.conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
         self.buf: bytearray | None = None
 
 
@@ -112,12 +187,16 @@ class UploadClient:
     def __init__(self, base_url: str, token: str | None = None, parallel: int = 4,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, retries: int = 8, timeout: float = 60.0,
                  backoff: float = 0.5, backoff_max: float = 30.0,
-                 merge_timeout: float = 3600.0) -> None:
+                 merge_timeout: float = 3600.0, cacert: str | None = None) -> None:
         url = urllib.parse.urlsplit(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port][/prefix], not {base_url!r}")
         self.base_url, self._url = base_url.rstrip("/"), url
-        self._server: Origin = (url.scheme, url.hostname, url.port)
+        self.cacert = cacert
+        self._tls: ssl.SSLContext | None = None
+        if cacert is not None:
+            self._tls_context()  # a missing or unreadable CA file fails here, not mid-upload
+        self._origin = _Origin(url, self._tls_context)
         self.token, self.parallel, self.chunk_size = token, max(1, parallel), chunk_size
         self.retries, self.timeout = retries, timeout
         self.backoff, self.backoff_max, self.merge_timeout = backoff, backoff_max, merge_timeout
@@ -148,65 +227,135 @@ class UploadClient:
 
     # ---- HTTP layer ---------------------------------------------------------------
 
-    def _connect(self, origin: Origin) -> http.client.HTTPConnection:
-        scheme, host, port = origin
-        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = cls(host, port, timeout=self.timeout)
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = tls_context(self.cacert)
+        return self._tls
+
+    def _connect(self, origin: _Origin) -> http.client.HTTPConnection:
+        conn = origin.connect(self.timeout)
         with self._lock:
             self._conns.add(conn)
         return conn
 
+    def _abort_connections(self) -> None:
+        """Cut every open connection now (Ctrl-C): a worker blocked sending a
+        chunk or waiting for its answer wakes with an error at once."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
     def _once(self, method: str, route: str, body: Any = None,
-              headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse]:
+              headers: dict[str, str] | None = None, cancel: threading.Event | None = None
+              ) -> tuple[int, http.client.HTTPResponse]:
         """One request to the server on this thread's connection; the caller
         reads the body."""
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
-        return self._exchange(self._server, method, self._url.path + route, body, hdrs)
+        return self._exchange(self._origin, method, self._url.path + route, body, hdrs,
+                              cancel, what=f"{method} {route}")
 
     def _foreign(self, method: str, url: str, body: Any = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse]:
-        """One request to another host (the object store, a presigned URL):
-        never with our token, which is for the server alone."""
-        u = urllib.parse.urlsplit(url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise UploadClientError("invalid_request", 0, f"not an http(s) URL: {url[:100]!r}")
-        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-        return self._exchange((u.scheme, u.hostname, u.port), method, target, body,
-                              dict(headers or {}))
+                 headers: dict[str, str] | None = None, cancel: threading.Event | None = None
+                 ) -> tuple[int, http.client.HTTPResponse]:
+        """One request to another origin (a presigned URL of the object store)
+        on this thread's keep-alive connection to it; never with our token,
+        which is for the server alone."""
+        parts = urllib.parse.urlsplit(url)
+        try:
+            origin = _Origin(parts, self._tls_context)
+        except ValueError as exc:
+            raise UploadClientError("http_error", 0, f"refused URL: {exc}") from None
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Never the query in a message: it carries the URL's signature.
+        return self._exchange(origin, method, path, body, dict(headers or {}), cancel,
+                              what=f"{method} {parts.scheme}://{parts.netloc}{parts.path}")
 
-    def _exchange(self, origin: Origin, method: str, target: str, body: Any,
-                  headers: dict[str, str]) -> tuple[int, http.client.HTTPResponse]:
+    def _exchange(self, origin: _Origin, method: str, path: str, body: Any,
+                  headers: dict[str, str], cancel: threading.Event | None, *, what: str
+                  ) -> tuple[int, http.client.HTTPResponse]:
         """A keep-alive connection the peer closed while idle fails on first
         use; that is not a real failure, so it is retried at once on a fresh
-        connection, outside the backoff."""
+        connection, outside the backoff (unless ``cancel`` is set: then the
+        connection was cut on purpose)."""
         conns = self._local.conns
-        if origin in conns and conns[origin] not in self._conns:
-            del conns[origin]  # closed by close(): open a new, registered one
-        what = f"{method} {target.split('?')[0]}"  # never log a query: it may be signed
+        if origin.key in conns and conns[origin.key] not in self._conns:
+            del conns[origin.key]  # closed by close(): open a new, registered one
         for fresh in (False, True):
-            reused = origin in conns and not fresh
-            if origin not in conns or fresh:
+            reused = origin.key in conns and not fresh
+            if origin.key not in conns or fresh:
                 self._close(origin)
-                conns[origin] = self._connect(origin)
-            conn = conns[origin]
+                conns[origin.key] = self._connect(origin)
+            conn = conns[origin.key]
+            target, extra = origin.target(path)
             try:
-                conn.request(method, target, body=body, headers=headers)
+                conn.request(method, target, body=body, headers={**headers, **extra})
                 resp = conn.getresponse()
                 return resp.status, resp
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._close(origin)
-                if not reused:
-                    raise UploadClientError("network", 0, f"{what}: {exc!r}") from exc
+                if not reused or (cancel is not None and cancel.is_set()):
+                    raise _transport_error(what, exc) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._close(origin)
-                raise UploadClientError("network", 0, f"{what}: {exc!r}") from exc
+                raise _transport_error(what, exc) from exc
         raise AssertionError("unreachable")
 
-    def _close(self, origin: Origin | None = None) -> None:
-        """Drop this thread's connection to ``origin`` (the server by default)."""
-        conn = self._local.conns.pop(origin or self._server, None)
+    def _get(self, route: str, headers: dict[str, str]
+             ) -> tuple[int, http.client.HTTPResponse, Callable[[], None]]:
+        """GET ``route``, following redirects (S3's presigned download on another
+        host). Returns the final status, response and a function that closes
+        the connection a redirect opened. The token goes to the server's own
+        origin only: a presigned URL carries its own authority, and a bearer
+        token must not leak to a third party."""
+        status, resp = self._once("GET", route, None, headers)
+        url, done = self.base_url + route, _nothing
+        for _hop in range(MAX_REDIRECTS + 1):
+            location = resp.getheader("Location")
+            if status not in _REDIRECTS or not location:
+                return status, resp, done
+            resp.read()
+            done()
+            url = urllib.parse.urljoin(url, location)
+            status, resp, done = self._request_url("GET", url, headers)
+        done()
+        raise UploadClientError("http_error", status, f"more than {MAX_REDIRECTS} redirects")
+
+    def _request_url(self, method: str, url: str, headers: dict[str, str]
+                     ) -> tuple[int, http.client.HTTPResponse, Callable[[], None]]:
+        """One request to an absolute URL on a connection of its own."""
+        parts = urllib.parse.urlsplit(url)
+        try:
+            origin = _Origin(parts, self._tls_context)
+        except ValueError as exc:
+            raise UploadClientError("http_error", 0, f"redirect refused: {exc}") from None
+        hdrs = {"Accept": "application/json", **headers}
+        if self.token and origin.key == self._origin.key:
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        conn = origin.connect(self.timeout)
+        with self._lock:
+            self._conns.add(conn)
+
+        def done() -> None:
+            conn.close()
+            with self._lock:
+                self._conns.discard(conn)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target, extra = origin.target(path)
+        try:
+            conn.request(method, target, headers={**hdrs, **extra})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            done()
+            raise _transport_error(f"{method} {parts.scheme}://{parts.netloc}", exc) from exc
+        return resp.status, resp, done
+
+    def _close(self, origin: _Origin | None = None) -> None:
+        """Drop this thread's connection to ``origin`` (the server's by default)."""
+        conn = self._local.conns.pop((origin or self._origin).key, None)
         if conn is not None:
             conn.close()
             with self._lock:
@@ -224,19 +373,25 @@ class UploadClient:
             message = data[:200].decode("utf-8", "replace") or resp.reason
         return UploadClientError(code, status, message, err, retry_after)
 
-    def _retrying(self, fn: Callable[[], Any], note: Callable[[str], None] | None = None) -> Any:
+    def _retrying(self, fn: Callable[[], Any], note: Callable[[str], None] | None = None,
+                  cancel: threading.Event | None = None) -> Any:
         """Run ``fn`` until it succeeds, raises a non-retryable error, or the
-        retries are used up."""
+        retries are used up; ``cancel`` set (another chunk failed, Ctrl-C)
+        ends the waiting and the retrying at once."""
         for attempt in range(self.retries + 1):
             try:
                 return fn()
             except UploadClientError as exc:
-                if not exc.retryable or attempt == self.retries:
+                if not exc.retryable or attempt == self.retries \
+                        or (cancel is not None and cancel.is_set()):
                     raise
                 delay = retry_delay(attempt, self.backoff, self.backoff_max, exc.retry_after)
                 if note:
                     note(f"retry {attempt + 1}/{self.retries} in {delay:.2f} s after {exc}")
-                time.sleep(delay)
+                if cancel is None:
+                    time.sleep(delay)
+                elif cancel.wait(delay):
+                    raise
         raise AssertionError("unreachable")
 
     def _json(self, method: str, route: str, payload: Any = None,
@@ -402,12 +557,12 @@ class UploadClient:
             hdrs = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
 
             def put() -> None:
-                status, resp = self._once("PUT", route, view, hdrs)
+                status, resp = self._once("PUT", route, view, hdrs, cancel=failed)
                 data = resp.read()
                 if status != 200:
                     raise self._error(status, resp, data)
             try:
-                self._retrying(put, note)
+                self._retrying(put, note, cancel=failed)
             except BaseException:
                 failed.set()
                 raise
@@ -426,6 +581,10 @@ class UploadClient:
             for fut in done:
                 if fut.exception() is not None:
                     raise fut.exception()  # type: ignore[misc]
+        except KeyboardInterrupt:
+            failed.set()
+            self._abort_connections()  # chunks cut mid-body are discarded by the server
+            raise
         finally:
             failed.set()  # on error or Ctrl-C: no new chunks; the running ones end
             for fut in futures:
@@ -474,14 +633,15 @@ class UploadClient:
                 def put() -> None:
                     part = urls.get(index, md5, ahead)
                     status, resp = self._foreign(part["method"], part["url"], view,
-                                                 {**part["headers"], "Content-Length": str(length)})
+                                                 {**part["headers"], "Content-Length": str(length)},
+                                                 cancel=failed)
                     data = resp.read()
                     if status == 200:
                         return
                     if status == 403:
                         urls.drop(index)  # expired (or the clock is off): a new one next time
                     raise _store_error(status, data, index)
-                self._retrying(put, note)
+                self._retrying(put, note, cancel=failed)
                 free()  # before the progress callback, which may take its time
                 if progress:
                     with lock:
@@ -514,6 +674,10 @@ class UploadClient:
             for fut in done:
                 if fut.exception() is not None:
                     raise fut.exception()  # type: ignore[misc]
+        except KeyboardInterrupt:
+            failed.set()
+            self._abort_connections()  # a part cut mid-body is not stored
+            raise
         finally:
             failed.set()
             for fut in futures:
@@ -566,34 +730,28 @@ class UploadClient:
                 have = out.tell()
                 if have == meta["size"]:
                     return
-                ranged = {"Range": f"bytes={have}-"} if have else {}
-                status, resp = self._once("GET", f"/files/{_q(upload_id)}", None, ranged)
-                origin: Origin | None = None  # the server's
-                if status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-                    # The object store serves the file (a presigned GET):
-                    # follow without our token, which is for the server only.
-                    resp.read()
-                    target = urllib.parse.urljoin(self.base_url + "/", resp.getheader("Location"))
-                    status, resp = self._foreign("GET", target, None, ranged)
-                    u = urllib.parse.urlsplit(target)
-                    origin = (u.scheme, u.hostname or "", u.port)
-                if status == 200 and have:  # the server ignored Range: start over
-                    out.truncate(0)
-                    md5[0] = hashlib.md5()
-                elif status not in (200, 206):
-                    raise self._error(status, resp, resp.read())
+                status, resp, done = self._get(f"/files/{_q(upload_id)}",
+                                               {"Range": f"bytes={have}-"} if have else {})
                 try:
-                    while piece := resp.read(_READ):
-                        out.write(piece)
-                        md5[0].update(piece)
-                        if progress:
-                            progress(out.tell(), meta["size"])
-                except (OSError, http.client.HTTPException) as exc:
-                    self._close(origin)
-                    raise UploadClientError("network", 0, f"download: {exc!r}") from exc
-                if out.tell() != meta["size"]:
-                    self._close(origin)
-                    raise UploadClientError("network", 0, "download cut short")
+                    if status == 200 and have:  # the server ignored Range: start over
+                        out.truncate(0)
+                        md5[0] = hashlib.md5()
+                    elif status not in (200, 206):
+                        raise self._error(status, resp, resp.read())
+                    try:
+                        while piece := resp.read(_READ):
+                            out.write(piece)
+                            md5[0].update(piece)
+                            if progress:
+                                progress(out.tell(), meta["size"])
+                    except (OSError, http.client.HTTPException) as exc:
+                        self._close()
+                        raise UploadClientError("network", 0, f"download: {exc!r}") from exc
+                    if out.tell() != meta["size"]:
+                        self._close()
+                        raise UploadClientError("network", 0, "download cut short")
+                finally:
+                    done()
             self._retrying(fetch)
             out.flush()
             os.fsync(out.fileno())
@@ -604,6 +762,10 @@ class UploadClient:
                                     f"downloaded {digest}, expected {meta['md5']}")
         os.replace(part, dest)
         return dest
+
+
+def _nothing() -> None:
+    pass
 
 
 def _q(upload_id: str) -> str:

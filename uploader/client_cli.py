@@ -1,8 +1,14 @@
-"""Command-line client: ``upload``, ``status``, ``download`` and ``link`` subcommands.
+"""Command-line client: ``upload``, ``status``, ``download``, ``list``,
+``delete`` and ``link`` subcommands.
 
 ``add_client_commands(subparsers)`` plugs them into the server's ``uploader``
 command; ``main()`` runs them alone. Like :mod:`uploader.client`, this needs
 only the standard library (``tqdm`` draws a nicer bar when it is installed).
+
+Output: what a person reads by default (formats in the README), one JSON
+value per line with ``--json`` for scripts; progress and errors go to stderr.
+Exit codes: 0 done, 1 failed, 2 usage error, 130 interrupted (Ctrl-C; run
+the same command again to resume).
 
 An interrupted ``upload`` resumes: the upload id is kept in a small JSON file
 in the user's config folder, keyed by the file's fingerprint (absolute path,
@@ -24,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from uploader import units
+from uploader import DISTRIBUTION, __version__, units
 from uploader.client import DEFAULT_CHUNK_SIZE, UploadClient, UploadClientError
+from uploader.progress import make_bar
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def parse_size(text: str) -> int:
@@ -109,79 +116,32 @@ class FileResumeState:
                 self._write(entries)
 
 
-# ---- progress --------------------------------------------------------------------------
-
-class _TextBar:
-    """The fallback when tqdm is missing: one line, redrawn at most twice a second."""
-
-    def __init__(self, total: int, desc: str, stream: Any) -> None:
-        self.total, self.desc, self.stream = total, desc, stream
-        self.n, self._start, self._drawn = 0, time.monotonic(), 0.0
-        self._first: int | None = None
-
-    def update_to(self, n: int) -> None:
-        if self._first is None:
-            self._first = n  # bytes already on the server do not count for speed
-        self.n = n
-        now = time.monotonic()
-        if now - self._drawn >= 0.5 or n >= self.total:
-            self._drawn = now
-            rate = (n - self._first) / max(now - self._start, 1e-6) / (1 << 20)
-            pct = 100 * n / self.total if self.total else 100
-            self.stream.write(f"\r{self.desc}: {pct:5.1f}% {n / (1 << 20):,.1f}"
-                              f"/{self.total / (1 << 20):,.1f} MiB {rate:,.1f} MiB/s")
-            self.stream.flush()
-
-    def write(self, msg: str) -> None:
-        self.stream.write(f"\r{msg}\n" if self.n else f"{msg}\n")
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
-
-
-class _TqdmBar:
-    def __init__(self, total: int, desc: str, stream: Any) -> None:
-        from tqdm import tqdm
-        self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                         file=stream, dynamic_ncols=True, miniters=1)
-        self._first = True
-
-    def update_to(self, n: int) -> None:
-        first, self._first = self._first, False
-        if first and n:
-            # A resumed upload starts with the server's bytes: count them as
-            # the bar's "initial" so the speed shown is this run's, not inflated.
-            self._bar.initial = self._bar.n = self._bar.last_print_n = n
-            self._bar.refresh()
-            return
-        self._bar.update(n - self._bar.n)
-
-    def write(self, msg: str) -> None:
-        self._bar.write(msg, file=self._bar.fp)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-def _make_bar(total: int, desc: str, quiet: bool) -> Any:
-    if quiet:
-        return None
-    try:
-        return _TqdmBar(total, desc, sys.stderr)
-    except ImportError:
-        return _TextBar(total, desc, sys.stderr)
-
-
 # ---- commands ----------------------------------------------------------------------------
 
 def _client(args: argparse.Namespace) -> UploadClient:
-    return UploadClient(args.url, token=args.token, parallel=getattr(args, "parallel", 4),
-                        chunk_size=getattr(args, "chunk_size", DEFAULT_CHUNK_SIZE))
+    try:
+        return UploadClient(args.url, token=args.token, parallel=getattr(args, "parallel", 4),
+                            chunk_size=getattr(args, "chunk_size", DEFAULT_CHUNK_SIZE),
+                            cacert=args.cacert)
+    except OSError as exc:  # the CA file
+        print(f"uploader: --cacert {args.cacert}: {exc.strerror or exc}", file=sys.stderr)
+    except ValueError as exc:  # the URL, or a proxy variable
+        print(f"uploader: {exc}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 def _fail(what: str, exc: BaseException) -> None:
     print(f"uploader: {what}: {exc}", file=sys.stderr)
+
+
+def _emit(args: argparse.Namespace, value: dict[str, Any], line: str) -> None:
+    """One result: a JSON line with --json, else the line for people."""
+    print(json.dumps(value, separators=(",", ":")) if args.json else line, flush=True)
+
+
+def _interrupted(what: str) -> int:
+    print(f"\nuploader: interrupted; {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -194,7 +154,7 @@ def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             state = FileResumeState(state_path(), fingerprint(path, args.url))
-            bar = _make_bar(os.path.getsize(path), os.path.basename(path), args.quiet)
+            bar = make_bar(os.path.getsize(path), os.path.basename(path), args.quiet)
         except OSError as exc:
             _fail(path, exc)
             code = EXIT_FAILED
@@ -212,6 +172,12 @@ def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
                     bar.write(msg) if bar is not None else print(msg, file=sys.stderr)
         try:
             upload = client.upload(path, progress=progress, resume_state=state, log=log)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            upload_id = state.load()
+            return _interrupted(f"run the same command again to resume {path}"
+                                + (f" (upload {upload_id})" if upload_id else ""))
         except (UploadClientError, OSError) as exc:
             if bar is not None:
                 bar.close()
@@ -220,29 +186,78 @@ def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
             continue
         if bar is not None:
             bar.close()
-        print(f"{path}\t{upload['upload_id']}\t{upload['md5']}\t{args.url.rstrip('/')}"
-              f"{upload.get('location', '')}")
+        url = f"{args.url.rstrip('/')}{upload.get('location', '')}"
+        _emit(args, {"path": path, "upload_id": upload["upload_id"], "size": upload["size"],
+                     "md5": upload["md5"], "url": url},
+              f"{path}\t{upload['upload_id']}\t{upload['md5']}\t{url}")
     return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
-            print(json.dumps(client.status(args.upload_id), indent=2))
+            upload = client.status(args.upload_id)
     except UploadClientError as exc:
         _fail(args.upload_id, exc)
         return EXIT_FAILED
+    print(json.dumps(upload, separators=(",", ":")) if args.json else json.dumps(upload, indent=2))
     return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client:
+            uploads = client.list(status=args.status, filename=args.filename)
+    except UploadClientError as exc:
+        _fail("list", exc)
+        return EXIT_FAILED
+    if not args.json:
+        print(LIST_HEADER)
+    for upload in uploads:
+        _emit(args, upload, _list_line(upload))
+    return EXIT_OK
+
+
+LIST_HEADER = f"{'ID':32}  {'STATUS':11}  {'CHUNKS':>11}  {'SIZE':>9}  {'UPDATED':20}  FILENAME"
+
+
+def _list_line(upload: dict[str, Any]) -> str:
+    chunks = f"{len(upload.get('received', []))}/{upload['total_chunks']}"
+    updated = str(upload.get("updated_at", ""))[:19].replace("T", " ")
+    return (f"{upload['upload_id']:32}  {upload['status']:11}  {chunks:>11}  "
+            f"{units.format_size(upload['size']):>9}  {updated:20}  {upload['filename']}")
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    code = EXIT_OK
+    with _client(args) as client:
+        for upload_id in args.upload_ids:
+            try:
+                client.delete(upload_id)
+            except UploadClientError as exc:
+                _fail(upload_id, exc)
+                code = EXIT_FAILED
+                continue
+            _emit(args, {"upload_id": upload_id, "deleted": True}, f"deleted {upload_id}")
+    return code
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
-            dest = _download(client, args)
+            meta = client.status(args.upload_id)
+            dest: str = args.output or meta["filename"]
+            if os.path.lexists(dest) and not args.force:
+                print(f"uploader: {dest} exists; use --force to overwrite it", file=sys.stderr)
+                return EXIT_FAILED
+            _download(client, args, meta, dest)
+    except KeyboardInterrupt:
+        return _interrupted("run the same command again to continue the download")
     except (UploadClientError, OSError) as exc:
         _fail(args.upload_id, exc)
         return EXIT_FAILED
-    print(dest)
+    _emit(args, {"upload_id": args.upload_id, "path": dest, "size": meta["size"],
+                 "md5": meta.get("md5")}, dest)
     return EXIT_OK
 
 
@@ -256,17 +271,15 @@ def cmd_link(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _download(client: UploadClient, args: argparse.Namespace) -> str:
-    meta = client.status(args.upload_id)
-    dest: str = args.output or meta["filename"]
-    bar = _make_bar(meta["size"], os.path.basename(dest), args.quiet)
+def _download(client: UploadClient, args: argparse.Namespace, meta: dict[str, Any],
+              dest: str) -> None:
+    bar = make_bar(meta["size"], os.path.basename(dest), args.quiet)
     try:
         client.download(args.upload_id, dest,
                         progress=(lambda n, _t: bar.update_to(n)) if bar else None)
     finally:
         if bar is not None:
             bar.close()
-    return dest
 
 
 def _positive(text: str) -> int:
@@ -277,14 +290,19 @@ def _positive(text: str) -> int:
 
 
 def add_client_commands(subparsers: Any) -> None:
-    """Register ``upload``, ``status``, ``download`` and ``link`` on an argparse
-    subparsers object."""
+    """Register the client commands on an argparse subparsers object."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("UPLOADER_URL"),
                         required=not os.environ.get("UPLOADER_URL"),
                         help="server base URL, e.g. http://127.0.0.1:8888 (env UPLOADER_URL)")
     common.add_argument("--token", default=os.environ.get("UPLOADER_TOKEN"),
                         help="bearer token (env UPLOADER_TOKEN)")
+    common.add_argument("--cacert", metavar="FILE",
+                        help="CA certificates (PEM) to trust for https (default: "
+                             "SSL_CERT_FILE, else the system's); HTTP(S)_PROXY and NO_PROXY "
+                             "are honoured")
+    common.add_argument("--json", action="store_true",
+                        help="one JSON value per line on stdout, for scripts")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common.add_argument("-v", "--verbose", action="store_true",
                         help="say what happens (created / resumed upload, chunks sent)")
@@ -293,7 +311,8 @@ def add_client_commands(subparsers: Any) -> None:
     up.add_argument("files", nargs="+", metavar="FILE")
     up.add_argument("--parallel", type=_positive, default=4, help="chunks in flight (4)")
     up.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE,
-                    help="bytes per chunk, e.g. 8MiB (doubled as needed for 10,000 chunks)")
+                    help=f"bytes per chunk, e.g. 8MiB or 8M ({units.SIZE_HELP}); doubled as "
+                         f"needed to stay within 10,000 chunks")
     up.set_defaults(func=cmd_upload)
 
     st = subparsers.add_parser("status", parents=[common], help="show an upload as JSON")
@@ -303,7 +322,20 @@ def add_client_commands(subparsers: Any) -> None:
     dl = subparsers.add_parser("download", parents=[common], help="download a completed upload")
     dl.add_argument("upload_id", metavar="ID")
     dl.add_argument("-o", "--output", help="destination path (default: its filename here)")
+    dl.add_argument("-f", "--force", action="store_true",
+                    help="overwrite the destination if it exists")
     dl.set_defaults(func=cmd_download)
+
+    ls = subparsers.add_parser("list", parents=[common], help="list your uploads")
+    ls.add_argument("--status", choices=("in_progress", "merging", "completed", "failed",
+                                         "aborted"), help="only uploads in this state")
+    ls.add_argument("--filename", help="only uploads of this (sanitized) filename")
+    ls.set_defaults(func=cmd_list)
+
+    rm = subparsers.add_parser("delete", parents=[common],
+                               help="delete uploads: cancel unfinished ones, remove finished files")
+    rm.add_argument("upload_ids", nargs="+", metavar="ID")
+    rm.set_defaults(func=cmd_delete)
 
     ln = subparsers.add_parser("link", parents=[common],
                                help="print a download URL that needs no token (it expires)")
@@ -316,14 +348,15 @@ def add_client_commands(subparsers: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="uploader-client",
                                      description="Resumable uploads to an uploader server.")
+    parser.add_argument("--version", action="version",
+                        version=f"uploader {__version__} ({DISTRIBUTION})")
     add_client_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except KeyboardInterrupt:
-        print("uploader: interrupted (run the same command again to resume)", file=sys.stderr)
-        return 130
+        return _interrupted("run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Server-generated ids and the sanitized on-disk filename (ARCHITECTURE.md 2)."""
+"""Server-generated ids and the sanitized on-disk filename (docs/architecture.md: wire format)."""
 
 from __future__ import annotations
 

@@ -16,11 +16,11 @@ from .proxy import ChunkProxy
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``uploader serve`` with its own data folder, shared by the module's
-    tests; its base URL. UPLOADER_TEST_SERVER_URL=http://host:port runs the
+    tests; its base URL. TEST_UPLOADER_SERVER_URL=http://host:port runs the
     tests against a server that is already running instead (its port must be
     on 127.0.0.1 for the proxy)."""
-    if os.environ.get("UPLOADER_TEST_SERVER_URL"):
-        yield os.environ["UPLOADER_TEST_SERVER_URL"].rstrip("/")
+    if os.environ.get("TEST_UPLOADER_SERVER_URL"):
+        yield os.environ["TEST_UPLOADER_SERVER_URL"].rstrip("/")
         return
     with ServerProcess(tmp_path_factory.mktemp("server")) as process:
         yield process.url

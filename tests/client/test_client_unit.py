@@ -17,6 +17,7 @@ import pytest
 
 from uploader import client as c
 from uploader import client_cli as cli
+from uploader import progress
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -182,8 +183,8 @@ def test_missing_file_is_a_failed_upload(tmp_path: Path, monkeypatch: pytest.Mon
 def test_text_progress_bar_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes "from tqdm import" fail
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    bar = cli._make_bar(4 * MiB, "f.bin", quiet=False)
-    assert isinstance(bar, cli._TextBar)
+    bar = progress.make_bar(4 * MiB, "f.bin", quiet=False)
+    assert isinstance(bar, progress._TextBar)
     bar.update_to(1 * MiB)
     bar.update_to(4 * MiB)
     bar.close()
@@ -194,12 +195,12 @@ def test_text_progress_bar_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None
 def test_tqdm_bar_counts_resumed_bytes_as_initial(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tqdm")
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    fresh = cli._make_bar(4 * MiB, "f", quiet=False)
+    fresh = progress.make_bar(4 * MiB, "f", quiet=False)
     fresh.update_to(0)
     fresh.update_to(MiB)
     assert (fresh._bar.initial, fresh._bar.n) == (0, MiB)
     fresh.close()
-    resumed = cli._make_bar(4 * MiB, "f", quiet=False)
+    resumed = progress.make_bar(4 * MiB, "f", quiet=False)
     resumed.update_to(3 * MiB)  # already on the server
     resumed.update_to(4 * MiB)
     assert (resumed._bar.initial, resumed._bar.n) == (3 * MiB, 4 * MiB)

@@ -14,7 +14,7 @@ import pymysql
 from support import ServerProcess, run_uploader
 from uploader.store.mysql import parse_dsn
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("TEST_UPLOADER_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 class Cluster:

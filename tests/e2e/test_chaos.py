@@ -2,7 +2,7 @@
 while a driver kills and restarts instances, cuts the database and Redis and
 drops client connections mid-chunk. At the end every upload is completed with
 the right MD5 (or was explicitly refused), and every file under data_dir is
-accounted for. Seeded (UPLOADER_CHAOS_SEEDS="1,2,3" to choose) and bounded
+accounted for. Seeded (TEST_UPLOADER_CHAOS_SEEDS="1,2,3" to choose) and bounded
 in time; it prints what it injected and what it verified.
 
 The database and Redis are reached through TcpProxy relays that the driver
@@ -31,7 +31,7 @@ from .helpers import REDIS_URL, Cluster, dsn_via
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
-SEEDS = [int(s) for s in os.environ.get("UPLOADER_CHAOS_SEEDS", "7").split(",")]
+SEEDS = [int(s) for s in os.environ.get("TEST_UPLOADER_CHAOS_SEEDS", "7").split(",")]
 UPLOADS, DEADLINE = 30, 150.0
 RETRYABLE = {409, 429, 500, 502, 503, 504, 507}
 

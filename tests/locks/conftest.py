@@ -13,7 +13,7 @@ from support import require_redis
 from uploader.locks.memory import MemoryLocks
 from uploader.locks.redis import RedisLocks
 
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture(scope="session")

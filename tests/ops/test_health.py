@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support import Api, free_port
+from uploader import __version__
 from uploader.errors import Unavailable
 
 from .helpers import parse_metrics, value
@@ -19,7 +20,8 @@ READY = {"ready": True, "checks": {"database": "ok", "locks": "ok", "storage": "
 
 
 async def test_healthz_and_readyz_without_a_token(api: Api) -> None:
-    assert await api.json("GET", "/healthz") == (200, {"status": "ok"})
+    # The one version (uploader.__version__) is what /healthz shows.
+    assert await api.json("GET", "/healthz") == (200, {"status": "ok", "version": __version__})
     assert await api.json("GET", "/readyz") == (200, READY)
 
 

@@ -16,7 +16,7 @@ from uploader.ratelimit import Bucket, MemoryBuckets, RateLimiter, RedisBuckets
 from .helpers import AUTH_ON, TokenApi
 
 CS = 64 * KiB
-REDIS_URL = os.environ.get("UPLOADER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/15")
 # So slow that no token comes back during a test: the outcome never depends
 # on timing.
 SLOW = 0.001

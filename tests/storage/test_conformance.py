@@ -185,17 +185,36 @@ async def test_ping_without_staging_folder_is_unavailable(io_loop, storage, tmp_
         await storage.ping()
 
 
-async def test_s3_ping_of_a_missing_bucket_is_unavailable(io_loop, request, tmp_path: Path):
+async def test_s3_ping_of_a_deleted_bucket_is_unavailable(io_loop, request, tmp_path: Path):
+    """The bucket goes away under a running server: readiness says so."""
     from uploader.errors import Unavailable
+    from uploader.storage.s3 import S3Storage
+    moto = request.getfixturevalue("s3_server")
+    bucket = moto.new_bucket()
+    executor = ThreadPoolExecutor(1)
+    backend = S3Storage(S3Config(**moto.config(bucket)), tmp_path / "data", executor)
+    await backend.start()
+    try:
+        moto.client.delete_bucket(Bucket=bucket)
+        with pytest.raises(Unavailable):
+            await backend.ping()
+    finally:
+        await backend.close()
+        executor.shutdown()
+
+
+async def test_s3_start_on_a_missing_bucket_is_a_config_error(io_loop, request, tmp_path: Path):
+    """A bucket that does not exist stops the server at start, with the key
+    named (it used to start, then answer every init with 500)."""
+    from uploader.config import ConfigError
     from uploader.storage.s3 import S3Storage
     moto = request.getfixturevalue("s3_server")
     executor = ThreadPoolExecutor(1)
     backend = S3Storage(S3Config(**moto.config("no-such-bucket-here")), tmp_path / "data",
                         executor)
-    await backend.start()
     try:
-        with pytest.raises(Unavailable):
-            await backend.ping()
+        with pytest.raises(ConfigError, match="s3.bucket 'no-such-bucket-here' does not exist"):
+            await backend.start()
     finally:
         await backend.close()
         executor.shutdown()

@@ -120,7 +120,11 @@ class ServerProcess(BlockingApi):
     data."""
 
     def __init__(self, folder: Path, settings: Mapping[str, object] | None = None, *,
-                 name: str = "server", port: int | None = None) -> None:
+                 name: str = "server", port: int | None = None, config: Path | None = None,
+                 python: str | os.PathLike[str] = sys.executable) -> None:
+        """``config``: a file given with ``--config``; ``python``: the
+        interpreter that runs ``-m uploader`` (another venv's, e.g. one holding
+        only the built wheel)."""
         if (folder / "config.yaml").exists():
             raise ValueError(f"{folder} holds a config.yaml: the server would read it")
         folder.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,8 @@ class ServerProcess(BlockingApi):
         self.data_dir = Path(str(self.settings["storage.data_dir"]))
         self.log_path = folder / f"{name}.log"
         self.proc: subprocess.Popen | None = None
+        self.extra_args = ["--config", str(config)] if config is not None else []
+        self.python = os.fspath(python)
 
     def __repr__(self) -> str:
         pid = self.proc.pid if self.proc else None
@@ -162,8 +168,8 @@ class ServerProcess(BlockingApi):
         if self.running:
             raise RuntimeError(f"{self} is already running")
         with open(self.log_path, "ab") as log:
-            self.proc = spawn([sys.executable, "-m", "uploader", "serve",
-                               "--host", "127.0.0.1", "--port", str(self.port)],
+            self.proc = spawn([self.python, "-m", "uploader", "serve",
+                               "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args],
                               cwd=self.folder, env=server_env(self.settings),
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         _live.add(self)

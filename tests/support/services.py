@@ -15,7 +15,7 @@ import redis
 from uploader.store.mysql import parse_dsn
 
 IN_CI = os.environ.get("CI") == "true"
-MYSQL_DSN = os.environ.get("UPLOADER_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+MYSQL_DSN = os.environ.get("TEST_UPLOADER_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
 
 
 def require_service(name: str, reason: str) -> NoReturn:

@@ -124,9 +124,7 @@ def read_env(env: Mapping[str, str]) -> Layer:
                 or name.startswith(CLIENT_ENV_PREFIX):
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
-        if section not in SECTIONS:
-            continue
-        if key not in _keys(section):
+        if section not in SECTIONS or key not in _keys(section):
             raise ConfigError(f"unknown setting {section}.{key}{_env_hint(name)}",
                               source=f"env {name}")
         values.setdefault(section, {})[key] = value

@@ -8,7 +8,7 @@ say where the offending value was set.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import ipaddress
 import re
 from typing import Iterable
@@ -201,9 +201,12 @@ def _check_auth(config: Config) -> None:
 def _check_installed(config: Config) -> None:
     """A backend whose extra is not installed fails here, at start, in one
     line, instead of as an ImportError traceback on first use."""
-    if config.storage.backend == "s3" and importlib.util.find_spec("aiobotocore") is None:
-        raise ConfigError(f"storage.backend s3 needs the s3 extra: "
-                          f"pip install '{DISTRIBUTION}[s3]'", keys=("storage.backend",))
+    if config.storage.backend == "s3":
+        try:
+            importlib.import_module("aiobotocore")
+        except ImportError:
+            raise ConfigError(f"storage.backend s3 needs the s3 extra: pip install "
+                              f"'{DISTRIBUTION}[s3]'", keys=("storage.backend",)) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import __version__
 from . import requests
 from .base import BaseHandler
 
@@ -54,4 +55,4 @@ class HealthHandler(BaseHandler):
         pass  # liveness needs no identity
 
     async def get(self) -> None:
-        self.send_json({"status": "ok"})
+        self.send_json({"status": "ok", "version": __version__})

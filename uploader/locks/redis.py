@@ -1,4 +1,4 @@
-"""Locks shared by every instance, through Redis (ARCHITECTURE.md section 5).
+"""Locks shared by every instance, through Redis (docs/architecture.md: locks and fencing).
 
 Each acquisition gets its own ``redis.asyncio.lock.Lock`` (token + compare-
 and-delete in Lua), always with a TTL so a crashed holder cannot block others

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from ..config import S3Config
+from ..config import ConfigError, S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
 from ..naming import is_upload_id
@@ -42,7 +42,7 @@ from .base import MissingChunkData, PartLimits, Progress, StagedFile, StoredPart
 from .fileops import create_exclusive
 from .layout import FILE_MODE, Layout
 from .local import LocalStorage
-from .s3_cors import check_bucket_cors
+from .s3_checks import check_bucket, check_bucket_cors
 from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -76,6 +76,11 @@ class S3Storage:
         sample = urlsplit(await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.cfg.bucket, "Key": "x"}, ExpiresIn=60))
         self.upload_origin = f"{sample.scheme}://{sample.netloc}"
+        try:
+            await check_bucket(self._client, self.cfg)
+        except ConfigError:
+            await self.close()
+            raise
         if self.cfg.direct:
             await check_bucket_cors(self._call, self.cfg.bucket)
 

@@ -38,6 +38,8 @@ def translate(exc: BaseException) -> BaseException:
             return UploadError("checksum_mismatch", "object storage refused the chunk's MD5")
         if code in ("QuotaExceeded", "EntityTooLarge"):
             return UploadError("insufficient_storage", "object storage refused the size")
+        if code == "NoSuchBucket":  # deleted under a running server: an outage, not a bug
+            return Unavailable("object storage bucket is missing")
         if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
             return Unavailable("object storage unavailable")
         return exc

@@ -1,4 +1,4 @@
-"""Ordered schema steps shared by the SQL stores (ARCHITECTURE.md section 3).
+"""Ordered schema steps shared by the SQL stores (docs/architecture.md: schema).
 
 Each step is a list of statements per dialect; ``schema_version`` records the
 last step applied. Append steps, never edit a released one.

@@ -1,4 +1,6 @@
-"""Whether the bucket's CORS rules let the upload page PUT parts (direct mode).
+"""What the S3 backend checks of its bucket at start: that it is there and
+lets us in (else the configuration is wrong: stop), and in direct mode
+whether its CORS rules let the upload page PUT parts (only advice: warn).
 
 Browsers, not this server, enforce CORS: a bucket without the right rule
 makes every direct chunk of the page fail as a network error, which the page
@@ -22,11 +24,30 @@ from typing import Any, Awaitable, Callable
 
 from botocore.exceptions import ClientError
 
-from .s3_util import error_code
+from ..config import ConfigError, S3Config
+from .s3_util import error_code, translate
 
-log = logging.getLogger("uploader.s3")
+log = logging.getLogger("uploader.storage")
 
 NO_RULES = ("NoSuchCORSConfiguration",)
+
+
+async def check_bucket(client: Any, cfg: S3Config) -> None:
+    """A bucket that does not exist or refuses our credentials is a
+    configuration error (ConfigError): stop at start instead of failing every
+    init. Storage that does not answer is an outage: /readyz reports it."""
+    try:
+        await client.head_bucket(Bucket=cfg.bucket)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status not in (403, 404):
+            log.warning("object storage at start: %s", exc)
+            return
+        what = "does not exist" if status == 404 else "refuses these credentials"
+        raise ConfigError(f"s3.bucket {cfg.bucket!r} {what} at "
+                          f"{cfg.endpoint_url or 'AWS S3'}", keys=("s3.bucket",)) from None
+    except Exception as exc:  # unreachable now; may come back
+        log.warning("object storage not reachable at start: %s", translate(exc))
 
 
 def _matches(patterns: list[str], value: str) -> bool:
