@@ -24,7 +24,7 @@ from . import figures as F
 from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
-KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest"]
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "s3"]
 GiB = 1 << 30
 
 
@@ -32,10 +32,12 @@ def plan(quick: bool) -> dict:
     if quick:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
-                "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4}
+                "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
+                "s3_size": 32 * MiB}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
-            "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20}
+            "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
+            "s3_size": GiB}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -98,7 +100,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     server = None
     try:
         dsn = create_mysql_db(db) if db else None
-        biggest = max([p["ingest_size"]] + [s for _, s in p["complete"]])
+        biggest = max([p["ingest_size"], p["s3_size"]] + [s for _, s in p["complete"]])
         make_data(tmp / "data.bin", biggest)
         extra = dict(kv.split("=", 1) for kv in args.env)
         server = uploader_server(tmp, mysql_dsn=dsn,
@@ -128,6 +130,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         server.stop()
         if "tus_ingest" in kinds:
             emit(await tus_figure(ctx, args, p["ingest_size"], ours_4x8, log))
+        if "s3" in kinds:
+            for fig in await s3_figures(ctx, p["s3_size"], log):
+                emit(fig)
     finally:
         if server is not None:
             server.stop()
@@ -155,6 +160,18 @@ async def tus_figure(ctx: Ctx, args: argparse.Namespace, size: int, ours: float 
                   (ours / r["value"]) if ours else None,
                   {"server_cpu_pct": r["server_cpu_pct"], "md5_ref": r["md5"], "runs": r["runs"]},
                   note="ratio = ours / tus")
+
+
+async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Proxy vs direct through moto, page-like (bench/s3_upload.py)."""
+    from .s3_upload import s3_figures as measure
+    try:
+        return await measure(ctx.tmp, ctx.data, size, 8 * MiB, 4, ctx.runs, log)
+    except FileNotFoundError as exc:  # moto is in the test extra only
+        log(f"s3 figures skipped: {exc}")
+        label = f"4x8MiB {size // MiB}MiB"
+        return [Figure(f"s3_direct {label}", "MB/s", None, "proxy MB/s", None,
+                       note="skipped (no moto_server)")]
 
 
 def main() -> int:

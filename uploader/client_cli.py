@@ -264,10 +264,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
-            print(client.link(args.upload_id, args.expires_in))
+            url = client.link(args.upload_id, args.expires_in)
     except UploadClientError as exc:
         _fail(args.upload_id, exc)
         return EXIT_FAILED
+    _emit(args, {"upload_id": args.upload_id, "url": url}, url)
     return EXIT_OK
 
 
