@@ -113,6 +113,16 @@ def warm(path: Path, size: int) -> None:
     path.unlink()
 
 
+async def json_call(conn: Conn, method: str, path: str, doc: Any = None, **kw: Any) -> Any:
+    """conn.json, once more on a fresh connection if the server closed an
+    idle one meanwhile (connections.header_timeout: 30 s between requests)."""
+    try:
+        return await conn.json(method, path, doc, **kw)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        await conn.close()
+        return await conn.json(method, path, doc, **kw)
+
+
 async def page_like_upload(port: int, pid: int, data: Path, size: int, md5: str, chunk: int,
                            parallel: int, direct: bool) -> tuple[str, list[float], list[float]]:
     """One upload as the page sends it: (upload id, [seconds sending the
@@ -145,7 +155,7 @@ async def page_like_upload(port: int, pid: int, data: Path, size: int, md5: str,
             try:
                 want = [(i, digest)] + [(j, m) for j, m in waiting.items() if j not in signed][
                     :WINDOW - 1]
-                doc = await conn.json("POST", f"/upload/{uid}/urls", {
+                doc = await json_call(conn, "POST", f"/upload/{uid}/urls", {
                     "parts": [{"index": j, "md5": m} for j, m in want]})
                 signed.update((p["index"], p) for p in doc["parts"])
             finally:
@@ -183,7 +193,7 @@ async def page_like_upload(port: int, pid: int, data: Path, size: int, md5: str,
     t0, c0 = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(producer(), *(sender() for _ in range(parallel)))
     t1, c1 = time.perf_counter(), cpu_seconds(pid)
-    done = await api.json("POST", f"/upload/{uid}/complete", {"md5": md5})
+    done = await json_call(api, "POST", f"/upload/{uid}/complete", {"md5": md5})
     t2, c2 = time.perf_counter(), cpu_seconds(pid)
     assert done["status"] == "completed" and done["md5"] == md5, done
     await api.close()

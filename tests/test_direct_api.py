@@ -35,12 +35,18 @@ def direct(request: Any) -> bool:
 
 
 @pytest.fixture
-def config_overrides(s3_server: MotoS3, s3_bucket: str, bucket_cors: Any,
-                     direct: bool) -> dict[str, dict[str, Any]]:
+def more_config(request: Any) -> dict[str, dict[str, Any]]:
+    return getattr(request, "param", {})
+
+
+@pytest.fixture
+def config_overrides(s3_server: MotoS3, s3_bucket: str, bucket_cors: Any, direct: bool,
+                     more_config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     if bucket_cors is not None:
         s3_server.client.put_bucket_cors(Bucket=s3_bucket,
                                          CORSConfiguration={"CORSRules": bucket_cors})
-    return {"storage": {"backend": "s3"}, "s3": s3_server.config(s3_bucket, direct=direct)}
+    return {"storage": {"backend": "s3"}, "s3": s3_server.config(s3_bucket, direct=direct),
+            **more_config}
 
 
 async def put(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -148,6 +154,16 @@ async def test_part_urls_are_refused_once_the_upload_takes_no_chunks(api: Api, r
     for err in await refusal(uid):
         assert err["code"] == "conflict" and err["retryable"] is False
         assert "start a new upload" in err["message"]
+
+
+@pytest.mark.parametrize("more_config", [{"ratelimit": {"owner_rate": 0.001, "owner_burst": 3}}],
+                         indirect=True)
+async def test_part_urls_share_the_chunk_puts_rate_limit(api: Api) -> None:
+    uid = (await api.init(2 * CS, CS))["upload_id"]  # one token
+    assert (await sign(api, uid, [{"index": 0}]))[0] == 200
+    assert (await api.json("POST", f"/upload/{uid}/chunk/1/url"))[0] == 200
+    resp = await api.call("POST", f"/upload/{uid}/urls", {"parts": [{"index": 1}]})
+    assert resp.code == 429 and int(resp.headers["Retry-After"]) >= 1
 
 
 @pytest.mark.parametrize("direct", [False], indirect=True)

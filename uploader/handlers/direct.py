@@ -19,7 +19,15 @@ from . import requests
 from .base import BaseHandler
 
 
-class PartUrlsHandler(BaseHandler):
+class _PartUrlBase(BaseHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method == "POST":
+            # In direct mode these stand in for the chunk PUTs: the same budget.
+            await self.limit_rate()
+
+
+class PartUrlsHandler(_PartUrlBase):
     async def post(self, upload_id: str) -> None:
         parts = requests.part_list(self.request.body, MAX_PART_URLS)
         signed = await self.service.presign_parts(self.owner, upload_id, parts)
@@ -27,7 +35,7 @@ class PartUrlsHandler(BaseHandler):
         self.send_json({"parts": signed})
 
 
-class PartUrlHandler(BaseHandler):
+class PartUrlHandler(_PartUrlBase):
     async def post(self, upload_id: str, index: str) -> None:
         md5 = requests.optional_md5_body(self.request.body)
         [signed] = await self.service.presign_parts(self.owner, upload_id, [(int(index), md5)])
