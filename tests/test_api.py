@@ -246,6 +246,32 @@ async def test_list_uploads_filters(api: Api) -> None:
     assert code == 400 and err["error"]["code"] == "invalid_request"
 
 
+async def test_list_several_statuses(api: Api, runtime) -> None:
+    """Issue 13.14: ``?status=in_progress,merging`` (or the parameter twice)
+    lists both; a single status stays exact."""
+    a = (await api.init(CS, CS, filename="a.bin"))["upload_id"]
+    b = (await api.init(CS, CS, filename="b.bin"))["upload_id"]
+    c = (await api.init(CS, CS, filename="c.bin"))["upload_id"]
+    await api.put_chunk(c, 0, bytes(CS))
+    assert (await api.complete(c))[0] == 200
+    # b is being merged: the state a merge sets when it starts.
+    assert await runtime.store.begin_merge(b, ("in_progress",)) is not None
+
+    async def listed(query: str) -> list[str]:
+        code, doc = await api.json("GET", f"/uploads?{query}")
+        assert code == 200, doc
+        return [u["upload_id"] for u in doc["uploads"]]
+
+    assert await listed("status=in_progress") == [a]
+    assert await listed("status=merging") == [b]
+    assert await listed("status=in_progress,merging") == [b, a]  # newest first
+    assert await listed("status=merging&status=in_progress") == [b, a]
+    assert await listed("status=in_progress,merging&filename=a.bin") == [a]
+    assert sorted(await listed("status=completed,in_progress,merging")) == sorted([a, b, c])
+    code, err = await api.json("GET", "/uploads?status=in_progress,bogus")
+    assert code == 400 and err["error"]["code"] == "invalid_request"
+
+
 async def test_expires_at_follows_activity(api: Api, config) -> None:
     from datetime import datetime, timedelta
     up = await api.init(2 * CS, CS)

@@ -76,7 +76,9 @@ def test_one_size_grammar_for_config_and_cli(text: str, value: int) -> None:
     assert cli_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["8 parsecs", "8Mi", "-1M", "1.5GiB", "M"])
+@pytest.mark.parametrize("text", ["8 parsecs", "8Mi", "-1M", "1.5GiB", "M",
+                                  # Issue 13.9: ASCII digits only, of bounded length.
+                                  "\uff18MiB", "\u0668M", "1_000", "9" * 5000])
 def test_sizes_refused_alike(text: str) -> None:
     import argparse
 

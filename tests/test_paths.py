@@ -38,6 +38,16 @@ async def test_bad_ids_are_404_on_every_route(api: Api, upload_id: str) -> None:
     ("nul\x00byte", "nul_byte"),
     ("é" * 150, "é" * 100),
     ("\ud800x", "?x"),
+    # Issue 13.10: names read as what they are.
+    ("invoice\u202egpj.exe", "invoicegpj.exe"),            # right-to-left override
+    ("\u2067\u202bexe.jpg\u202c\u2069", "exe.jpg"),        # isolates and embeddings
+    ("a\u200e\u200f\u061cb", "ab"),                        # direction marks
+    ("c1\x85\x9b\x9fend", "c1___end"),                      # C1 controls
+    ("zero\u200bwidth\u200c\u200d\u2060\ufeff", "zerowidth"),  # zero-width, BOM
+    ("\u200b.htaccess", "htaccess"),                        # hidden dot file behind one
+    ("line\u2028para\u2029end", "line_para_end"),
+    ("soft\u00adhyphen", "softhyphen"),
+    ("\u202e", "file"),
 ])
 def test_sanitize_filename(name: str, expected: str) -> None:
     assert sanitize_filename(name) == expected
@@ -78,3 +88,18 @@ async def test_storage_modes(api: Api, data_dir: Path) -> None:
     for path in (data_dir / "store").iterdir():
         assert path.stat().st_mode & 0o777 == 0o600
     assert (data_dir / "uploader.db").stat().st_mode & 0o777 == 0o600
+
+
+async def test_stored_name_shows_no_hidden_direction(api: Api) -> None:
+    """The upload object and the download name carry the cleaned name
+    (issue 13.10): "invoice<RLO>gpj.exe" would show as "invoiceexe.jpg"."""
+    up = await api.init(1, CS, filename="invoice\u202egpj.exe")
+    assert up["filename"] == "invoicegpj.exe"
+    await api.put_chunk(up["upload_id"], 0, b"x")
+    code, done = await api.complete(up["upload_id"])
+    assert code == 200
+    listed = (await api.json("GET", "/uploads?filename=invoicegpj.exe"))[1]["uploads"]
+    assert [u["upload_id"] for u in listed] == [up["upload_id"]]
+    resp = await api.call("GET", done["location"])
+    assert "invoicegpj.exe" in resp.headers["Content-Disposition"]
+    assert "%E2%80%AE" not in resp.headers["Content-Disposition"]

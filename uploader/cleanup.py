@@ -16,7 +16,7 @@ from .config import Config
 from .locks.base import LockTimeout
 from .metrics import Metrics
 from .models import ABORTED, EXPIRABLE, utcnow
-from .recovery import publish_recorded_merges
+from .recovery import publish_recorded_merges, remove_dead_merges
 from .service import UploadService
 
 log = logging.getLogger("uploader.expiry")
@@ -89,9 +89,11 @@ class Expirer:
                         log.exception("could not expire upload %s", upload.upload_id)
                         report.failed.append(upload.upload_id)
                 await self._orphans(report)
-                # A staged file of a recorded merge is not a stray part.
+                # A staged file of a recorded merge is not a stray part; one
+                # that can never be published is, whatever its age.
                 await publish_recorded_merges(service)
-                report.stray_parts = await service.storage.recover(
+                report.stray_parts = await remove_dead_merges(service, at_start=False)
+                report.stray_parts += await service.storage.recover(
                     older_than=self.config.storage.stale_part_age)
         except LockTimeout:
             report.skipped = True

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import select
 import socket
 import ssl
 import stat
@@ -41,6 +42,9 @@ PART_URL_BATCH = 16          # direct mode: presigned URLs asked for at once (se
 MAX_CHUNKS = 10_000          # server default limits.max_chunks
 MAX_CHUNK_SIZE = 64 * MiB    # server default limits.chunk_size_max
 _READ = 1 * MiB              # piece size for streaming hashes and downloads
+# Seconds a chunk PUT waits for "100 Continue" before it sends the body anyway
+# (a server or proxy that ignores Expect); curl waits as long.
+EXPECT_WAIT = 1.0
 _REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 
@@ -248,15 +252,15 @@ class UploadClient:
                 conn.sock.shutdown(socket.SHUT_RDWR)
 
     def _once(self, method: str, route: str, body: Any = None,
-              headers: dict[str, str] | None = None, cancel: threading.Event | None = None
-              ) -> tuple[int, http.client.HTTPResponse]:
+              headers: dict[str, str] | None = None, cancel: threading.Event | None = None,
+              *, expect_continue: bool = False) -> tuple[int, http.client.HTTPResponse]:
         """One request to the server on this thread's connection; the caller
-        reads the body."""
+        reads the body. ``expect_continue``: see :func:`_request_expecting_continue`."""
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
         return self._exchange(self._origin, method, self._url.path + route, body, hdrs,
-                              cancel, what=f"{method} {route}")
+                              cancel, what=f"{method} {route}", expect_continue=expect_continue)
 
     def _foreign(self, method: str, url: str, body: Any = None,
                  headers: dict[str, str] | None = None, cancel: threading.Event | None = None
@@ -275,8 +279,8 @@ class UploadClient:
                               what=f"{method} {parts.scheme}://{parts.netloc}{parts.path}")
 
     def _exchange(self, origin: _Origin, method: str, path: str, body: Any,
-                  headers: dict[str, str], cancel: threading.Event | None, *, what: str
-                  ) -> tuple[int, http.client.HTTPResponse]:
+                  headers: dict[str, str], cancel: threading.Event | None, *, what: str,
+                  expect_continue: bool = False) -> tuple[int, http.client.HTTPResponse]:
         """A keep-alive connection the peer closed while idle fails on first
         use; that is not a real failure, so it is retried at once on a fresh
         connection, outside the backoff (unless ``cancel`` is set: then the
@@ -292,7 +296,11 @@ class UploadClient:
             conn = conns[origin.key]
             target, extra = origin.target(path)
             try:
-                conn.request(method, target, body=body, headers={**headers, **extra})
+                if expect_continue and not isinstance(conn, http.client.HTTPSConnection):
+                    _request_expecting_continue(conn, method, target, body,
+                                                {**headers, **extra})
+                else:
+                    conn.request(method, target, body=body, headers={**headers, **extra})
                 resp = conn.getresponse()
                 return resp.status, resp
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
@@ -557,7 +565,8 @@ class UploadClient:
             hdrs = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
 
             def put() -> None:
-                status, resp = self._once("PUT", route, view, hdrs, cancel=failed)
+                status, resp = self._once("PUT", route, view, hdrs, cancel=failed,
+                                          expect_continue=True)
                 data = resp.read()
                 if status != 200:
                     raise self._error(status, resp, data)
@@ -762,6 +771,32 @@ class UploadClient:
                                     f"downloaded {digest}, expected {meta['md5']}")
         os.replace(part, dest)
         return dest
+
+
+def _request_expecting_continue(conn: http.client.HTTPConnection, method: str, url: str,
+                                body: Any, headers: dict[str, str]) -> None:
+    """Send the headers with ``Expect: 100-continue`` and the body only once
+    the server answers 100 (RFC 9110 10.1.1), or after EXPECT_WAIT seconds of
+    silence. A refusal (401, 404, 409, 413, 507) then arrives instead of the
+    100 and costs no chunk bytes; getresponse() reads it, or skips the 100.
+    Plain HTTP only: telling a 100 from a final answer needs a peek at the
+    socket, which TLS sockets do not offer."""
+    conn.putrequest(method, url)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    sock = conn.sock
+    if sock is None or not select.select([sock], [], [], EXPECT_WAIT)[0]:
+        conn.send(body)
+        return
+    try:
+        # Peeked, not read: http.client parses the answer itself.
+        head = sock.recv(12, socket.MSG_PEEK | getattr(socket, "MSG_WAITALL", 0))
+    except OSError:  # a platform without peeking: behave as without Expect
+        head = b"HTTP/1.1 100"
+    if head[9:12] == b"100":
+        conn.send(body)
 
 
 def _nothing() -> None:

@@ -68,8 +68,13 @@ class Merges:
         return upload_id in self._tasks
 
     def progress(self, upload_id: str) -> int | None:
-        """Bytes merged so far by a merge running here (None: none runs)."""
-        return self._progress.get(upload_id)
+        """Bytes merged so far by a merge running here (None: none runs).
+        Until the merge takes the incremental fold over (and hears its
+        progress), the bytes the fold has merged."""
+        merged = self._progress.get(upload_id)
+        if merged is None:
+            return None
+        return max(merged, self.merged_ahead(upload_id))
 
     def merged_ahead(self, upload_id: str) -> int:
         """Bytes the incremental fold already merged before complete."""

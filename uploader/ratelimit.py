@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import redis_keys
 from .config import Config
 from .errors import Unavailable, UploadError
 
@@ -119,7 +120,8 @@ class RateLimiter:
         self.enabled = self.owner_bucket.on or self.address_bucket.on
         if buckets is None:
             if self.enabled and config.locks.backend == "redis":
-                buckets = RedisBuckets(config.locks.redis_url)
+                buckets = RedisBuckets(config.locks.redis_url, prefix=redis_keys.key_prefix(
+                    config.locks, redis_keys.RATE_LIMITS))
             else:
                 buckets = MemoryBuckets()
         self.buckets = buckets

@@ -1,14 +1,17 @@
 """Putting things right after a crash, at start and before each sweep.
 
-Two leftovers need the database to be understood, so they are settled here
-rather than by the storage alone:
+Three leftovers need the database to be understood, so they are settled
+here rather than by the storage alone:
 
 - a merge that recorded ``completed`` but died before renaming its staged
   file into place: the staged file is the one the row promises, so it is
   published (and must not be swept away as a stray ``.part``);
 - an upload left ``merging`` by a dead process: back to ``in_progress``, so
   the client's next complete merges again. A merge alive on another instance
-  holds the upload's lock and is left alone.
+  holds the upload's lock and is left alone;
+- merged files in the making that can never be published (up to the
+  upload's size each): removed at once rather than after
+  ``storage.stale_part_age``, see :func:`remove_dead_merges`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .errors import Unavailable
 from .locks.base import LockTimeout
-from .models import COMPLETED, IN_PROGRESS, MERGING
+from .models import ABORTED, COMPLETED, IN_PROGRESS, MERGING, Upload
+from .storage.base import PartialMerge
 
 if TYPE_CHECKING:
     from .service import UploadService
@@ -30,7 +35,10 @@ async def publish_recorded_merges(service: "UploadService") -> int:
     if staged is None:  # a backend without staged files (S3 completes in place)
         return 0
     published = 0
-    for upload_id, version in await staged.staged_uploads():
+    for partial in await staged.partial_merges():
+        upload_id, version = partial.upload_id, partial.version
+        if version is None:
+            continue  # a fold is never published as it is
         try:
             upload = await service.store.get_upload(upload_id, with_chunks=False)
             if (upload is None or upload.status != COMPLETED or not upload.storage_key
@@ -55,3 +63,59 @@ async def return_interrupted_merges(service: "UploadService") -> int:
         except LockTimeout:
             continue
     return returned
+
+
+async def remove_dead_merges(service: "UploadService", *, at_start: bool) -> int:
+    """Remove the staged merge files and incremental folds that can never be
+    published; how many. Run after publish_recorded_merges and, at start,
+    after return_interrupted_merges.
+
+    A staged file of version v can only be published by a merger of v whose
+    ``finish_merge`` finds the row ``merging`` at v, or by ``republish`` when
+    the row is ``completed`` at v and its file is missing. ``merge_version``
+    only grows and the files are listed before the rows are read, so any
+    other row proves the file dead, with no lock and on any instance.
+
+    A fold lives in one process's memory. At start no fold on disk is of a
+    live process: incremental merges run with in-process locks only, one
+    instance per data_dir, and this one has just started. Later only folds
+    of uploads that are finished or gone are certain to be dead."""
+    staged = service.features.staged
+    if staged is None:
+        return 0
+    removed = 0
+    rows: dict[str, Upload | None] = {}
+    for partial in await staged.partial_merges():
+        try:
+            if partial.upload_id not in rows:
+                rows[partial.upload_id] = await service.store.get_upload(
+                    partial.upload_id, with_chunks=False)
+            if not await _dead(service, partial, rows[partial.upload_id], at_start):
+                continue
+            await staged.remove_partial(partial)
+            removed += 1
+            log.info("removed %s of %s (%d bytes): it can never be published",
+                     "the fold" if partial.version is None else f"merge version {partial.version}",
+                     partial.upload_id, partial.size)
+        except Unavailable:
+            raise  # the database is away: nothing can be proven now
+        except Exception:
+            log.exception("could not check or remove %s", partial.name)
+    return removed
+
+
+async def _dead(service: "UploadService", partial: PartialMerge, upload: Upload | None,
+                at_start: bool) -> bool:
+    if upload is None or upload.status == ABORTED:
+        return True  # deleted or expired: nothing publishes anything of it
+    if partial.version is None:
+        return at_start or upload.status == COMPLETED
+    if partial.version != upload.merge_version:
+        return partial.version < upload.merge_version  # superseded: fenced out
+    if upload.status == MERGING:
+        return False  # its merger may be alive and may still publish it
+    if upload.status == COMPLETED:
+        # The file the row promises, unless the published file is there.
+        key = upload.storage_key
+        return key is not None and await service.storage.file_size(key) is not None
+    return True  # in_progress or failed: that merge ended without completing

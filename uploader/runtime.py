@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from . import redis_keys
 from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
@@ -24,7 +25,7 @@ from .locks.names import UploadLocks
 from .merging import Merges
 from .metrics import Metrics, TimedLocks
 from .ratelimit import RateLimiter
-from .recovery import publish_recorded_merges, return_interrupted_merges
+from .recovery import publish_recorded_merges, remove_dead_merges, return_interrupted_merges
 from .service import UploadService
 from .shutdown import Drain
 from .storage.base import Storage
@@ -62,7 +63,8 @@ def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
 def make_locks(config: Config) -> Locks:
     if config.locks.backend == "redis":
         from .locks.redis import RedisLocks
-        return RedisLocks(config.locks.redis_url, key_prefix=config.locks.redis_prefix)
+        return RedisLocks(config.locks.redis_url,
+                          key_prefix=redis_keys.key_prefix(config.locks, redis_keys.LOCKS))
     from .locks.memory import MemoryLocks
     return MemoryLocks()
 
@@ -99,18 +101,21 @@ class Runtime:
         await self.storage.start()
         try:
             # Publish recorded merges before stray parts are swept: a staged
-            # file of a completed upload is not a stray.
+            # file of a completed upload is not a stray. Interrupted merges go
+            # back first: then their staged files are provably dead.
             published = await publish_recorded_merges(self.service)
-            removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
             recovered = await return_interrupted_merges(self.service)
+            dead = await remove_dead_merges(self.service, at_start=True)
+            removed = await self.storage.recover(older_than=self.config.storage.stale_part_age)
         except Unavailable as exc:
             # Redis or the database went away meanwhile: the sweep publishes
             # later, and a client's next complete re-merges an interrupted one.
             log.warning("recovery at start skipped: %s", exc.message)
-            published = removed = recovered = 0
-        if removed or recovered or published:
-            log.info("recovery: published %d recorded merges, removed %d stray part files, "
-                     "%d interrupted merges back to in_progress", published, removed, recovered)
+            published = removed = recovered = dead = 0
+        if removed or recovered or published or dead:
+            log.info("recovery: published %d recorded merges, %d interrupted merges back to "
+                     "in_progress, removed %d dead merge files and %d stray part files",
+                     published, recovered, dead, removed)
         self.expirer.start()
         self.started = True
 

@@ -31,6 +31,7 @@ from .storage.base import Storage
 from .store.base import MetadataStore
 
 META_CACHE_SIZE = 10_000  # uploads whose immutable metadata a process remembers
+LIST_LIMIT = 100  # uploads one GET /uploads answers, newest first
 
 
 class UploadService:
@@ -76,12 +77,23 @@ class UploadService:
             upload = await direct.sync_parts(self.store, self.features.direct, upload)
         return upload
 
-    async def list(self, owner: str, *, status: str | None,
-                   filename: str | None) -> list[Upload]:
-        if status is not None and status not in STATUSES:
-            raise UploadError("invalid_request", "unknown status filter")
-        return await self.store.list_uploads(owner, status=status or None,
-                                             filename=filename or None)
+    async def list(self, owner: str, *, statuses: Sequence[str] = (),
+                   filename: str | None = None) -> list[Upload]:
+        """The owner's newest uploads (at most LIST_LIMIT) in any of
+        ``statuses`` (all when empty)."""
+        wanted = list(dict.fromkeys(statuses))
+        if any(status not in STATUSES for status in wanted):
+            raise UploadError("invalid_request", "unknown status filter", statuses=list(STATUSES))
+        if len(wanted) <= 1:
+            return await self.store.list_uploads(owner, status=wanted[0] if wanted else None,
+                                                 filename=filename or None, limit=LIST_LIMIT)
+        # The store filters by one status: each query brings its newest, so
+        # the newest of the union are among them.
+        found = [upload for status in wanted
+                 for upload in await self.store.list_uploads(
+                     owner, status=status, filename=filename or None, limit=LIST_LIMIT)]
+        found.sort(key=lambda upload: upload.created_at, reverse=True)
+        return found[:LIST_LIMIT]
 
     # -- init --------------------------------------------------------------
 
@@ -93,7 +105,8 @@ class UploadService:
         if size > limits.max_file_size:
             raise UploadError("too_large", "file is larger than the server accepts",
                               max_file_size=limits.max_file_size)
-        chunk_size = chunk_size or limits.chunk_size_default
+        if chunk_size is None:  # only an absent chunk_size takes the default; 0 is out of range
+            chunk_size = limits.chunk_size_default
         if not limits.chunk_size_min <= chunk_size <= limits.chunk_size_max:
             raise UploadError("invalid_request", "chunk_size out of range",
                               chunk_size_min=limits.chunk_size_min,
@@ -230,8 +243,9 @@ class UploadService:
         if upload.status != MERGING:
             check_complete(upload)
         wait = self.config.merge.wait_seconds
-        if self.features.incremental is not None and \
-                upload.size - self.merges.merged_ahead(upload_id) > self.config.merge.background_over:
+        # merged_ahead is 0 without an incremental fold: then the whole file
+        # is left, and background_over applies all the same.
+        if upload.size - self.merges.merged_ahead(upload_id) > self.config.merge.background_over:
             wait = 0  # much left: answer 202 now, status shows merged_bytes
         task = self.merges.start(upload_id, md5)
         try:

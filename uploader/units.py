@@ -25,7 +25,9 @@ UNITS: dict[str, int] = {
 }
 SIZE_HELP = ("bytes, or a number with a unit: K, M, G, T or KiB, MiB, GiB, TiB "
              "(powers of 1024); KB, MB, GB, TB (powers of 1000)")
-_SIZE_RE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
+# ASCII digits only: str patterns take "\d" for any Unicode digit, and int()
+# would read a fullwidth "８MiB" as 8 MiB.
+_SIZE_RE = re.compile(r"\s*([0-9]{1,18})\s*([A-Za-z]*)\s*", re.ASCII)
 
 
 def parse_size(text: str) -> int:

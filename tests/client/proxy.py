@@ -31,6 +31,7 @@ class Logged:
     method: str
     path: str
     outcome: str  # the HTTP status relayed, or "dropped" / "stalled"
+    body: int = 0  # request body bytes relayed to the server
 
     @property
     def query(self) -> dict[str, str]:
@@ -108,9 +109,9 @@ class ChunkProxy:
             t.join(timeout=10)
 
     # -- proxy side ---------------------------------------------------------------
-    def _record(self, method: str, path: str, outcome: str) -> None:
+    def _record(self, method: str, path: str, outcome: str, body: int = 0) -> None:
         with self.cond:
-            self.log.append(Logged(method, path, outcome))
+            self.log.append(Logged(method, path, outcome, body))
             self.cond.notify_all()
 
     def _accept(self) -> None:
@@ -168,13 +169,12 @@ class ChunkProxy:
                                    b"Content-Length: %d\r\n\r\n" % len(EXPIRED) + EXPIRED)
                     continue
                 upstream.sendall(head)
-                _relay_body(head, cin, upstream)
-                resp = _read_head(uin)
+                resp, body = self._relay_request_body(head, cin, uin, client, upstream)
                 if resp is None:
                     return
                 # Logged before the client can see the answer, so a test that
                 # has its answer always finds it in the log.
-                self._record(m, p, resp.split(b" ", 2)[1].decode())
+                self._record(m, p, resp.split(b" ", 2)[1].decode(), body)
                 client.sendall(resp)
                 if m != "HEAD":
                     _relay_body(resp, uin, client, response=True)
@@ -183,6 +183,22 @@ class ChunkProxy:
         finally:
             for s in (client, upstream):
                 s.close()
+
+
+    @staticmethod
+    def _relay_request_body(head: bytes, cin: object, uin: object, client: socket.socket,
+                            upstream: socket.socket) -> tuple[bytes | None, int]:
+        """Relay the request body; the head of the final answer and the body
+        bytes relayed. With ``Expect: 100-continue`` the server answers first:
+        its 100 is relayed and the body follows, or its final answer comes
+        and no body does."""
+        if (_header(head, b"expect") or b"").lower() == b"100-continue":
+            resp = _read_head(uin)
+            if resp is None or resp.split(b" ", 2)[1] != b"100":
+                return resp, 0
+            client.sendall(resp)
+        body = _relay_body(head, cin, upstream)
+        return _read_head(uin), body
 
 
 def _read_head(f: "socket.SocketIO | object") -> bytes | None:
@@ -204,12 +220,14 @@ def _header(head: bytes, name: bytes) -> bytes | None:
     return None
 
 
-def _relay_body(head: bytes, src: object, dst: socket.socket, response: bool = False) -> None:
-    """Copy one message body: Content-Length, chunked, or (status 1xx/204/304) none."""
+def _relay_body(head: bytes, src: object, dst: socket.socket, response: bool = False) -> int:
+    """Copy one message body: Content-Length, chunked, or (status 1xx/204/304)
+    none. Returns the bytes of content copied."""
     status = head.split(b" ", 2)[1]
     if response and (status in (b"204", b"304") or status.startswith(b"1")):
-        return
+        return 0
     if (_header(head, b"transfer-encoding") or b"").lower() == b"chunked":
+        copied = 0
         while True:
             size_line = src.readline()  # type: ignore[attr-defined]
             dst.sendall(size_line)
@@ -218,10 +236,12 @@ def _relay_body(head: bytes, src: object, dst: socket.socket, response: bool = F
                 while (trailer := src.readline()) not in (b"\r\n", b"\n", b""):  # type: ignore[attr-defined]
                     dst.sendall(trailer)
                 dst.sendall(b"\r\n")
-                return
+                return copied
             _copy(src, dst, size + 2)
-        return
-    _copy(src, dst, int(_header(head, b"content-length") or 0))
+            copied += size
+    length = int(_header(head, b"content-length") or 0)
+    _copy(src, dst, length)
+    return length
 
 
 def _copy(src: object, dst: socket.socket, n: int) -> None:

@@ -78,6 +78,35 @@ def test_client_errors_are_not_retried(
     assert [(e.method, e.outcome) for e in proxy.log] == [("POST", "400")]
 
 
+def test_a_refused_chunk_is_an_answer_and_costs_no_body(
+        make_client: Callable[..., UploadClient], server: str, tmp_path: Path,
+        make_proxy: Callable[..., ChunkProxy]) -> None:
+    """Issue 13.5: a chunk refused from its headers (here 404: the upload was
+    deleted meanwhile) used to reach the client as a connection reset, retried
+    as a network error. The client sends Expect: 100-continue, so the refusal
+    comes before the body, which is never sent."""
+    proxy = make_proxy()
+    src = tmp_path / "f.bin"
+    write_random(src, 2 * 16 * MiB)
+    client = make_client(proxy.url, parallel=1, chunk_size=16 * MiB, backoff=0.01)
+    deleted: list[str] = []
+
+    def delete_after_first_chunk(sent: int, total: int) -> None:
+        if sent and not deleted:
+            [entry] = proxy.puts()
+            upload_id = entry.path.split("/")[2]
+            make_client(server).delete(upload_id)
+            deleted.append(upload_id)
+
+    with pytest.raises(UploadClientError) as info:
+        client.upload(src, progress=delete_after_first_chunk)
+    assert (info.value.code, info.value.status) == ("not_found", 404)
+    # The accepted chunk carried its 16 MiB, the refused one nothing, and it
+    # was asked once: a 404 is not retried.
+    assert [(e.chunk_index, e.outcome, e.body) for e in proxy.puts(None)] == \
+        [(0, "200", 16 * MiB), (1, "404", 0)]
+
+
 def test_resume_sends_only_missing_chunks(
         make_client: Callable[..., UploadClient], server: str, tmp_path: Path, make_proxy: Callable[..., ChunkProxy]) -> None:
     src = tmp_path / "f.bin"

@@ -59,7 +59,7 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
     assert status["status"] == "merging" and a.count_log(f"merge finished {uid}") == 0, \
         "the merge finished before SIGSTOP landed: make the test file bigger"
 
-    lock_key = f"{cluster.redis_prefix}upload:{uid}"
+    lock_key = f"{cluster.redis_prefix}lock:upload:{uid}"  # redis_keys.py, locks/names.py
     wait_until(lambda: not redis_client.exists(lock_key), "the frozen merger's lock to expire",
                timeout=10 * LOCK_TTL)
     expired_after = time.monotonic() - stopped

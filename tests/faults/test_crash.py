@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from support import MiB, ServerProcess, md5
+from support import MiB, ServerProcess, md5, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -110,3 +110,31 @@ def test_kill_during_merge_never_leaves_a_partial_file(server: ServerProcess) ->
     [final] = [p for p in store.iterdir()]
     assert hashlib.md5(final.read_bytes()).hexdigest() == md5(data)
     assert caught, "the merge finished before the kill: make the file larger"
+
+
+def test_fold_file_of_a_killed_process_goes_at_start(
+        start_server: Callable[..., ServerProcess]) -> None:
+    """Issue 13.13: the incremental fold lives in one process's memory; after
+    a crash its file (as large as the upload so far) stayed on disk until
+    storage.stale_part_age (1 h). At start no fold of a dead process can be
+    used again: recovery removes it."""
+    server = start_server({"storage.fsync": True})  # stale_part_age: the default hour
+    chunk, count = MiB, 8
+    data = os.urandom(chunk * count)
+    uid = server.init(len(data), chunk)["upload_id"]
+    for i in range(4):
+        assert server.put_chunk(uid, i, data[i * chunk:(i + 1) * chunk])[0] == 200
+    store = server.data_dir / "store"
+
+    def folded() -> list[str]:
+        return [p.name for p in store.iterdir()
+                if ".inc-" in p.name and p.stat().st_size == 4 * chunk]
+
+    wait_until(folded, "the first four chunks folded")
+    server.kill()
+    server.start()
+    assert list(server.data_dir.rglob("*.part")) == []
+    for i in range(4, count):
+        assert server.put_chunk(uid, i, data[i * chunk:(i + 1) * chunk])[0] == 200
+    code, done = server.complete(uid, md5(data))
+    assert code == 200 and done["md5"] == md5(data)

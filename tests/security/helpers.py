@@ -3,6 +3,10 @@ one owner's token, and raw requests no well-behaved client would send."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import http.client
+import socket
 from typing import Any
 
 import tornado.tcpclient
@@ -39,3 +43,41 @@ async def raw_request(port: int, head: str, body: bytes = b"") -> tuple[int, byt
     finally:
         stream.close()
     return int(response.split(b" ", 2)[1]), response
+
+
+BOUND = 30.0  # seconds a blocking exchange may take before the test fails
+
+
+async def blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking client call on a thread while the test's event loop
+    serves the app (http.client and raw sockets block)."""
+    return await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(fn, *args, **kwargs))
+
+
+def http_client_exchange(port: int, method: str, path: str, body: bytes = b"",
+                         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    """Python's http.client as most scripts use it: the whole body is
+    written before a byte of the answer is read."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=BOUND)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, Any, bytes]:
+    """One response from a raw socket, parsed by http.client (which skips
+    interim 1xx answers)."""
+    resp = http.client.HTTPResponse(sock, method=method)
+    resp.begin()
+    return resp.status, resp.headers, resp.read()
+
+
+def raw_exchange(port: int, data: bytes, method: str = "GET") -> tuple[int, Any, bytes]:
+    """Send raw request bytes on a fresh connection; the parsed answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as sock:
+        sock.sendall(data)
+        return read_response(sock, method)

@@ -8,10 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 
 from support import KiB, require_redis
+from uploader import redis_keys
 from uploader.config import load_config
+from uploader.errors import UploadError
 from uploader.ratelimit import Bucket, MemoryBuckets, RateLimiter, RedisBuckets
+from uploader.runtime import make_locks
 
 from .helpers import AUTH_ON, TokenApi
 
@@ -140,3 +144,50 @@ async def test_memory_buckets_forget_refilled_keys(io_loop, monkeypatch):
     # Refilled buckets were dropped; the empty slow one was kept (no reset).
     assert len(buckets._state) <= 11
     assert await buckets.take("slow", slow) > 0
+
+
+def deployment(url: str, prefix: str) -> Any:
+    return load_config(None, env={}, overrides={
+        "locks": {"backend": "redis", "redis_url": url, "redis_prefix": prefix},
+        "ratelimit": {"owner_rate": SLOW, "owner_burst": 1}})
+
+
+async def test_one_prefix_for_every_redis_key(io_loop, redis_url):
+    """Issue 13.11: locks.redis_prefix covers rate-limit buckets as well as
+    locks, so two deployments sharing one Redis share no budget (the buckets
+    used to live under a fixed "uploader:rl:")."""
+    run = uuid.uuid4().hex
+    a, b = f"deploy-a-{run}:", f"deploy-b-{run}:"
+    first, second = RateLimiter(deployment(redis_url, a)), RateLimiter(deployment(redis_url, b))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await first.check("alice", "addr")
+        await second.check("alice", "addr")  # its own budget: granted too
+        with pytest.raises(UploadError) as refused:
+            await first.check("alice", "addr")
+        assert refused.value.code == "rate_limited"
+        assert client.keys(f"{a}*") == [f"{a}rl:owner:alice".encode()]
+        assert client.keys(f"{b}*") == [f"{b}rl:owner:alice".encode()]
+        # Locks as the server wires them, under the same prefix.
+        locks = make_locks(deployment(redis_url, a))
+        try:
+            async with locks.lock("merge:x", ttl=5):
+                assert client.exists(f"{a}lock:merge:x")
+        finally:
+            await locks.close()
+    finally:
+        await first.close()
+        await second.close()
+        client.close()
+
+
+def test_a_lock_prefix_of_the_old_form_keeps_its_keys():
+    """Before issue 13 the setting prefixed lock keys only ("uploader:lock:"
+    by default): such a configuration keeps the very same lock keys, and its
+    rate limits move under the same namespace."""
+    old = load_config(None, env={}, overrides={"locks": {"redis_prefix": "tenant:lock:"}}).locks
+    assert redis_keys.key_prefix(old, redis_keys.LOCKS) == "tenant:lock:"
+    assert redis_keys.key_prefix(old, redis_keys.RATE_LIMITS) == "tenant:rl:"
+    default = load_config(None, env={}).locks
+    assert redis_keys.key_prefix(default, redis_keys.LOCKS) == "uploader:lock:"
+    assert redis_keys.key_prefix(default, redis_keys.RATE_LIMITS) == "uploader:rl:"

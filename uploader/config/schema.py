@@ -108,8 +108,9 @@ class StoreConfig:
 class LocksConfig:
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Prefix of every lock key: deployments sharing one Redis keep apart.
-    redis_prefix: str = "uploader:lock:"
+    # Prefix of every Redis key (locks, rate limits): deployments sharing one
+    # Redis keep apart. See redis_keys.py.
+    redis_prefix: str = "uploader:"
     # Seconds before a crashed holder's lock frees itself (a live holder's
     # watchdog keeps extending it).
     ttl: float = 30.0

@@ -13,7 +13,7 @@ from ..auth import LOCAL_OWNER
 from ..cors import cors_headers
 from ..errors import STATUS_TO_CODE, UploadError
 from ..logs import log_request
-from . import requests
+from . import framing, requests
 from .context import HandlerContext
 
 log = logging.getLogger("uploader.http")
@@ -29,6 +29,18 @@ class BaseHandler(tornado.web.RequestHandler):
     owner: str
     error_code: str | None = None  # the error-table code answered, for logs and metrics
     answered = False
+    # The body is JSON, at most server.max_json_body (chunk PUTs set their own limit).
+    json_request = True
+    # Announced body length (framing.declared_length): None when chunked.
+    body_length: int | None = 0
+    body_too_large = False  # a chunked JSON body passed max_json_body
+    # How an answer given before the body was sent (framing.py); None after it.
+    early: "framing.EarlyAnswer | None" = None
+
+    @property
+    def draining_body(self) -> bool:
+        """Answered before the body, which is being read into nothing."""
+        return self.early == "drain"
 
     def initialize(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
@@ -43,8 +55,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def on_connection_close(self) -> None:
         # The client is gone. A handler whose coroutine still runs on to
         # finish() leaves in on_finish (and logs its status there); the others
-        # (a streamed body cut short) never answer: log and leave now.
-        if not self.answered and not self.finishes_after_close():
+        # (a streamed body cut short) never answer: log and leave now. An
+        # answer given before the body is finished by framing.finish_after_body.
+        if not self.answered and not self.draining_body and not self.finishes_after_close():
             log_request(self, aborted=True)
             self.ctx.drain.leave(self)
         super().on_connection_close()
@@ -87,37 +100,91 @@ class BaseHandler(tornado.web.RequestHandler):
         base = tornado.web.RequestHandler
         return [m for m in _METHODS if getattr(type(self), m.lower()) is not getattr(base, m.lower())]
 
+    def allow_header(self) -> str:
+        return ", ".join(self.allowed_methods() + ["OPTIONS"])
+
     async def prepare(self) -> None:
         self.owner = LOCAL_OWNER
         self.set_cors_headers()
+        self.body_length = framing.declared_length(self.request.headers)
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials by design
-        self.owner = self.ctx.authenticator.owner_for(
-            self.request.headers.get("Authorization"))
+        self.owner = self.authenticate()
+        if self.json_request:
+            self._limit_json_body()
+
+    def authenticate(self) -> str:
+        """The owner of this request: the bearer token's (401 without a valid one)."""
+        return self.ctx.authenticator.owner_for(self.request.headers.get("Authorization"))
+
+    def _limit_json_body(self) -> None:
+        limit = self.ctx.config.server.max_json_body
+        if self.body_length is None:
+            # Chunked: counted in data_received, refused in json_body(); up to
+            # the drain bound it is read to its end, so the answer arrives.
+            self.request.connection.set_max_body_size(  # type: ignore[union-attr]
+                max(limit, self.ctx.config.limits.chunk_size_max))
+        elif self.body_length > limit:
+            raise self.too_large_body()
+
+    def too_large_body(self) -> UploadError:
+        limit = self.ctx.config.server.max_json_body
+        return UploadError("too_large", f"the JSON body is larger than {limit} bytes",
+                           max_json_body=limit)
 
     async def limit_rate(self) -> None:
         """The owner's and the client address's token buckets (init, chunks)."""
         await self.ctx.ratelimiter.check(self.owner, self.request.remote_ip or "")
 
     def data_received(self, chunk: bytes) -> None:
-        # Tornado caps the total at max_json_body; a handful of pieces at most.
+        if self.draining_body or self.body_too_large:
+            return  # answered already, or refused once the body is in: dropped
+        if len(self.request.body) + len(chunk) > self.ctx.config.server.max_json_body:
+            self.body_too_large = True
+            self.request.body = b""
+            return
+        # A Content-Length body was checked against max_json_body in prepare.
         self.request.body += chunk
 
     async def options(self, *args: str) -> None:
         """CORS preflight (and plain OPTIONS): the route's methods; the CORS
         headers were set in prepare() if the origin is allowed."""
         self.set_cors_headers(preflight=True)
-        self.set_header("Allow", ", ".join(self.allowed_methods() + ["OPTIONS"]))
+        self.set_header("Allow", self.allow_header())
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
 
+    def body(self) -> bytes:
+        """The JSON request body as received; a chunked one that passed
+        server.max_json_body is refused here (413), once it has been read."""
+        if self.body_too_large:
+            raise self.too_large_body()
+        return self.request.body
+
     def json_body(self, *, optional: bool = False) -> Any:
-        return requests.parse_json(self.request.body, optional=optional)
+        return requests.parse_json(self.body(), optional=optional)
 
     def send_json(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(doc, separators=(",", ":")))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """Tornado's send_error, unless the answer comes before the body: then
+        framing.py decides whether the body is drained or the connection closed."""
+        self.early = None if self._headers_written else framing.early_answer(
+            self.request, shutting_down=self.ctx.drain.draining,
+            # No legitimate body is larger than the largest chunk.
+            drain_limit=self.ctx.config.limits.chunk_size_max)
+        if self.early is None:
+            super().send_error(status_code, **kwargs)
+            return
+        try:
+            self.write_error(status_code, **kwargs)
+        except Exception:
+            log.exception("uncaught exception in write_error")
+            if not self._finished:
+                self.finish()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -136,7 +203,22 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", str(error.retry_after))
         for name, value in error.headers.items():
             self.set_header(name, value)
-        self.finish(json.dumps(error.to_json(), separators=(",", ":")))
+        if error.code == "method_not_allowed":
+            self.set_header("Allow", self.allow_header())  # RFC 9110 15.5.6
+        if self.early == "close":
+            # Tornado closes a connection it answers before the body; RFC 9112
+            # section 9.6: say so.
+            self.set_header("Connection", "close")
+        payload = json.dumps(error.to_json(), separators=(",", ":")).encode()
+        if self.draining_body:
+            # Complete now (a client reading early has it all); the request
+            # finishes once its body has been read into nothing.
+            self.set_header("Content-Length", str(len(payload)))
+            self.write(payload)
+            self.flush()
+            framing.finish_after_body(self)
+            return
+        self.finish(payload)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected refusals are answers, not server faults: no tracebacks.

@@ -25,6 +25,7 @@ from .base import BaseHandler, log
 
 @tornado.web.stream_request_body
 class ChunkHandler(BaseHandler):
+    json_request = False  # raw bytes, limited per request to this chunk's size
     receiver: ChunkReceiver | None = None
     client_gone = False
     _idle_timer: object | None = None
@@ -40,10 +41,10 @@ class ChunkHandler(BaseHandler):
         if self.request.method != "PUT":
             raise UploadError("method_not_allowed", "use PUT for chunks")
         await self.limit_rate()
-        req = requests.chunk_request(self.get_query_argument("index", None),
+        req = requests.chunk_request(self.get_query_argument("index", None, strip=False),
                                      self.get_query_argument("md5", None),
                                      self.request.headers.get("Content-MD5"),
-                                     self.request.headers.get("Content-Length"))
+                                     self.body_length)
         self.receiver = await self.service.start_chunk(
             self.owner, self.path_args[0], req.index, req.md5, req.content_length)
         if self.client_gone:

@@ -29,7 +29,7 @@ class _PartUrlBase(BaseHandler):
 
 class PartUrlsHandler(_PartUrlBase):
     async def post(self, upload_id: str) -> None:
-        parts = requests.part_list(self.request.body, MAX_PART_URLS)
+        parts = requests.part_list(self.body(), MAX_PART_URLS)
         signed = await self.service.presign_parts(self.owner, upload_id, parts)
         self.ctx.metrics.part_urls.inc(len(signed))
         self.send_json({"parts": signed})
@@ -37,7 +37,8 @@ class PartUrlsHandler(_PartUrlBase):
 
 class PartUrlHandler(_PartUrlBase):
     async def post(self, upload_id: str, index: str) -> None:
-        md5 = requests.optional_md5_body(self.request.body)
-        [signed] = await self.service.presign_parts(self.owner, upload_id, [(int(index), md5)])
+        md5 = requests.optional_md5_body(self.body())
+        [signed] = await self.service.presign_parts(self.owner, upload_id,
+                                                    [(requests.index_value(index), md5)])
         self.ctx.metrics.part_urls.inc()
         self.send_json(signed)

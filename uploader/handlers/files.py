@@ -13,10 +13,19 @@ from urllib.parse import quote
 
 from ..errors import UploadError
 from ..models import Upload
+from ..parsing import parse_ascii_int
 from . import requests
 from .base import BaseHandler
 
-_RANGE_RE = re.compile(r"\Abytes=(\d*)-(\d*)\Z")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
+_PAST_ANY_END = 1 << 63
+
+
+def _position(digits: str) -> int:
+    try:
+        return parse_ascii_int(digits)
+    except ValueError:  # more digits than any file has bytes: past its end
+        return _PAST_ANY_END
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -24,20 +33,20 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     Several ranges are answered with the whole file, as RFC 9110 allows."""
     if not header:
         return None
-    m = _RANGE_RE.match(header.strip())
+    m = _RANGE_RE.fullmatch(header.strip())
     if not m:
-        return None
+        return None  # RFC 9110 14.2: a Range we cannot read is ignored
     first, last = m.groups()
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _position(last)
         if n == 0:
             raise UploadError("range_not_satisfiable", "empty suffix range", size=size)
         return max(0, size - n), size
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if start >= size or (last and int(last) < start):
+    start = _position(first)
+    end = min(_position(last) + 1, size) if last else size
+    if start >= size or (last and _position(last) < start):
         raise UploadError("range_not_satisfiable", "range outside the file", size=size)
     return start, end
 
@@ -50,16 +59,14 @@ def content_disposition(filename: str) -> str:
 class FileHandler(BaseHandler):
     link: requests.LinkRequest | None = None
 
-    async def prepare(self) -> None:
+    def authenticate(self) -> str:
         self.link = requests.link_request(self.get_query_argument("expires", None),
                                           self.get_query_argument("signature", None))
         if self.link is None:
-            await super().prepare()
-            return
+            return super().authenticate()
         # A signed link stands in for the bearer token (a browser following
         # it sends none); the owner is the upload's, once the link checks out.
-        self.owner = ""
-        self.set_cors_headers()
+        return ""
 
     async def _open(self, upload_id: str) -> tuple[Upload, int]:
         if self.link is None:

@@ -7,28 +7,30 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from .. import parsing
 from ..errors import UploadError
 from ..links import invalid_link
 
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
-INDEX_RE = re.compile(r"\A[0-9]{1,9}\Z")
+MAX_INDEX_DIGITS = 9  # limits.max_chunks is far below a billion
 MAX_FILENAME_CHARS = 4096
 
 
 def parse_json(body: bytes, *, optional: bool = False) -> Any:
+    """Strict JSON (parsing.parse_json: UTF-8, unique keys, bounded numbers
+    and nesting); malformed of any shape is 400."""
     if not body.strip():
         if optional:
             return None
         raise UploadError("invalid_request", "a JSON body is required")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise UploadError("invalid_request", "body is not valid JSON") from None
+        return parsing.parse_json(body)
+    except ValueError as exc:
+        raise UploadError("invalid_request", str(exc)) from None
 
 
 def json_object(body: bytes, *, optional: bool = False) -> dict[str, Any]:
@@ -105,24 +107,28 @@ class ChunkRequest:
     content_length: int | None
 
 
+def index_value(raw: str | None) -> int:
+    """A chunk index: ASCII digits only (``index=%EF%BC%91``, a fullwidth 1,
+    is no index), no sign or spaces."""
+    try:
+        return parsing.parse_ascii_int(raw or "", max_digits=MAX_INDEX_DIGITS)
+    except ValueError:
+        raise UploadError("invalid_request", "index must be a non-negative integer") from None
+
+
 def chunk_request(index: str | None, md5: str | None, header_md5: str | None,
-                  content_length: str | None) -> ChunkRequest:
+                  content_length: int | None) -> ChunkRequest:
     """``?index=N[&md5=HEX]`` with an optional ``Content-MD5`` header, which
-    must agree with ``md5`` when both come."""
-    if index is None or not INDEX_RE.match(index):
-        raise UploadError("invalid_request", "index must be a non-negative integer")
+    must agree with ``md5`` when both come. ``content_length``: as
+    framing.declared_length read it (None when chunked)."""
+    index_number = index_value(index)
     digest = md5_value(md5)
     if header_md5 is not None:
         from_header = content_md5(header_md5)
         if digest is not None and digest != from_header:
             raise UploadError("invalid_request", "md5 and Content-MD5 disagree")
         digest = from_header
-    if content_length is not None and not (content_length.isascii()
-                                           and content_length.isdigit()):
-        raise UploadError("invalid_request", "bad Content-Length")
-    return ChunkRequest(index=int(index), md5=digest,
-                        content_length=int(content_length) if content_length is not None
-                        else None)
+    return ChunkRequest(index=index_number, md5=digest, content_length=content_length)
 
 
 def part_list(body: bytes, limit: int) -> list[tuple[int, str | None]]:
@@ -153,9 +159,13 @@ def optional_seconds(value: str | None, name: str) -> int | None:
     """An optional positive number of seconds from the query string."""
     if value is None:
         return None
-    if not INDEX_RE.match(value) or int(value) < 1:
+    try:
+        seconds = parsing.parse_ascii_int(value, max_digits=MAX_INDEX_DIGITS)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
         raise UploadError("invalid_request", f"{name} must be a positive integer")
-    return int(value)
+    return seconds
 
 
 SIGNATURE_RE = re.compile(r"\A[0-9a-f]{64}\Z")

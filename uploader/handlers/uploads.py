@@ -14,7 +14,7 @@ class InitHandler(BaseHandler):
             await self.limit_rate()
 
     async def post(self) -> None:
-        req = requests.init_request(self.request.body)
+        req = requests.init_request(self.body())
         upload = await self.service.create(self.owner, filename=req.filename, size=req.size,
                                            chunk_size=req.chunk_size, md5=req.md5)
         self.set_header("Location", f"/upload/{upload.upload_id}/status")
@@ -30,7 +30,7 @@ class StatusHandler(BaseHandler):
 class CompleteHandler(BaseHandler):
     async def post(self, upload_id: str) -> None:
         upload, finished = await self.service.complete(
-            self.owner, upload_id, requests.optional_md5_body(self.request.body))
+            self.owner, upload_id, requests.optional_md5_body(self.body()))
         self.send_json(self.service.to_json(upload), 200 if finished else 202)
 
 
@@ -44,8 +44,10 @@ class UploadHandler(BaseHandler):
 
 class ListHandler(BaseHandler):
     async def get(self) -> None:
-        uploads = await self.service.list(self.owner,
-                                          status=self.get_query_argument("status", None),
+        # ?status=in_progress,merging (or the parameter repeated): any of them.
+        statuses = [status for value in self.get_query_arguments("status")
+                    for status in value.split(",") if status]
+        uploads = await self.service.list(self.owner, statuses=statuses,
                                           filename=self.get_query_argument("filename", None))
         self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
 

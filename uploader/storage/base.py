@@ -61,6 +61,17 @@ class StagedFile:
     handle: object = None  # backend-private (a temp path, a multipart id, ...)
 
 
+@dataclass(frozen=True)
+class PartialMerge:
+    """A merged file in the making, found on the storage: a merge's staged
+    file (``version`` set) or an incremental fold (``version`` None)."""
+
+    upload_id: str
+    version: int | None
+    name: str  # backend-private: what remove_partial removes
+    size: int
+
+
 class Storage(Protocol):
     async def start(self) -> None:
         ...
@@ -205,7 +216,10 @@ class SpaceReporting(Protocol):
 class StagedMerges(Protocol):
     """A backend whose merges leave a staged file before publishing: after a
     crash between recording ``completed`` and ``publish``, recovery finds
-    them here."""
+    them here, and removes those that can never be published."""
 
-    async def staged_uploads(self) -> list[tuple[str, int]]:
-        """(upload id, merge version) of every staged merge file."""
+    async def partial_merges(self) -> list[PartialMerge]:
+        """Every staged merge file and incremental fold file."""
+
+    async def remove_partial(self, partial: PartialMerge) -> None:
+        """Remove one; one already gone is fine."""

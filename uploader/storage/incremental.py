@@ -67,6 +67,9 @@ class FoldState:
     broken: bool = False
     job: "asyncio.Future[None] | None" = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set by the merge that took this state over: told ``merged`` after each
+    # chunk folded while the merge waits for the fold (status merged_bytes).
+    progress: Callable[[int], None] | None = None
 
 
 class IncrementalMerges:
@@ -132,12 +135,20 @@ class IncrementalMerges:
         st = self._states.get(upload_id)
         return 0 if st is None or st.broken else st.merged
 
-    async def take(self, upload_id: str) -> FoldState | None:
+    async def take(self, upload_id: str,
+                   progress: Callable[[int], None] | None = None) -> FoldState | None:
         """Detach the state for a merge (called under the merge lock), after
-        its running fold job, if any, has finished."""
+        its running fold job, if any, has finished. The fold may be far
+        behind (a busy machine, fold_nice): ``progress`` hears its bytes
+        meanwhile."""
         st = self._states.pop(upload_id, None)
         if st is None:
             return None
+        with st.lock:
+            st.progress = progress
+            merged = st.merged
+        if progress is not None:
+            progress(merged)
         while st.job is not None:
             try:
                 await asyncio.shield(st.job)
@@ -195,6 +206,9 @@ class IncrementalMerges:
                 newer = st.pending.pop(index, None)
                 if newer is not None and newer[0] != md5:
                     st.broken = True  # different bytes arrived while we folded
+                report, merged = st.progress, st.merged
+            if report is not None:
+                report(merged)
 
 
 def usable(st: FoldState, upload: Upload, chunks: Sequence[ChunkRecord] | None) -> bool:

@@ -25,6 +25,7 @@ from ..naming import is_upload_id
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
 PART = ".part"
+FOLD = ".inc-"
 
 
 class Layout:
@@ -76,7 +77,7 @@ class Layout:
 
     def fold_part(self, key: str) -> Path:
         final = self.final_path(key)
-        return final.with_name(f"{final.name}.inc-{secrets.token_hex(6)}{PART}")
+        return final.with_name(f"{final.name}{FOLD}{secrets.token_hex(6)}{PART}")
 
     @staticmethod
     def parse_merge_part(name: str) -> tuple[str, int] | None:
@@ -84,7 +85,21 @@ class Layout:
         if not name.endswith(PART):
             return None
         head, _, version = name.removesuffix(PART).rpartition(".")
-        if (version.isascii() and version.isdigit() and len(head) > 33
-                and is_upload_id(head[:32]) and head[32] == "_"):
+        if (version.isascii() and version.isdigit() and len(version) <= 18
+                and _owner(head) is not None):
             return head[:32], int(version)
         return None
+
+    @staticmethod
+    def parse_fold_part(name: str) -> str | None:
+        """The upload id of a ``fold_part`` file name, else None."""
+        head, sep, tail = name.removesuffix(PART).rpartition(FOLD)
+        if not (sep and name.endswith(PART) and len(tail) == 12 and tail.isascii()
+                and all(c in "0123456789abcdef" for c in tail)):
+            return None
+        return _owner(head)
+
+
+def _owner(head: str) -> str | None:
+    """The upload id of "<id>_<name>", the final name of a merged file."""
+    return head[:32] if len(head) > 33 and is_upload_id(head[:32]) and head[32] == "_" else None

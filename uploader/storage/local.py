@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable
 from ..errors import Unavailable
 from ..models import Upload
 from ..naming import is_upload_id
-from .base import MissingChunkData, Progress, StagedFile
+from .base import MissingChunkData, PartialMerge, Progress, StagedFile
 from .fileops import (READ_PIECE, StagedWriter, create_exclusive, fsync_dir, listdir,
                       storage_error, unlink_quiet)
 from .incremental import FoldState, IncrementalMerges, discard, hash_and_copy, usable
@@ -214,7 +214,7 @@ class LocalStorage:
                     progress: Progress | None = None) -> StagedFile:
         """Reuses this process's incremental merge when it provably matches
         the recorded chunks (``upload.chunks``)."""
-        state = await self.fold.take(upload.upload_id) if self.fold else None
+        state = await self.fold.take(upload.upload_id, progress) if self.fold else None
         return await self.run(self._merge_sync, upload, version, progress, state)
 
     def _staged_path(self, staged: StagedFile) -> Path:
@@ -234,14 +234,30 @@ class LocalStorage:
     async def staged_exists(self, staged: StagedFile) -> bool:
         return bool(await self.run(self._staged_path(staged).exists))
 
-    async def staged_uploads(self) -> list[tuple[str, int]]:
-        """The StagedMerges capability: a merge recorded ``completed`` whose
-        process died before the rename leaves its version-named file, and it
-        is the file the row promises."""
-        def scan() -> list[tuple[str, int]]:
-            found = (Layout.parse_merge_part(n) for n in listdir(self.layout.store))
-            return [f for f in found if f is not None]
+    async def partial_merges(self) -> list[PartialMerge]:
+        """The StagedMerges capability: the version-named staged files of
+        merges (a merge recorded ``completed`` whose process died before the
+        rename leaves the file the row promises) and the incremental folds."""
+        store = self.layout.store
+
+        def scan() -> list[PartialMerge]:
+            found = []
+            for name in listdir(store):
+                merge = Layout.parse_merge_part(name)
+                upload_id = merge[0] if merge else Layout.parse_fold_part(name)
+                if upload_id is None:
+                    continue
+                try:
+                    size = (store / name).stat().st_size
+                except FileNotFoundError:
+                    continue  # published or discarded meanwhile
+                found.append(PartialMerge(upload_id, merge[1] if merge else None, name, size))
+            return found
         return list(await self.run(scan))
+
+    async def remove_partial(self, partial: PartialMerge) -> None:
+        path = self.layout.inside(self.layout.store / partial.name)
+        await self.run(unlink_quiet, path)
 
     async def delete_chunks(self, upload_id: str) -> None:
         path = self.layout.chunk_dir(upload_id)

@@ -24,7 +24,9 @@ export class ResumeList {
     if (!records.length) return;
     let server = null;
     try {
-      server = new Map((await this.api.list("in_progress")).map((u) => [u.upload_id, u]));
+      // Merging too: a merge running while the page reloads still ends well.
+      server = new Map((await this.api.list("in_progress,merging"))
+        .map((u) => [u.upload_id, u]));
     } catch { /* offline: list what we remember, without percentages */ }
     for (const rec of records) {
       if (server && !server.has(rec.uploadId)) { this.store.remove(rec.fingerprint); continue; }
