@@ -21,10 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import figures as F
+from .client import Conn
 from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
-KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "s3"]
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks",
+         "s3"]
 GiB = 1 << 30
 
 
@@ -33,11 +35,11 @@ def plan(quick: bool) -> dict:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
-                "s3_size": 32 * MiB}
+                "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "s3_size": GiB}
+            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -88,19 +90,30 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         p["complete"] = [(f"{n}MiB", n * MiB) for n in args.complete_mib]
     grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
     kinds = set(args.only or KINDS)
-    tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
     figs: list[Figure] = []
-    db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
     log = lambda msg: print(f"# {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     def emit(fig: Figure) -> None:
         figs.append(fig)
         print(json.dumps(asdict(fig)), flush=True)
 
+    async def locks() -> None:
+        # In this process, against the services themselves (no server).
+        from .locks import lock_figures
+        for fig in await lock_figures(p["lock_pairs"], log):
+            emit(fig)
+
+    if kinds == {"locks"}:  # needs neither the server nor its data
+        await locks()
+        return figs
+    tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
+    db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
+
     server = None
     try:
         dsn = create_mysql_db(db) if db else None
-        biggest = max([p["ingest_size"], p["s3_size"]] + [s for _, s in p["complete"]])
+        biggest = max([p["ingest_size"], p["tus_size"], p["s3_size"]]
+                      + [s for _, s in p["complete"]])
         make_data(tmp / "data.bin", biggest)
         extra = dict(kv.split("=", 1) for kv in args.env)
         server = uploader_server(tmp, mysql_dsn=dsn,
@@ -110,15 +123,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         ctx = Ctx("127.0.0.1", server.port, server.pid, tmp, tmp / "data.bin", args.runs, log)
         log(f"server pid {server.pid} on port {server.port}; data under {tmp}; "
             f"a scratch file of each run's size is written and deleted (untimed) before it")
-        ours_4x8 = None
-        if "ingest" in kinds or "tus_ingest" in kinds:
+        if "ingest" in kinds:
             for streams, chunk in grid:
-                if "ingest" not in kinds and (streams, chunk) != (4, 8):
-                    continue
-                fig = await F.ingest(ctx, p["ingest_size"], streams, chunk * MiB)
-                if (streams, chunk) == (4, 8):
-                    ours_4x8 = fig.value
-                emit(fig)
+                emit(await F.ingest(ctx, p["ingest_size"], streams, chunk * MiB))
         if kinds & {"complete", "peak_rss"}:
             for fig in await F.complete(ctx, p["complete"], streams=args.complete_streams):
                 emit(fig)
@@ -127,9 +134,14 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "puts_per_s" in kinds:
             for size in (1024, 8192, 65536):
                 emit(await F.puts_per_second(ctx, size, p["put_uploads"], p["put_per"]))
+        tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
+        ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
         server.stop()
+        if "locks" in kinds:
+            await locks()
         if "tus_ingest" in kinds:
-            emit(await tus_figure(ctx, args, p["ingest_size"], ours_4x8, log))
+            for fig in await tus_figures(ctx, args, tus_runs, ours_tus, log):
+                emit(fig)
         if "s3" in kinds:
             for fig in await s3_figures(ctx, p["s3_size"], log):
                 emit(fig)
@@ -142,24 +154,49 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     return figs
 
 
-async def tus_figure(ctx: Ctx, args: argparse.Namespace, size: int, ours: float | None,
-                     log) -> Figure:  # type: ignore[no-untyped-def]
-    name = "tus_ingest 4x8MiB @tus/server (no MD5)"
-    if args.quick and not args.tus:
-        return Figure(name, "MB/s", None, "ours 4x8MiB MB/s", ours, note="skipped (--quick)")
+async def tus_ours(ctx: Ctx, runs: list[tuple[int, int, int]]) -> list[dict]:
+    """Our /files/ endpoint (every chunk MD5-recorded, the whole file merged
+    and MD5-verified before the last PATCH is answered)."""
     from . import tus
-    folder = tus.install(ctx.tmp, log)
-    if folder is None:
-        return Figure(name, "MB/s", None, "ours 4x8MiB MB/s", ours, note="skipped (no npm)")
-    try:
-        r = await tus.tus_ingest(ctx, folder, size, 4, 8 * MiB, ours or 0)
-    except Exception as exc:  # the peer is optional: never fail the run for it
-        log(f"tus peer failed: {exc!r}")
-        return Figure(name, "MB/s", None, "ours 4x8MiB MB/s", ours, note="skipped (failed)")
-    return Figure(name, "MB/s", r["value"], "ours 4x8MiB MB/s", ours,
-                  (ours / r["value"]) if ours else None,
-                  {"server_cpu_pct": r["server_cpu_pct"], "md5_ref": r["md5"], "runs": r["runs"]},
-                  note="ratio = ours / tus")
+
+    async def clean() -> None:
+        conn = Conn(ctx.host, ctx.port)
+        doc = await conn.json("GET", "/uploads")
+        await conn.close()
+        await F.delete(ctx, [u["upload_id"] for u in doc["uploads"]])
+    return [await tus.tus_rate(ctx, ctx.port, ctx.pid, size, streams, patch, clean)
+            for size, streams, patch in runs]
+
+
+async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, int, int]],
+                      ours: list[dict], log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Ours next to @tus/server 2 + file-store (no checksums at all), same
+    client, same run; the peer is skipped with --quick (unless --tus)."""
+    from . import tus
+    peer: list[dict] | None = None
+    note = "ratio = ours / @tus/server"
+    if args.quick and not args.tus:
+        note = "peer skipped (--quick)"
+    elif (folder := tus.install(ctx.tmp, log)) is None:
+        note = "peer skipped (no npm)"
+    else:
+        try:
+            peer = await tus.peer_rates(ctx, folder, runs)
+        except Exception as exc:  # the peer is optional: never fail the run for it
+            log(f"tus peer failed: {exc!r}")
+            note = "peer skipped (failed)"
+    figures = []
+    for i, ((size, streams, patch), mine) in enumerate(zip(runs, ours)):
+        other = peer[i] if peer else None
+        name = (f"tus_ingest {streams}x{size // streams // MiB}MiB in "
+                f"{patch // MiB}MiB PATCHes")
+        figures.append(Figure(
+            name, "MB/s", mine["value"], "@tus/server MB/s", other and other["value"],
+            (mine["value"] / other["value"]) if other else None,
+            {"server_cpu_pct": mine["server_cpu_pct"], "runs": mine["runs"],
+             "peer_cpu_pct": other and other["server_cpu_pct"],
+             "peer_runs": other and other["runs"]}, note=note))
+    return figures
 
 
 async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .client import Conn
-from .figures import Ctx, md5_seconds, scratch
+from .figures import Ctx, scratch
 from .server import ServerProcess, cpu_seconds, free_port
 
 SERVER_JS = """
@@ -101,9 +101,31 @@ async def _req(conn: Conn, method: str, path: str, headers: dict[str, str], f=No
     return status, body
 
 
-async def tus_ingest(ctx: Ctx, folder: Path, size: int, streams: int, patch: int,
-                     ours: float) -> dict:
-    """Median MB/s of ``streams`` parallel tus uploads of size/streams each."""
+async def tus_rate(ctx: Ctx, port: int, pid: int, size: int, streams: int, patch: int,
+                   clean: "callable") -> dict:  # type: ignore[valid-type]
+    """Median MB/s of ``streams`` parallel tus uploads of size/streams bytes
+    each, in ``patch``-byte PATCHes, against the tus server on ``port``: the
+    same client for ours and the peer. ``clean`` runs after each run."""
+    import statistics
+    rates, cpu = [], []
+    part = size // streams
+    for _ in range(ctx.runs):
+        scratch(ctx, 2 * size)
+        s0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(tus_upload(ctx.host, port, ctx.data, k * part, part, patch)
+                               for k in range(streams)))
+        seconds = time.perf_counter() - t0
+        rates.append(part * streams / seconds / 1e6)
+        cpu.append(100 * (cpu_seconds(pid) - s0) / seconds)
+        await clean()
+    return {"value": statistics.median(rates), "server_cpu_pct": statistics.median(cpu),
+            "runs": rates}
+
+
+async def peer_rates(ctx: Ctx, folder: Path, runs: list[tuple[int, int, int]]) -> list[dict]:
+    """@tus/server + file-store on its own port: one ``tus_rate`` per
+    (size, streams, patch), the server stopped afterwards."""
     port = free_port()
     store = ctx.tmp / "tus-files"
     store.mkdir(exist_ok=True)
@@ -111,24 +133,12 @@ async def tus_ingest(ctx: Ctx, folder: Path, size: int, streams: int, patch: int
                          folder, port, "/files", ctx.tmp / "tus.log")
     proc.env = None  # type: ignore[assignment]
     await proc.start()
-    rates, cpu = [], []
+
+    async def clean() -> None:
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir()
     try:
-        part = size // streams
-        for _ in range(ctx.runs):
-            scratch(ctx, 2 * size)
-            s0 = cpu_seconds(proc.pid)
-            t0 = time.perf_counter()
-            await asyncio.gather(*(tus_upload(ctx.host, port, ctx.data, k * part, part, patch)
-                                   for k in range(streams)))
-            seconds = time.perf_counter() - t0
-            rates.append(part * streams / seconds / 1e6)
-            cpu.append(100 * (cpu_seconds(proc.pid) - s0) / seconds)
-            shutil.rmtree(store, ignore_errors=True)
-            store.mkdir()
-        ref = size / md5_seconds(ctx, size) / 1e6
+        return [await tus_rate(ctx, port, proc.pid, size, streams, patch, clean)
+                for size, streams, patch in runs]
     finally:
         proc.stop()
-    import statistics
-    value = statistics.median(rates)
-    return {"value": value, "ours": ours, "md5": ref, "server_cpu_pct": statistics.median(cpu),
-            "runs": rates}

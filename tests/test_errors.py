@@ -133,7 +133,8 @@ async def test_chunk_route_refuses_get(api: Api) -> None:
 
 
 async def test_unknown_paths_are_json_404(api: Api) -> None:
-    for path in ("/nope", "/upload", "/upload/" + "a" * 32 + "/other", "/files/"):
+    # (/files/ itself is the tus endpoint: POST and OPTIONS only.)
+    for path in ("/nope", "/upload", "/upload/" + "a" * 32 + "/other", "/files/x"):
         code, doc = await api.json("GET", path)
         assert_error(code, doc, "not_found")
 
@@ -156,7 +157,7 @@ def test_every_code_says_whether_a_retry_can_help() -> None:
     # dependencies are busy or away: a client waits and repeats them.
     retryable = {code for code, kind in ERRORS.items() if kind.retryable}
     assert retryable == {"conflict", "rate_limited", "insufficient_storage", "unavailable",
-                         "internal"}
+                         "internal", "locked"}  # locked: tus, another PATCH is writing
 
 
 @pytest.mark.parametrize("status, retryable", [

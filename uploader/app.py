@@ -40,7 +40,8 @@ def handler_context(runtime: Runtime) -> HandlerContext:
     return HandlerContext(config=runtime.config, service=runtime.service,
                           features=runtime.features, authenticator=runtime.authenticator,
                           ratelimiter=runtime.ratelimiter, metrics=runtime.metrics,
-                          drain=runtime.drain, health=runtime.health, templates=templates)
+                          drain=runtime.drain, health=runtime.health, templates=templates,
+                          tus=runtime.tus)
 
 
 def make_app(config: Config, runtime: Runtime | None = None) -> UploaderApplication:

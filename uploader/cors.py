@@ -21,7 +21,8 @@ def allowed(config: CorsConfig, origin: str | None) -> bool:
 
 
 def cors_headers(config: CorsConfig, origin: str | None, *, preflight: bool,
-                 methods: list[str]) -> dict[str, str]:
+                 methods: list[str], allow_headers: str = ALLOW_HEADERS,
+                 expose_headers: str = EXPOSE_HEADERS) -> dict[str, str]:
     """Headers to add to the answer for a request from ``origin``."""
     if not config.allow_origins:
         return {}
@@ -33,8 +34,8 @@ def cors_headers(config: CorsConfig, origin: str | None, *, preflight: bool,
     headers["Access-Control-Allow-Origin"] = origin
     if preflight:
         headers["Access-Control-Allow-Methods"] = ", ".join(methods)
-        headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+        headers["Access-Control-Allow-Headers"] = allow_headers
         headers["Access-Control-Max-Age"] = str(config.max_age)
     else:
-        headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+        headers["Access-Control-Expose-Headers"] = expose_headers
     return headers

@@ -56,6 +56,23 @@ ERRORS: dict[str, ErrorKind] = {
     # A server fault: often passing (a restart, a lost connection); a client
     # keeps retrying with backoff and reports it if it persists.
     "internal": ErrorKind(500, True),
+    # The tus 1.0 protocol's own answers (/files/, docs/tus.md).
+    # A PATCH to a concatenated (final) upload: it never takes bytes.
+    "final_upload": ErrorKind(403, False),
+    # Upload-Offset is not the upload's offset: the same request fails again;
+    # ask the offset (HEAD) and send from there.
+    "offset_mismatch": ErrorKind(409, False),
+    # Tus-Resumable missing or another version: the client must change.
+    "version_unsupported": ErrorKind(412, False),
+    # A PATCH body without application/offset+octet-stream.
+    "unsupported_media_type": ErrorKind(415, False),
+    # Another PATCH is writing to the upload: it ends soon (or is cut).
+    "locked": ErrorKind(423, True),
+    # Upload-Checksum differs from the body: its bytes were dropped; as for
+    # checksum_mismatch, the client re-reads its data before sending again.
+    "upload_checksum_mismatch": ErrorKind(460, False),
+    # The upload is complete: nothing more can be appended.
+    "upload_completed": ErrorKind(400, False),
 }
 
 # Upload states no waiting can change: a conflict with one is final.
@@ -70,6 +87,7 @@ STATUS_TO_CODE: dict[int, str] = {
     405: "method_not_allowed",
     411: "invalid_request",
     413: "too_large",
+    415: "unsupported_media_type",
     416: "range_not_satisfiable",
     429: "rate_limited",
     503: "unavailable",

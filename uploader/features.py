@@ -13,6 +13,8 @@ from typing import Any
 
 from .storage.base import (IncrementalMerge, PartLimits, PresignedDownloads, PresignedUploads,
                            SpaceReporting, StagedMerges, Storage, UploadHooks)
+from .storage.local import LocalStorage
+from .storage.tails import Tails, tails_for
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Features:
     space: SpaceReporting | None = None            # free bytes where chunks land
     hooks: UploadHooks | None = None               # per-upload preparation and part limits
     staged: StagedMerges | None = None             # staged merge files recovery can find
+    tails: Tails | None = None                     # a tus upload's durable tail (tails.py)
+    concatenation: bool = False                    # tus final uploads from partials' chunks
 
     @classmethod
     def of(cls, storage: Storage, *, incremental: bool = True) -> "Features":
@@ -38,6 +42,9 @@ class Features:
             space=storage if isinstance(storage, SpaceReporting) else None,
             hooks=storage if isinstance(storage, UploadHooks) else None,
             staged=storage if isinstance(storage, StagedMerges) else None,
+            tails=tails_for(storage),
+            # tus/concat.py reads the partials' chunk files: the local disk only.
+            concatenation=isinstance(storage, LocalStorage),
         )
 
     @property

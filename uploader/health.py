@@ -37,11 +37,14 @@ async def _check(probe: Callable[[], Awaitable[Any]]) -> str:
 
 class Health:
     def __init__(self, store: MetadataStore, locks: Locks, storage: Storage,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, backends: dict[str, str] | None = None) -> None:
         self.store = store
         self.locks = locks
         self.storage = storage
         self.metrics = metrics
+        # The configured backend behind each check, for /readyz to name
+        # (an operator reading "locks: unavailable" needs to know which).
+        self.backends = backends or {}
 
     async def checks(self) -> dict[str, str]:
         """Each part's readiness: "ok" or why not. Changes are logged (probes

@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload
 from .storage.base import MissingChunkData, StagedFile, Storage
 from .store.base import MetadataStore
+from .tus.concat import concat_parts
 
 log = logging.getLogger("uploader.merge")
 MAX_MISSING_LISTED = 1000
@@ -45,6 +46,11 @@ def incomplete(missing: list[int], message: str) -> UploadError:
 
 
 def check_complete(upload: Upload) -> None:
+    if upload.tus is not None:  # tus rules (docs/tus.md)
+        if not upload.size_known:
+            raise UploadError("incomplete", "the upload's length is not declared yet")
+        if upload.tus.concat == "partial":
+            raise UploadError("conflict", "a partial upload is completed by its final upload")
     missing = upload.missing()
     if missing:
         raise incomplete(missing, f"{len(missing)} chunks missing")
@@ -66,6 +72,12 @@ class Merges:
 
     def running(self, upload_id: str) -> bool:
         return upload_id in self._tasks
+
+    async def wait_one(self, upload_id: str) -> None:
+        """Until this process's merge of the upload (if any) has ended."""
+        task = self._tasks.get(upload_id)
+        if task is not None:
+            await asyncio.wait([task])
 
     def progress(self, upload_id: str) -> int | None:
         """Bytes merged so far by a merge running here (None: none runs).
@@ -102,7 +114,7 @@ class Merges:
                 log.error("merge of %s failed", upload_id, exc_info=exc)
 
     async def _merge(self, upload_id: str, md5: str | None) -> Upload:
-        async with self.locks.upload(upload_id):
+        async with self.locks.upload(upload_id) as held:
             upload = await self.store.get_upload(upload_id)
             if upload is None:
                 raise not_found(upload_id)
@@ -123,19 +135,28 @@ class Merges:
                 await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
                 check_complete(upload)
             upload.chunks = await self.store.get_chunks(upload_id)
-            return await self._merge_locked(upload, version, md5 or upload.md5)
+            return await self._merge_locked(upload, version, md5 or upload.md5, held.token)
 
-    async def _merge_locked(self, upload: Upload, version: int, expected: str | None) -> Upload:
+    async def _merge_locked(self, upload: Upload, version: int, expected: str | None,
+                            lock_token: int | None = None) -> Upload:
         upload_id = upload.upload_id
         # Operators (and the multi-instance tests) count merges by this line.
-        log.info("merge started %s version %d", upload_id, version)
+        # The lock's own fencing token (etcd: the lock key's revision) ties
+        # the merge to the lock service's history; merge_version stays the
+        # fence that the database enforces.
+        token = f" lock token {lock_token}" if lock_token is not None else ""
+        log.info("merge started %s version %d%s", upload_id, version, token)
         self._progress[upload_id] = 0
 
         def progress(merged: int) -> None:  # called from the I/O thread
             self._progress[upload_id] = merged
 
         try:
-            staged = await self.storage.merge(upload, version, progress)
+            if upload.tus is not None and upload.tus.parts:
+                # A tus final upload: its bytes are its partial uploads' chunks.
+                staged = await concat_parts(self.store, self.storage, upload, version, progress)
+            else:
+                staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:
             # Fence first: a stale merger finds the chunks gone because the
             # new owner published and deleted them; it must not touch the

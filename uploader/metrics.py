@@ -20,7 +20,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, PlatformCollector, ProcessCollector, generate_latest)
 
 from .errors import UploadError
-from .locks.base import LockTimeout, Locks
+from .locks.base import LockHandle, LockTimeout, Locks
 
 T = TypeVar("T")
 STATUSES = ("in_progress", "merging", "completed", "failed", "aborted")
@@ -164,19 +164,20 @@ class TimedLocks:
         self.metrics = metrics
 
     def lock(self, name: str, *, ttl: float,
-             wait: float | None = None) -> AsyncContextManager[None]:
+             wait: float | None = None) -> AsyncContextManager[LockHandle]:
         return self._lock(name, ttl=ttl, wait=wait)
 
     @asynccontextmanager
-    async def _lock(self, name: str, *, ttl: float, wait: float | None) -> AsyncIterator[None]:
+    async def _lock(self, name: str, *, ttl: float,
+                    wait: float | None) -> AsyncIterator[LockHandle]:
         kind = name.split(":", 1)[0]  # "upload:<id>" -> "upload": bounded labels
         start = time.monotonic()
         acquired = False
         try:
-            async with self.inner.lock(name, ttl=ttl, wait=wait):
+            async with self.inner.lock(name, ttl=ttl, wait=wait) as held:
                 acquired = True
                 self._observe(kind, "acquired", start)
-                yield
+                yield held
         except LockTimeout:
             if not acquired:
                 self._observe(kind, "timeout", start)

@@ -42,6 +42,33 @@ class ChunkRecord:
 
 
 @dataclass
+class TusState:
+    """What the tus endpoint keeps of an upload (docs/tus.md); None for uploads
+    made through our own API."""
+
+    # "partial" or "final" (concatenation), else None.
+    concat: str | None = None
+    # A final upload's partial upload ids, in order.
+    parts: list[str] = field(default_factory=list)
+    # Created without a length (Upload-Defer-Length); size is 0 until declared.
+    deferred: bool = False
+    # Upload-Metadata as the client sent it (decoded), echoed on HEAD.
+    metadata: dict[str, str] = field(default_factory=dict)
+    # The durable bytes of chunk ``tail_index`` short of its end.
+    tail_index: int = 0
+    tail_size: int = 0
+    tail_md5: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "TusState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+@dataclass
 class Upload:
     upload_id: str
     owner: str
@@ -67,6 +94,11 @@ class Upload:
     # What the storage backend keeps from init on (S3: the multipart
     # UploadId); JSON-able, never shown to clients.
     backend_state: dict[str, Any] | None = None
+    tus: TusState | None = None
+
+    @property
+    def size_known(self) -> bool:
+        return self.tus is None or not self.tus.deferred
 
     def chunk_length(self, index: int) -> int:
         """Bytes in chunk ``index``: chunk_size except for a shorter last one."""
@@ -90,7 +122,7 @@ class Upload:
         doc: dict[str, Any] = {
             "upload_id": self.upload_id,
             "filename": self.filename,
-            "size": self.size,
+            "size": self.size if self.size_known else None,
             "chunk_size": self.chunk_size,
             "total_chunks": self.total_chunks,
             "md5": self.md5,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UploadError
 from .storage.base import ChunkWriter
@@ -114,6 +114,23 @@ class ChunkReceiver:
     async def finish(self) -> tuple[int, str]:
         """Wait for the last bytes, check size and MD5, make the bytes durable.
         Returns (size, md5); :meth:`commit` then puts the chunk in place."""
+        digest = await self._settle(self._verify)
+        self._state = "verified"
+        return self.received, digest
+
+    def _verify(self, digest: str) -> None:
+        if self.received > self.expected_size:
+            raise UploadError("too_large", "chunk body is longer than this chunk",
+                              expected=self.expected_size)
+        if self.received < self.expected_size:
+            raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
+                              expected=self.expected_size, received=self.received)
+        if self.expected_md5 and digest != self.expected_md5:
+            raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
+                              expected=self.expected_md5, actual=digest)
+
+    async def _settle(self, check: Callable[[str], None] | None) -> str:
+        """Wait for the last bytes, check them, make them durable; the digest."""
         if self._state != "open":
             raise RuntimeError("chunk already finished")
         # From here the body is complete: a client hanging up now no longer
@@ -123,22 +140,23 @@ class ChunkReceiver:
             await self._drain()
             if self._error is not None:
                 raise self._error
-            if self.received > self.expected_size:
-                raise UploadError("too_large", "chunk body is longer than this chunk",
-                                  expected=self.expected_size)
-            if self.received < self.expected_size:
-                raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
-                                  expected=self.expected_size, received=self.received)
             digest = self._digest = self._md5.hexdigest()
-            if self.expected_md5 and digest != self.expected_md5:
-                raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
-                                  expected=self.expected_md5, actual=digest)
+            if check is not None:
+                check(digest)
             await self.writer.sync()
         except BaseException:
             self._state = "aborted"
             await self.writer.abort()
             raise
-        self._state = "verified"
+        return digest
+
+    async def finish_partial(self) -> tuple[int, str]:
+        """The body stopped short of the chunk's end on purpose (a tus PATCH
+        ends mid-chunk): wait for the queued bytes, make them durable, and
+        return (bytes, their MD5) without checking the size. The writer then
+        belongs to the caller (it publishes the bytes as the upload's tail)."""
+        digest = await self._settle(None)
+        self._state = "finished"
         return self.received, digest
 
     async def commit(self) -> None:

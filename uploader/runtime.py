@@ -30,6 +30,7 @@ from .service import UploadService
 from .shutdown import Drain
 from .storage.base import Storage
 from .store.base import MetadataStore
+from .tus.service import TusService
 
 log = logging.getLogger("uploader")
 
@@ -60,11 +61,24 @@ def make_storage(config: Config, executor: ThreadPoolExecutor) -> Storage:
                         incremental=incremental_merge(config), fold_nice=config.merge.fold_nice)
 
 
+def backends_of(config: Config) -> dict[str, str]:
+    """The backend behind each readiness check."""
+    return {"database": config.store.backend, "locks": config.locks.backend,
+            "storage": config.storage.backend}
+
+
 def make_locks(config: Config) -> Locks:
     if config.locks.backend == "redis":
         from .locks.redis import RedisLocks
         return RedisLocks(config.locks.redis_url,
                           key_prefix=redis_keys.key_prefix(config.locks, redis_keys.LOCKS))
+    if config.locks.backend == "mysql":
+        from .locks.mysql import MySQLLocks
+        return MySQLLocks(config.locks.mysql_dsn or config.store.mysql_dsn, ttl=config.locks.ttl,
+                          pool_size=config.locks.mysql_pool_size)
+    if config.locks.backend == "etcd":
+        from .locks.etcd import EtcdLocks  # the etcd extra (checked at config load)
+        return EtcdLocks(config.locks.etcd_endpoints, key_prefix=config.locks.etcd_prefix)
     from .locks.memory import MemoryLocks
     return MemoryLocks()
 
@@ -90,9 +104,12 @@ class Runtime:
     # Built from the config (a test may swap them before serving).
     authenticator: Authenticator = field(init=False)
     ratelimiter: RateLimiter = field(init=False)
+    # The tus 1.0 / IETF draft endpoint's rules, on top of the service.
+    tus: TusService = field(init=False)
     started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        self.tus = TusService(self.service)
         self.authenticator = Authenticator(self.config.auth)
         self.ratelimiter = RateLimiter(self.config)
 
@@ -169,4 +186,5 @@ def build_runtime(config: Config) -> Runtime:
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
                    features=service.features, merges=service.merges, service=service,
                    expirer=Expirer(config, service, metrics),
-                   health=Health(store, locks, storage, metrics), metrics=metrics, drain=drain)
+                   health=Health(store, locks, storage, metrics, backends=backends_of(config)),
+                   metrics=metrics, drain=drain)

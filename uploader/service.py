@@ -23,7 +23,7 @@ from .locks.base import LockTimeout
 from .locks.names import UploadLocks
 from .merging import Merges, check_complete
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, STATUSES, ChunkRecord,
-                     Upload, chunk_count, isoformat, utcnow)
+                     TusState, Upload, chunk_count, isoformat, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
@@ -98,7 +98,8 @@ class UploadService:
     # -- init --------------------------------------------------------------
 
     async def create(self, owner: str, *, filename: str, size: int,
-                     chunk_size: int | None = None, md5: str | None = None) -> Upload:
+                     chunk_size: int | None = None, md5: str | None = None,
+                     tus: TusState | None = None) -> Upload:
         limits = self.config.limits
         if size < 0:
             raise UploadError("invalid_request", "size must be >= 0")
@@ -121,7 +122,9 @@ class UploadService:
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
                         total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
-                        updated_at=now)
+                        updated_at=now, tus=tus)
+        if tus is not None and tus.parts:
+            upload.total_chunks = 0  # a tus final upload's bytes are its partials' chunks
         if self.features.hooks is not None:
             # Before the row: a row never points at backend state that was
             # not created. The reverse (an init that dies in between) leaves
@@ -181,6 +184,14 @@ class UploadService:
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
+        count = await self.commit_chunk(receiver, size, md5)
+        return {"index": receiver.index, "size": size, "md5": md5,
+                "received_chunks": count, "total_chunks": receiver.total_chunks}
+
+    async def commit_chunk(self, receiver: ChunkReceiver, size: int, md5: str) -> int:
+        """Put a verified chunk in place and record it; returns how many
+        chunks the upload has now (the tus endpoint commits the chunks of a
+        PATCH carrying a checksum only once the whole body matched)."""
         upload_id = receiver.upload_id
         try:
             # Under the upload's lock, put-in-place and record are one step
@@ -214,8 +225,7 @@ class UploadService:
             self._forget(upload_id)
             await self.storage.delete_chunks(upload_id)
             raise not_found(upload_id)
-        return {"index": receiver.index, "size": size, "md5": md5,
-                "received_chunks": count, "total_chunks": receiver.total_chunks}
+        return count
 
     async def presign_parts(self, owner: str, upload_id: str,
                             parts: Sequence[tuple[int, str | None]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -24,7 +25,14 @@ def test_bench_quick_prints_every_figure() -> None:
     for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu"):
         assert any(n.startswith(kind) for n in names), (kind, names)
     assert sum(n.startswith("puts_per_s") for n in names) == 3
-    measured = [f for f in figures if not f["name"].startswith("tus_ingest")]
+    locks = [f for f in figures if f["name"].startswith("locks ")]
+    assert [f["name"] for f in locks] == [f"locks {b} acquire+release {s}"
+                                          for b in ("memory", "redis", "mysql", "etcd")
+                                          for s in ("median", "p99")]
+    if os.environ.get("CI") == "true":  # every service runs there: nothing skipped
+        assert not [f for f in locks if f["note"]], locks
+    measured = [f for f in figures if not f["name"].startswith("tus_ingest")
+                and not f["note"].startswith("skipped")]
     assert all(f["value"] is not None and f["ref_value"] for f in measured)
     # The table is printed too, one row per figure.
     for name in names:

@@ -1,29 +1,53 @@
 """What the multi-instance tests share: a cluster of server processes on one
-database, Redis prefix and data_dir, and the ways to look behind its back."""
+database, lock service (Redis, the database itself, or etcd, each under a
+prefix of the cluster's own) and data_dir, and the ways to look behind its
+back."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import urllib.request
+import uuid
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import pymysql
+import redis
 
 from support import ServerProcess, run_uploader
-from uploader.store.mysql import parse_dsn
+from uploader.locks.etcd import etcd_lock_key
+from uploader.locks.etcd_gateway import b64, prefix_end
+from uploader.locks.mysql import mysql_lock_name
+from uploader.store.dsn import parse_dsn
 
 REDIS_URL = os.environ.get("TEST_UPLOADER_E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
+ETCD_URL = os.environ.get("TEST_UPLOADER_ETCD_URL", "http://127.0.0.1:2379")
+# The shared lock backends every multi-instance behaviour is proven with.
+LOCK_BACKENDS = ("redis", "mysql", "etcd")
 
 
 class Cluster:
-    """Starts instances on one database / Redis prefix / data_dir."""
+    """Starts instances on one database / lock service / data_dir."""
 
-    def __init__(self, tmp: Path, dsn: str, redis_prefix: str) -> None:
-        self.tmp, self.dsn, self.redis_prefix = tmp, dsn, redis_prefix
+    def __init__(self, tmp: Path, dsn: str, lock_backend: str = "redis") -> None:
+        self.tmp, self.dsn, self.lock_backend = tmp, dsn, lock_backend
+        # Keys of this cluster only (Redis, etcd): removed by cleanup().
+        self.lock_prefix = (f"uploader-e2e/{uuid.uuid4().hex}/" if lock_backend == "etcd"
+                            else f"uploader-e2e:{uuid.uuid4().hex}:")
         self.data_dir = tmp / "data"
         self.instances: list[ServerProcess] = []
+
+    def lock_settings(self) -> dict[str, object]:
+        if self.lock_backend == "redis":
+            return {"locks.backend": "redis", "locks.redis_url": REDIS_URL,
+                    "locks.redis_prefix": self.lock_prefix}
+        if self.lock_backend == "etcd":
+            return {"locks.backend": "etcd", "locks.etcd_endpoints": ETCD_URL,
+                    "locks.etcd_prefix": self.lock_prefix}
+        return {"locks.backend": "mysql"}  # named locks on the metadata database
 
     def settings(self, extra: Mapping[str, object] | None = None) -> dict[str, object]:
         """What every instance shares, then ``extra``."""
@@ -31,9 +55,7 @@ class Cluster:
             "store.backend": "mysql",
             "store.mysql_dsn": self.dsn,
             "store.pool_size": 4,
-            "locks.backend": "redis",
-            "locks.redis_url": REDIS_URL,
-            "locks.redis_prefix": self.redis_prefix,
+            **self.lock_settings(),
             "storage.data_dir": str(self.data_dir),
             "limits.chunk_size_min": "4KiB",
             **(extra or {}),
@@ -69,6 +91,31 @@ class Cluster:
 
     # -- looking behind the servers' backs -----------------------------------
 
+    def lock_held(self, name: str) -> bool:
+        """Whether someone holds the lock ``name`` on the lock service."""
+        if self.lock_backend == "redis":
+            with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
+                # <prefix>lock:<name>: uploader/redis_keys.py
+                return bool(client.exists(f"{self.lock_prefix}lock:{name}"))
+        if self.lock_backend == "mysql":
+            key = mysql_lock_name(parse_dsn(self.dsn)["db"], name)
+            [(holder,)] = self.sql("SELECT IS_USED_LOCK(%s)", (key,))
+            return holder is not None
+        start = etcd_lock_key(self.lock_prefix, name) + "/"
+        return bool(_etcd(ETCD_URL, "/v3/kv/range", {
+            "key": b64(start), "range_end": b64(prefix_end(start)), "count_only": True,
+        }).get("count"))
+
+    def cleanup(self) -> None:
+        """Remove this cluster's lock keys (MySQL named locks die with their sessions)."""
+        if self.lock_backend == "redis":
+            with redis.Redis.from_url(REDIS_URL, socket_timeout=5) as client:
+                for key in client.scan_iter(match=self.lock_prefix + "*"):
+                    client.delete(key)
+        elif self.lock_backend == "etcd":
+            _etcd(ETCD_URL, "/v3/kv/deleterange", {
+                "key": b64(self.lock_prefix), "range_end": b64(prefix_end(self.lock_prefix))})
+
     def sql(self, statement: str, params: tuple = ()) -> list[tuple]:
         p = parse_dsn(self.dsn)
         with pymysql.connect(host=p["host"], port=p["port"], user=p["user"],
@@ -89,6 +136,14 @@ class Cluster:
 
     def part_files(self) -> list[Path]:
         return list(self.data_dir.rglob("*.part"))
+
+
+def _etcd(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
 
 
 def dsn_via(dsn: str, port: int) -> str:

@@ -1,11 +1,13 @@
 """Chaos: 3 instances, 30 uploads of random sizes through clients that retry,
-while a driver kills and restarts instances, cuts the database and Redis and
-drops client connections mid-chunk. At the end every upload is completed with
+while a driver kills and restarts instances, cuts the database and the lock
+service and drops client connections mid-chunk. The seed also picks the
+shared lock backend (Redis, MySQL named locks, etcd; with MySQL the lock
+service is the database, cut with it). At the end every upload is completed with
 the right MD5 (or was explicitly refused), and every file under data_dir is
 accounted for. Seeded (TEST_UPLOADER_CHAOS_SEEDS="1,2,3" to choose) and bounded
 in time; it prints what it injected and what it verified.
 
-The database and Redis are reached through TcpProxy relays that the driver
+The database and the lock service are reached through TcpProxy relays that the driver
 cuts and restores: the machine's services are shared and must stay up (a
 fault made on the network path; every byte is the real service's).
 """
@@ -21,13 +23,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pytest
 
 from support import ServerProcess
-from uploader.store.mysql import parse_dsn
+from uploader.store.dsn import parse_dsn
 
-from .helpers import REDIS_URL, Cluster, dsn_via
+from .helpers import ETCD_URL, LOCK_BACKENDS, REDIS_URL, Cluster, dsn_via
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -130,7 +133,7 @@ class ChaosClient:
 def run_driver(instances: list[ServerProcess], proxies: dict[str, TcpProxy],
                rng: random.Random, done: threading.Event, injected: Counter) -> None:
     while not done.wait(rng.uniform(0.4, 1.2)):
-        action = rng.choice(["kill", "kill", "database", "redis"])
+        action = rng.choice(["kill", "kill", *proxies])
         if action == "kill":
             victim = rng.choice(instances)
             victim.kill()
@@ -144,16 +147,29 @@ def run_driver(instances: list[ServerProcess], proxies: dict[str, TcpProxy],
             proxy.restore()
 
 
+def lock_service_via(cluster: Cluster, proxies: dict[str, TcpProxy]) -> dict[str, object]:
+    """The cluster's lock service through a relay of its own (none for MySQL
+    named locks: they go through the database's relay)."""
+    if cluster.lock_backend == "redis":
+        host, _, rest = REDIS_URL.removeprefix("redis://").partition(":")
+        port, _, number = rest.partition("/")
+        proxies["redis"] = TcpProxy(host, int(port))
+        return {"locks.redis_url": f"redis://127.0.0.1:{proxies['redis'].port}/{number}"}
+    if cluster.lock_backend == "etcd":
+        host, _, port = ETCD_URL.removeprefix("http://").partition(":")
+        proxies["etcd"] = TcpProxy(host, int(port))
+        return {"locks.etcd_endpoints": f"http://127.0.0.1:{proxies['etcd'].port}"}
+    return {}
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-def test_chaos(cluster: Cluster, seed: int) -> None:
+def test_chaos(make_cluster: Callable[[str], Cluster], seed: int) -> None:
     rng = random.Random(seed)
+    cluster = make_cluster(rng.choice(LOCK_BACKENDS))
     db = parse_dsn(cluster.dsn)
-    host, _, rest = REDIS_URL.removeprefix("redis://").partition(":")
-    redis_port, _, redis_db = rest.partition("/")
-    proxies = {"database": TcpProxy(db["host"], db["port"]),
-               "redis": TcpProxy(host, int(redis_port))}
+    proxies = {"database": TcpProxy(db["host"], db["port"])}
     overrides = {"store.mysql_dsn": dsn_via(cluster.dsn, proxies["database"].port),
-                 "locks.redis_url": f"redis://127.0.0.1:{proxies['redis'].port}/{redis_db}",
+                 **lock_service_via(cluster, proxies),
                  "locks.ttl": 3, "expiry.enabled": False}
     started = time.monotonic()
     try:
@@ -217,7 +233,8 @@ def test_chaos(cluster: Cluster, seed: int) -> None:
             elif path.name.endswith(".part"):
                 stray.append(str(rel))
         assert stray == [], stray
-        print(f"\nchaos seed {seed}: {time.monotonic() - started:.1f}s; injected "
+        print(f"\nchaos seed {seed} ({cluster.lock_backend} locks): "
+              f"{time.monotonic() - started:.1f}s; injected "
               f"{dict(injected)}, {sum(c.dropped for c in clients)} client connections dropped "
               f"mid-chunk; uploads {dict(outcomes)}; {verified} files verified by MD5; "
               f"{sum(j.attempts for j in jobs)} requests; sweep: {sweep.stdout.strip().splitlines()[-1]}; "

@@ -39,7 +39,10 @@ def test_three_instances_start_at_once_on_a_fresh_database(cluster: Cluster) -> 
         assert "Traceback" not in instance.logs()
 
 
-def test_round_robin_chunks_and_simultaneous_complete_merge_once(cluster: Cluster) -> None:
+def test_round_robin_chunks_and_simultaneous_complete_merge_once(shared_cluster: Cluster
+                                                                 ) -> None:
+    """Once per shared lock backend: one merge, whoever got the lock."""
+    cluster = shared_cluster
     instances = cluster.start(3)
     chunk_size = MiB
     chunks = [os.urandom(chunk_size) for _ in range(24)] + [os.urandom(12345)]
@@ -93,7 +96,8 @@ def test_round_robin_chunks_and_simultaneous_complete_merge_once(cluster: Cluste
         assert instance.download_md5(f"/files/{uid}") == data_md5
     assert cluster.part_files() == []
     assert not (cluster.data_dir / "tmp" / uid).exists()
-    print(f"\n[multi-instance] {size / MiB:.1f} MiB in {len(chunks)} chunks round-robin over "
+    print(f"\n[multi-instance, {cluster.lock_backend} locks] {size / MiB:.1f} MiB in "
+          f"{len(chunks)} chunks round-robin over "
           f"3 instances: upload {upload_seconds:.2f}s; merges counted in the logs: {merges} "
           f"(by {merger.name}), merge_version {cluster.merge_version(uid)}; merge "
           f"{merge_seconds:.3f}s; complete answered: "

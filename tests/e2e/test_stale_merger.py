@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from support import MiB, file_md5, wait_until
+from uploader.locks.names import upload_lock
 
 from .helpers import Cluster
 
@@ -35,8 +35,11 @@ def generate(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), CHUNK * CHUNKS
 
 
-def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis,
-                                     tmp_path: Path) -> None:
+def test_paused_merger_is_fenced_out(shared_cluster: Cluster, tmp_path: Path) -> None:
+    """Once per shared lock backend: the frozen merger's lock frees by its ttl
+    (Redis key expiry, MySQL session wait_timeout, etcd lease), and the fence
+    does the rest."""
+    cluster = shared_cluster
     # fsync on: the merge includes flushing the file, which keeps it long
     # enough to be caught; merge.wait_seconds 0: complete answers 202 at once.
     a, b = cluster.start(2, {"locks.ttl": LOCK_TTL, "storage.fsync": True,
@@ -59,9 +62,8 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
     assert status["status"] == "merging" and a.count_log(f"merge finished {uid}") == 0, \
         "the merge finished before SIGSTOP landed: make the test file bigger"
 
-    lock_key = f"{cluster.redis_prefix}lock:upload:{uid}"  # redis_keys.py, locks/names.py
-    wait_until(lambda: not redis_client.exists(lock_key), "the frozen merger's lock to expire",
-               timeout=10 * LOCK_TTL)
+    wait_until(lambda: not cluster.lock_held(upload_lock(uid)),
+               "the frozen merger's lock to expire", timeout=10 * LOCK_TTL)
     expired_after = time.monotonic() - stopped
 
     code, doc = b.complete(uid)  # the new owner: takes the lock, version 2
@@ -87,6 +89,7 @@ def test_paused_merger_is_fenced_out(cluster: Cluster, redis_client: redis.Redis
     assert cluster.part_files() == []
     assert not (cluster.data_dir / "tmp" / uid).exists()
     assert a.download_md5(f"/files/{uid}") == data_md5
-    print(f"\n[stale merger] {size // MiB} MiB; lock gone {expired_after:.2f}s after "
+    print(f"\n[stale merger, {cluster.lock_backend} locks] {size // MiB} MiB; "
+          f"lock gone {expired_after:.2f}s after "
           f"SIGSTOP (ttl {LOCK_TTL}s); version 2 completed, stale version 1 refused "
           f"{resumed_for:.2f}s after SIGSTOP")

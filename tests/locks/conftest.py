@@ -1,49 +1,66 @@
-"""Fixtures for the lock tests: each backend built on the test's own IOLoop."""
+"""Fixtures for the lock tests: one harness per backend, on the test's IOLoop
+(the harnesses, and what they can break, are in helpers.py)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Iterator
 
 import pytest
-import redis
 
-from support import require_redis
-from uploader.locks.memory import MemoryLocks
-from uploader.locks.redis import RedisLocks
+from uploader.locks.base import Locks
 
-REDIS_URL = os.environ.get("TEST_UPLOADER_REDIS_URL", "redis://127.0.0.1:6379/15")
+from .helpers import Harness, open_harness
+
+# Shared by several processes: what a crash, a lost lock or an outage can hit.
+SHARED = [pytest.param("redis", marks=pytest.mark.redis),
+          pytest.param("mysql", marks=pytest.mark.mysql),
+          pytest.param("etcd", marks=pytest.mark.etcd)]
+BACKENDS = ["memory", *SHARED]
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return require_redis(REDIS_URL)
+def _harness(io_loop, kind: str) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    harness = open_harness(kind)
+    yield harness
+    io_loop.run_sync(harness.close)
+
+
+@pytest.fixture(params=BACKENDS)
+def harness(request, io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    yield from _harness(io_loop, request.param)
+
+
+@pytest.fixture(params=SHARED)
+def shared_harness(request, io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    """The backends of several processes only (memory has no other process,
+    service or outage to test)."""
+    yield from _harness(io_loop, request.param)
 
 
 @pytest.fixture
-def redis_locks(io_loop, redis_url: str) -> Iterator[RedisLocks]:
-    locks = RedisLocks(redis_url)
-    yield locks
-    io_loop.run_sync(locks.close)
+def locks(harness: Harness) -> Locks:
+    return harness.make()
 
 
 @pytest.fixture
-def redis_client(io_loop, redis_url: str) -> Iterator[redis.asyncio.Redis]:
-    """A separate connection to inspect and tamper with lock keys."""
-    client = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    io_loop.run_sync(client.aclose)
+def peer(harness: Harness) -> Locks:
+    """A second instance on the same service (another server process)."""
+    return harness.make()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def locks(request, io_loop):
-    if request.param == "memory":
-        memory = MemoryLocks()
-        yield memory
-        io_loop.run_sync(memory.close)
-    else:
-        yield request.getfixturevalue("redis_locks")
+@pytest.fixture
+def redis_harness(io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    yield from _harness(io_loop, "redis")
+
+
+@pytest.fixture
+def mysql_harness(io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    yield from _harness(io_loop, "mysql")
+
+
+@pytest.fixture
+def etcd_harness(io_loop) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    yield from _harness(io_loop, "etcd")
 
 
 @pytest.fixture

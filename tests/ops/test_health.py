@@ -16,7 +16,8 @@ from uploader.errors import Unavailable
 
 from .helpers import parse_metrics, value
 
-READY = {"ready": True, "checks": {"database": "ok", "locks": "ok", "storage": "ok"}}
+READY = {"ready": True, "checks": {"database": "ok", "locks": "ok", "storage": "ok"},
+         "backends": {"database": "sqlite", "locks": "memory", "storage": "local"}}
 
 
 async def test_healthz_and_readyz_without_a_token(api: Api) -> None:
@@ -59,6 +60,7 @@ async def test_readyz_names_locks_when_redis_is_unreachable(api: Api) -> None:
     code, doc = await api.json("GET", "/readyz")
     assert code == 503
     assert doc["checks"] == {"database": "ok", "locks": "unavailable", "storage": "ok"}
+    assert doc["backends"]["locks"] == "redis"
     assert doc["error"]["failed"] == ["locks"]
 
 
@@ -70,4 +72,28 @@ async def test_readyz_with_redis_up(api: Api) -> None:
     if code != 200 and doc["checks"]["locks"] != "ok":
         from support import require_service
         require_service("Redis", "no server at 127.0.0.1:6379")
-    assert (code, doc) == (200, READY)
+    assert (code, doc) == (200, {**READY, "backends": {**READY["backends"], "locks": "redis"}})
+
+
+DOWN = f"127.0.0.1:{free_port()}"  # nobody listens there
+
+
+@pytest.mark.parametrize("config_overrides, backend, reachable", [
+    ({"locks": {"backend": "mysql", "mysql_dsn": "mysql://root@127.0.0.1:3306/test"}},
+     "mysql", True),
+    ({"locks": {"backend": "mysql", "mysql_dsn": f"mysql://root@{DOWN}/test"}}, "mysql", False),
+    ({"locks": {"backend": "etcd", "etcd_endpoints": ["http://127.0.0.1:2379"]}}, "etcd", True),
+    ({"locks": {"backend": "etcd", "etcd_endpoints": [f"http://{DOWN}"]}}, "etcd", False),
+], ids=["mysql-up", "mysql-down", "etcd-up", "etcd-down"])
+async def test_readyz_names_the_lock_backend(api: Api, backend: str, reachable: bool) -> None:
+    code, doc = await api.json("GET", "/readyz")
+    assert doc["backends"] == {"database": "sqlite", "locks": backend, "storage": "local"}
+    if reachable:
+        if code != 200 and doc["checks"]["locks"] != "ok":
+            from conftest import require_service
+            require_service(backend, "no server at its default address")
+        assert (code, doc["checks"]) == (200, READY["checks"])
+    else:
+        assert code == 503
+        assert doc["checks"] == {"database": "ok", "locks": "unavailable", "storage": "ok"}
+        assert doc["error"]["failed"] == ["locks"]

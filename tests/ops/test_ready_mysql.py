@@ -11,7 +11,7 @@ import pytest
 from support import Api, MySQLServer
 from uploader.store.mysql import parse_dsn
 
-from .tcp_proxy import TcpProxy
+from support import TcpProxy
 
 pytestmark = pytest.mark.mysql
 

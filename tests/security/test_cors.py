@@ -39,7 +39,7 @@ class TestAllowList:
         (f"/upload/{UID}/complete", "POST"),
         (f"/upload/{UID}", "DELETE"),
         ("/uploads", "GET"),
-        (f"/files/{UID}", "GET, HEAD"),
+        (f"/files/{UID}", "GET, HEAD, PATCH, DELETE"),  # the download and tus (PATCH, DELETE)
     ])
     async def test_preflight_without_credentials(self, anonymous: TokenApi, path, methods):
         resp = await anonymous.call("OPTIONS", path, headers={

@@ -157,7 +157,7 @@ async def test_range_numbers(api: Api, header: str, status: int,
     ("POST", "/upload/{id}/status", "GET, OPTIONS"),
     ("GET", "/upload/{id}/complete", "POST, OPTIONS"),
     ("PATCH", "/uploads", "GET, OPTIONS"),
-    ("DELETE", "/files/{id}", "GET, HEAD, OPTIONS"),
+    ("PUT", "/files/{id}", "GET, HEAD, PATCH, DELETE, OPTIONS"),
     ("PROPFIND", "/upload/{id}", "DELETE, OPTIONS"),
 ])
 async def test_405_names_the_allowed_methods(api: Api, method: str, path: str,

@@ -1,9 +1,11 @@
-"""The machine's shared services (MariaDB, Redis, tools) and the one rule for
+"""The machine's shared services (MariaDB, Redis, etcd, tools) and the one rule for
 when one is missing: skip on a developer's machine, fail in CI."""
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 import uuid
 from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +38,18 @@ def require_redis(url: str) -> str:
         require_service("Redis", f"not reachable at {url}: {exc}")
     finally:
         client.close()
+    return url
+
+
+def require_etcd(url: str) -> str:
+    """``url`` if an etcd member answers healthy there, else :func:`require_service`."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=3) as response:
+            healthy = json.loads(response.read()).get("health") == "true"
+    except (OSError, ValueError) as exc:
+        require_service("etcd", f"not reachable at {url}: {exc}")
+    if not healthy:
+        require_service("etcd", f"not healthy at {url}")
     return url
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..units import GiB, KiB, MiB
 
+LOCK_BACKENDS = ("memory", "redis", "mysql", "etcd")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Keys whose values are sizes in bytes: they take units ("64MiB").
@@ -106,11 +107,20 @@ class StoreConfig:
 
 @dataclass
 class LocksConfig:
+    # memory (one instance), or shared by several: redis, mysql, etcd.
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Prefix of every Redis key (locks, rate limits): deployments sharing one
     # Redis keep apart. See redis_keys.py.
     redis_prefix: str = "uploader:"
+    # MySQL named locks; empty: store.mysql_dsn (lock names are prefixed with
+    # the database's name, so deployments on one server keep apart).
+    mysql_dsn: str = ""
+    # Connections of the lock pool: one per lock held or awaited at once.
+    mysql_pool_size: int = 16
+    # etcd client URLs (members of one cluster), and the prefix of lock keys.
+    etcd_endpoints: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    etcd_prefix: str = "uploader/lock/"
     # Seconds before a crashed holder's lock frees itself (a live holder's
     # watchdog keeps extending it).
     ttl: float = 30.0

@@ -17,7 +17,7 @@ from .. import DISTRIBUTION
 from ..store.dsn import parse_dsn
 from ..units import KiB, MiB
 from .errors import ConfigError
-from .schema import LOG_FORMATS, LOG_LEVELS, Config
+from .schema import LOCK_BACKENDS, LOG_FORMATS, LOG_LEVELS, Config
 
 # Owner names end up in the uploads.owner column (VARCHAR(64)) and in logs:
 # a conservative alphabet keeps them printable and unambiguous.
@@ -96,8 +96,24 @@ def _backend_checks(c: Config) -> Iterable[Check]:
             parse_dsn(c.store.mysql_dsn)
         except ValueError as exc:
             yield (False, f"store.mysql_dsn: {exc}", ("store.mysql_dsn", "store.backend"))
-    yield (c.locks.backend in ("memory", "redis"), "locks.backend must be one of: memory, redis",
-           ("locks.backend",))
+    yield (c.locks.backend in LOCK_BACKENDS,
+           "locks.backend must be one of: " + ", ".join(LOCK_BACKENDS), ("locks.backend",))
+    if c.locks.backend == "mysql":
+        yield (c.store.backend == "mysql" or bool(c.locks.mysql_dsn),
+               "locks.backend mysql needs store.backend mysql or locks.mysql_dsn",
+               ("locks.backend", "locks.mysql_dsn", "store.backend"))
+        if c.locks.mysql_dsn:
+            try:
+                parse_dsn(c.locks.mysql_dsn)
+            except ValueError as exc:
+                yield (False, f"locks.mysql_dsn: {exc}", ("locks.mysql_dsn", "locks.backend"))
+    yield (c.locks.mysql_pool_size >= 1, "locks.mysql_pool_size must be >= 1",
+           ("locks.mysql_pool_size",))
+    if c.locks.backend == "etcd":
+        yield (bool(c.locks.etcd_endpoints), "locks.etcd_endpoints must name at least one URL",
+               ("locks.etcd_endpoints", "locks.backend"))
+    yield (all(u.startswith(("http://", "https://")) for u in c.locks.etcd_endpoints),
+           "locks.etcd_endpoints must be http:// or https:// URLs", ("locks.etcd_endpoints",))
     if c.locks.backend == "redis":
         yield (c.locks.redis_url.startswith(("redis://", "rediss://", "unix://")),
                "locks.redis_url must start with redis://, rediss:// or unix://",
@@ -207,6 +223,12 @@ def _check_installed(config: Config) -> None:
         except ImportError:
             raise ConfigError(f"storage.backend s3 needs the s3 extra: pip install "
                               f"'{DISTRIBUTION}[s3]'", keys=("storage.backend",)) from None
+    if config.locks.backend == "etcd":
+        try:
+            importlib.import_module("aiohttp")
+        except ImportError:
+            raise ConfigError(f"locks.backend etcd needs the etcd extra: pip install "
+                              f"'{DISTRIBUTION}[etcd]'", keys=("locks.backend",)) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -10,7 +10,7 @@ import tornado.web
 from tornado import httputil
 
 from ..auth import LOCAL_OWNER
-from ..cors import cors_headers
+from ..cors import ALLOW_HEADERS, EXPOSE_HEADERS, cors_headers
 from ..errors import STATUS_TO_CODE, UploadError
 from ..logs import log_request
 from . import framing, requests
@@ -29,6 +29,9 @@ class BaseHandler(tornado.web.RequestHandler):
     owner: str
     error_code: str | None = None  # the error-table code answered, for logs and metrics
     answered = False
+    # What a cross-origin caller may send and read (the tus routes add theirs).
+    cors_allow_headers = ALLOW_HEADERS
+    cors_expose_headers = EXPOSE_HEADERS
     # The body is JSON, at most server.max_json_body (chunk PUTs set their own limit).
     json_request = True
     # Announced body length (framing.declared_length): None when chunked.
@@ -92,7 +95,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_cors_headers(self, preflight: bool = False) -> None:
         headers = cors_headers(self.ctx.config.cors, self.request.headers.get("Origin"),
-                               preflight=preflight, methods=self.allowed_methods())
+                               preflight=preflight, methods=self.allowed_methods(),
+                               allow_headers=self.cors_allow_headers,
+                               expose_headers=self.cors_expose_headers)
         for name, value in headers.items():
             self.set_header(name, value)
 
@@ -209,7 +214,9 @@ class BaseHandler(tornado.web.RequestHandler):
             # Tornado closes a connection it answers before the body; RFC 9112
             # section 9.6: say so.
             self.set_header("Connection", "close")
-        payload = json.dumps(error.to_json(), separators=(",", ":")).encode()
+        content_type, body = self.error_body(error)
+        self.set_header("Content-Type", content_type)
+        payload = body.encode()
         if self.draining_body:
             # Complete now (a client reading early has it all); the request
             # finishes once its body has been read into nothing.
@@ -219,6 +226,11 @@ class BaseHandler(tornado.web.RequestHandler):
             framing.finish_after_body(self)
             return
         self.finish(payload)
+
+    def error_body(self, error: UploadError) -> tuple[str, str]:
+        """(Content-Type, body) of an error answer: the error table's JSON."""
+        return "application/json; charset=utf-8", json.dumps(error.to_json(),
+                                                             separators=(",", ":"))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Expected refusals are answers, not server faults: no tracebacks.

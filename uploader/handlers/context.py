@@ -17,6 +17,7 @@ from ..metrics import Metrics
 from ..ratelimit import RateLimiter
 from ..service import UploadService
 from ..shutdown import Drain
+from ..tus.service import TusService
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,4 @@ class HandlerContext:
     drain: Drain
     health: Health
     templates: jinja2.Environment
+    tus: TusService

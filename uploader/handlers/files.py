@@ -60,8 +60,9 @@ class FileHandler(BaseHandler):
     link: requests.LinkRequest | None = None
 
     def authenticate(self) -> str:
-        self.link = requests.link_request(self.get_query_argument("expires", None),
-                                          self.get_query_argument("signature", None))
+        if self.request.method in ("GET", "HEAD"):  # downloads only (tus writes need a token)
+            self.link = requests.link_request(self.get_query_argument("expires", None),
+                                              self.get_query_argument("signature", None))
         if self.link is None:
             return super().authenticate()
         # A signed link stands in for the bearer token (a browser following

@@ -21,15 +21,16 @@ class ReadyHandler(BaseHandler):
 
     async def get(self) -> None:
         checks = await self.ctx.health.checks()
+        backends = self.ctx.health.backends  # which backend each check is about
         failed = [name for name, result in checks.items() if result != "ok"]
         if not failed:
-            self.send_json({"ready": True, "checks": checks})
+            self.send_json({"ready": True, "checks": checks, "backends": backends})
             return
         # Not counted in uploader_errors_total: probes every few seconds would
         # drown the API's errors; uploader_ready_check tells this story.
         error = Unavailable("not ready: " + ", ".join(failed))
         self.set_header("Retry-After", str(error.retry_after))
-        self.send_json({"ready": False, "checks": checks,
+        self.send_json({"ready": False, "checks": checks, "backends": backends,
                         "error": {**error.to_json()["error"], "failed": failed}}, 503)
 
 

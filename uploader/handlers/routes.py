@@ -11,10 +11,11 @@ from .base import NotFoundHandler
 from .chunk import ChunkHandler
 from .context import HandlerContext
 from .direct import PartUrlHandler, PartUrlsHandler
-from .files import FileHandler, LinkHandler
+from .files import LinkHandler
 from .openapi import OpenAPIHandler
 from .ops import DrainingHandler, MetricsHandler, ReadyHandler
 from .page import PageHandler
+from .tus import TusCollectionHandler, TusResourceHandler
 from .uploads import (CompleteHandler, HealthHandler, InitHandler, ListHandler, StatusHandler,
                       UploadHandler)
 
@@ -38,7 +39,11 @@ def routes(ctx: HandlerContext) -> list[Route]:
         (rf"/upload/{UID}/complete", CompleteHandler, deps),
         (rf"/upload/{UID}", UploadHandler, deps),
         (r"/uploads", ListHandler, deps),
-        (rf"/files/{UID}", FileHandler, deps),
+        # tus 1.0 and the IETF draft (docs/tus.md); GET (and a HEAD without
+        # tus headers) of an upload's resource is the download of its file.
+        (r"/files", TusCollectionHandler, deps),
+        (r"/files/", TusCollectionHandler, deps),
+        (rf"/files/{UID}", TusResourceHandler, deps),
         (r"/openapi.json", OpenAPIHandler, deps),
     ]
 

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from .base import LockTimeout
+from .base import NO_TOKEN, LockHandle, LockTimeout
 
 
 class _Entry:
@@ -28,7 +28,8 @@ class MemoryLocks:
         return len(self._entries)
 
     @asynccontextmanager
-    async def lock(self, name: str, *, ttl: float, wait: float | None = None) -> AsyncIterator[None]:
+    async def lock(self, name: str, *, ttl: float,
+                   wait: float | None = None) -> AsyncIterator[LockHandle]:
         entry = self._entries.get(name)
         if entry is None:
             entry = self._entries[name] = _Entry()
@@ -46,7 +47,7 @@ class MemoryLocks:
                 except asyncio.TimeoutError:
                     raise LockTimeout(name) from None
             try:
-                yield
+                yield NO_TOKEN
             finally:
                 entry.lock.release()
         finally:

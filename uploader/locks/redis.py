@@ -20,7 +20,7 @@ import redis.exceptions
 from redis.asyncio.lock import Lock
 
 from ..errors import Unavailable
-from .base import LockTimeout
+from .base import NO_TOKEN, LockHandle, LockTimeout
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class RedisLocks:
         return self._client
 
     @asynccontextmanager
-    async def lock(self, name: str, *, ttl: float, wait: float | None = None) -> AsyncIterator[None]:
+    async def lock(self, name: str, *, ttl: float,
+                   wait: float | None = None) -> AsyncIterator[LockHandle]:
         if ttl <= 0:
             raise ValueError("ttl must be > 0: a lock without expiry outlives a crashed holder")
         # A fresh Lock per acquisition: a Lock object carries its token, and
@@ -64,7 +65,7 @@ class RedisLocks:
             raise LockTimeout(name)
         watchdog = asyncio.ensure_future(self._watchdog(lock, name, ttl))
         try:
-            yield
+            yield NO_TOKEN
         finally:
             watchdog.cancel()
             with suppress(asyncio.CancelledError):

@@ -2,6 +2,7 @@
 
     <data_dir>/tmp/<id>/chunk_<index>                 finished chunk
     <data_dir>/tmp/<id>/chunk_<index>.<rand>.part     chunk being received
+    <data_dir>/tmp/<id>/tail_<index>                  a tus upload's tail (storage/tails.py)
     <data_dir>/store/<id>_<name>.<version>.part       merge in progress (version-named)
     <data_dir>/store/<id>_<name>.inc-<rand>.part      incremental merge (incremental.py)
     <data_dir>/store/<id>_<name>                      finished file (its storage key is
@@ -53,6 +54,16 @@ class Layout:
 
     def chunk_path(self, upload_id: str, index: int) -> Path:
         return self.chunk_dir(upload_id) / f"chunk_{int(index)}"
+
+    def tail_path(self, upload_id: str, index: int) -> Path:
+        """The durable bytes of chunk ``index`` short of its end (tus)."""
+        return self.chunk_dir(upload_id) / f"tail_{int(index)}"
+
+    @staticmethod
+    def tail_index(name: str) -> int | None:
+        """The chunk index of a tail file's name, None for other names."""
+        head, _, index = name.partition("_")
+        return int(index) if head == "tail" and index.isdigit() and len(index) <= 9 else None
 
     @staticmethod
     def receiving(final: Path) -> Path:

@@ -316,6 +316,8 @@ class S3Storage:
         await self.local.delete_chunks(upload_id)
         if not is_upload_id(upload_id):
             return
+        # A tus upload's tail (storage/tails.py); deleting a missing key is fine.
+        await self._call("delete_object", Key=f"{self.cfg.prefix}{upload_id}.tail")
         for open_upload in await self._open_uploads(f"{self.cfg.prefix}{upload_id}_"):
             try:
                 await self._call("abort_multipart_upload", Key=open_upload["Key"],

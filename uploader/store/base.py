@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from ..models import ChunkRecord, Upload
+from ..models import ChunkRecord, TusState, Upload
 
 
 class MetadataStore(Protocol):
@@ -75,6 +75,12 @@ class MetadataStore(Protocol):
     async def set_status(self, upload_id: str, status: str,
                          from_statuses: Sequence[str]) -> bool:
         """Change the status if it is one of ``from_statuses``."""
+
+    async def update_tus(self, upload_id: str, tus: TusState, *, size: int | None = None,
+                         total_chunks: int | None = None) -> bool:
+        """Replace the upload's tus state (and, when a deferred length is
+        declared, its size and chunk count) while it is ``in_progress``; counts
+        as activity. False when the upload is no longer in progress."""
 
     async def delete_upload(self, upload_id: str) -> None:
         """Remove the upload row and all its chunk records."""

@@ -110,7 +110,7 @@ class MySQLStore(SharedQueries):
     # -- uploads -----------------------------------------------------------
 
     async def create_upload(self, upload: Upload) -> None:
-        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(14)})",
+        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(15)})",
                           upload_params(upload))
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:

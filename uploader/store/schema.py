@@ -41,6 +41,8 @@ MYSQL_STEPS: list[list[str]] = [
     # 3 is SQLite's received_at index; InnoDB's clustered primary key already
     # keeps an upload's chunk rows together. Empty keeps versions aligned.
     [],
+    # 4: the tus endpoint's state of an upload (models.TusState) as JSON.
+    ["ALTER TABLE uploads ADD COLUMN tus TEXT NULL"],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -78,9 +80,10 @@ SQLITE_STEPS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS upload_chunks_received ON upload_chunks "
         "(upload_id, received_at)",
     ],
+    ["ALTER TABLE uploads ADD COLUMN tus TEXT NULL"],
 ]
 
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "
                   "status, merge_version, storage_key, last_error, created_at, updated_at, "
-                  "backend_state")
+                  "backend_state, tus")

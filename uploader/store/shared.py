@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Sequence
 
+from ..models import IN_PROGRESS, TusState, utcnow
+from .rows import dump_tus
 from .schema import UPLOAD_COLUMNS
 
 ID_BATCH = 500  # ids per IN (...) list
@@ -16,6 +19,25 @@ class SharedQueries:
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def _ts(ts: datetime) -> Any:
+        """A timestamp as the driver takes it (SQLite keeps text)."""
+        return ts
+
+    async def update_tus(self, upload_id: str, tus: TusState, *, size: int | None = None,
+                         total_chunks: int | None = None) -> bool:
+        m = self.MARK
+        sql = f"UPDATE uploads SET tus = {m}, updated_at = {m}"
+        params: list[Any] = [dump_tus(tus), self._ts(utcnow())]
+        if size is not None and total_chunks is not None:
+            sql += f", total_size = {m}, total_chunks = {m}"
+            params += [size, total_chunks]
+        sql += f" WHERE upload_id = {m} AND status = {m}"
+        return await self._write(sql, [*params, upload_id, IN_PROGRESS]) > 0
 
     def _list_sql(self, owner: str, status: str | None, filename: str | None,
                   limit: int) -> tuple[str, list[Any]]:

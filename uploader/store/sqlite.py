@@ -7,6 +7,7 @@ fence are atomic without extra locking.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from datetime import datetime
@@ -24,11 +25,15 @@ from .shared import SharedQueries
 
 class SQLiteStore(SharedQueries):
     MARK = "?"
+    _ts = staticmethod(ts_to_text)
 
     def __init__(self, path: str | Path, *, synchronous_full: bool = True) -> None:
         self.path = Path(path)
         self._sync = "FULL" if synchronous_full else "NORMAL"
         self._db: aiosqlite.Connection | None = None
+        # One connection: two BEGIN ... COMMIT units must not interleave
+        # ("cannot start a transaction within a transaction").
+        self._unit = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -95,7 +100,7 @@ class SQLiteStore(SharedQueries):
 
     async def create_upload(self, upload: Upload) -> None:
         await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
         # One row back instead of one per chunk: the indices come as one
@@ -160,6 +165,11 @@ class SQLiteStore(SharedQueries):
     async def begin_merge(self, upload_id: str, from_statuses: Sequence[str]) -> int | None:
         marks = ",".join("?" * len(from_statuses))
         db = self.db
+        async with self._unit:
+            return await self._begin_merge(db, upload_id, from_statuses, marks)
+
+    async def _begin_merge(self, db: aiosqlite.Connection, upload_id: str,
+                           from_statuses: Sequence[str], marks: str) -> int | None:
         await db.execute("BEGIN IMMEDIATE")
         try:
             count = await self._write(
@@ -196,14 +206,15 @@ class SQLiteStore(SharedQueries):
 
     async def delete_upload(self, upload_id: str) -> None:
         db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
-            await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        async with self._unit:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
+                await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],
                            limit: int = 500) -> list[Upload]:

@@ -1,7 +1,8 @@
-"""A TCP proxy on the test's event loop, between the app and MariaDB.
+"""A TCP proxy on the test's event loop, between the code under test and a
+service (MariaDB, Redis, etcd).
 
 Stopping it is a real outage as the app sees one: its pooled connections are
-cut and new connects are refused, without stopping the shared MariaDB other
+cut and new connects are refused, without stopping the shared service other
 tests use. Starting it again on the same port heals it.
 """
 

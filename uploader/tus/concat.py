@@ -1,0 +1,76 @@
+"""The merge of a tus final upload: its partial uploads' chunks, in order,
+into the final's staged file (docs/tus.md, "Concatenation").
+
+Called by the merge saga (``merging.py``) under the final's lock and fence,
+in place of ``Storage.merge``; what follows (record, publish) is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ..errors import UploadError
+from ..models import IN_PROGRESS, Upload
+from ..storage.base import MissingChunkData, Progress, StagedFile, Storage
+from ..storage.incremental import hash_and_copy
+from ..storage.layout import FILE_MODE
+from ..storage.fileops import unlink_quiet
+from ..storage.local import LocalStorage
+from ..store.base import MetadataStore
+
+
+async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, version: int,
+                       progress: Progress | None = None) -> StagedFile:
+    assert final.tus is not None
+    parts: list[Upload] = []
+    for upload_id in final.tus.parts:
+        part = await store.get_upload(upload_id)
+        if part is None or part.status != IN_PROGRESS or part.missing():
+            raise UploadError("conflict", "a partial upload of this final upload is gone",
+                              upload_id=upload_id)
+        parts.append(part)
+    if sum(p.size for p in parts) != final.size:
+        raise UploadError("conflict", "the partial uploads changed")
+    if not isinstance(storage, LocalStorage):
+        raise UploadError("invalid_request", "concatenation is not offered by this storage")
+    staged: StagedFile = await storage.run(_concat_local, storage, final, parts, version,
+                                           progress)
+    return staged
+
+
+def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], version: int,
+                  progress: Progress | None) -> StagedFile:
+    layout = storage.layout
+    key = layout.key_for(final)
+    # The name the storage's publish/discard expect of this merge version.
+    staged = layout.merge_part(key, version)
+    md5, merged = hashlib.md5(usedforsecurity=False), 0
+    out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        for part in parts:
+            for index in range(part.total_chunks):
+                length = part.chunk_length(index)
+                try:
+                    fd = os.open(layout.chunk_path(part.upload_id, index),
+                                 os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise MissingChunkData([]) from None
+                try:
+                    if os.fstat(fd).st_size != length:
+                        raise MissingChunkData([])
+                    # Page-cache MD5 and a kernel copy, as the full merge does.
+                    hash_and_copy(fd, out, length, md5)
+                finally:
+                    os.close(fd)
+                merged += length
+                if progress:
+                    progress(merged)
+        if storage.fsync:
+            os.fsync(out)
+    except BaseException:
+        os.close(out)
+        unlink_quiet(staged)
+        raise
+    os.close(out)
+    return StagedFile(final.upload_id, version, key, md5.hexdigest(), final.size, str(staged))
