@@ -13,6 +13,7 @@ from datetime import timedelta
 from tornado.ioloop import PeriodicCallback
 
 from .config import Config
+from .events import model as events
 from .locks.base import LockTimeout
 from .metrics import Metrics
 from .models import ABORTED, EXPIRABLE, utcnow
@@ -106,9 +107,17 @@ class Expirer:
             # A merge in progress holds this lock: such an upload is not idle.
             async with service.locks.upload(upload_id, wait=0):
                 # Aborted first, so a chunk arriving now is refused, not
-                # recorded against bytes about to vanish.
-                if not await service.store.set_status(upload_id, ABORTED,
-                                                      (*EXPIRABLE, ABORTED)):
+                # recorded against bytes about to vanish. upload.expired goes
+                # with that change; a retry of an aborted row reports nothing.
+                upload = await service.store.get_upload(upload_id, with_chunks=False)
+                if upload is None:
+                    return
+                now = utcnow()
+                event = service.events.make(events.EXPIRED,
+                                            upload.replace(status=ABORTED, updated_at=now))
+                if await service.store.set_status(upload_id, ABORTED, EXPIRABLE, event, at=now):
+                    service.events.written(event)
+                elif not await service.store.set_status(upload_id, ABORTED, (ABORTED,)):
                     return
                 upload = await service.store.get_upload(upload_id, with_chunks=False)
                 if upload is not None:

@@ -1,4 +1,4 @@
-"""The ``uploader`` command: serve, migrate, cleanup, hash-token, and the
+"""The ``uploader`` command: serve, worker, migrate, cleanup, hash-token, and the
 client commands (upload, status, download, list, delete).
 
 Exit codes: 0 done, 1 failed (the server, the network, a file), 2 usage or
@@ -101,6 +101,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _work(config: Config) -> None:
+    """Merges from the queue, and nothing of HTTP: the runtime of an
+    instance (recovery, the event dispatcher, which its merges feed) without
+    a server or the expiry sweep."""
+    from .runtime import build_runtime
+    log = logging.getLogger("uploader")
+    runtime = build_runtime(config, worker=True)
+    await runtime.start(sweep=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await stop.wait()
+    # Running merges get server.shutdown_timeout to finish; the rest stay
+    # pending in the queue and another worker takes them after locks.ttl.
+    if not await runtime.merges.wait(config.server.shutdown_timeout):
+        log.warning("shutdown: cancelling merges still running; they are taken over later")
+    await runtime.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config.merge.queue != "redis":
+        print("uploader worker takes jobs from the merge queue: set merge.queue: redis "
+              "(with a shared locks.backend)", file=sys.stderr)
+        return EXIT_USAGE
+    _tune_malloc()
+    asyncio.run(_work(config))
+    return EXIT_OK
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args)
     from .runtime import make_store
@@ -160,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (overrides server.port; default 8888)")
     serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="merge uploads from the queue (merge.queue: redis), "
+                            "serving no HTTP")
+    worker.set_defaults(func=cmd_worker)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=cmd_migrate)
     cleanup = sub.add_parser("cleanup", help="run one expiry sweep and print what it removed")
@@ -167,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_token = sub.add_parser("hash-token", help="print the SHA-256 of a token read from "
                                 "stdin (for auth.tokens in the config)")
     hash_token.set_defaults(func=cmd_hash_token)
-    for p in (serve, migrate, cleanup):
+    for p in (serve, worker, migrate, cleanup):
         p.add_argument("--config", metavar="PATH",
                        help=f"config file (default: ./{DEFAULT_CONFIG} if present); "
                             f"UPLOADER_<SECTION>_<KEY> variables override it")

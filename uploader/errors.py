@@ -30,6 +30,8 @@ ERRORS: dict[str, ErrorKind] = {
     # A new token is needed first (the page asks for one, then repeats).
     "unauthorized": ErrorKind(401, False),
     # Unknown id or another owner's upload: it will not appear by waiting.
+    # The pre-create hook refused this upload: asking again gets the same no.
+    "forbidden": ErrorKind(403, False),
     "not_found": ErrorKind(404, False),
     # The body is shorter than the chunk: the client computed the wrong range.
     "size_mismatch": ErrorKind(400, False),
@@ -83,6 +85,7 @@ FINAL_STATES = frozenset({"completed", "failed", "aborted"})
 STATUS_TO_CODE: dict[int, str] = {
     400: "invalid_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     411: "invalid_request",

@@ -10,6 +10,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from .errors import UploadError
+from .models import utcnow
 from .locks.base import Locks
 from .metrics import Metrics
 from .storage.base import Storage
@@ -37,8 +38,11 @@ async def _check(probe: Callable[[], Awaitable[Any]]) -> str:
 
 class Health:
     def __init__(self, store: MetadataStore, locks: Locks, storage: Storage,
-                 metrics: Metrics, backends: dict[str, str] | None = None) -> None:
+                 metrics: Metrics, backends: dict[str, str] | None = None,
+                 merge_depth: Callable[[], Awaitable[int | None]] | None = None) -> None:
         self.store = store
+        # Open jobs of the merge queue (merge.queue redis), for /metrics.
+        self.merge_depth = merge_depth
         self.locks = locks
         self.storage = storage
         self.metrics = metrics
@@ -67,3 +71,19 @@ class Health:
         except (asyncio.TimeoutError, UploadError):
             # Metrics matter most during an outage: answer without the gauge.
             return None
+
+    async def outbox(self) -> None:
+        """Outbox lag and queue depths into the metrics, read now from the
+        database and Redis (the same on every instance); a source that does
+        not answer in time is left out."""
+        try:
+            stats = await asyncio.wait_for(self.store.outbox_stats(), CHECK_TIMEOUT)
+        except (asyncio.TimeoutError, UploadError):
+            stats = None
+        merges = None
+        if self.merge_depth is not None:
+            try:
+                merges = await asyncio.wait_for(self.merge_depth(), CHECK_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+        self.metrics.set_outbox(stats, utcnow(), merges)

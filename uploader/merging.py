@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from .config import Config
 from .errors import Unavailable, UploadError, not_found
+from .events import model as events
+from .events.model import Event
+from .events.recorder import EventLog
 from .features import Features
 from .locks.names import UploadLocks
+from .merge_queue import RedisMergeQueue, await_outcome
 from .metrics import Metrics
-from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload
+from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload, utcnow
 from .storage.base import MissingChunkData, StagedFile, Storage
 from .store.base import MetadataStore
 from .tus.concat import concat_parts
@@ -38,11 +43,22 @@ MAX_MISSING_LISTED = 1000
 # Re-reads (and the pause between them) of a row whose merge outcome is
 # unknown: a database blip settles at once, a long outage is left to recovery.
 SETTLE_ATTEMPTS, SETTLE_PAUSE = 3, 1.0
+QUEUE_POLL = 0.2  # seconds between looks at a queued merge someone waits for
 
 
 def incomplete(missing: list[int], message: str) -> UploadError:
     return UploadError("incomplete", message, missing=missing[:MAX_MISSING_LISTED],
                        missing_count=len(missing))
+
+
+def nothing_to_merge(upload_id: str, upload: Upload | None) -> Upload | None:
+    """The upload when it is already completed (nothing to merge), None when
+    it may be merged; raises when it may not (gone: 404, aborted: 409)."""
+    if upload is None:
+        raise not_found(upload_id)
+    if upload.status == ABORTED:
+        raise UploadError("conflict", "upload is aborted", status=ABORTED)
+    return upload if upload.status == COMPLETED else None
 
 
 def check_complete(upload: Upload) -> None:
@@ -58,26 +74,44 @@ def check_complete(upload: Upload) -> None:
 
 class Merges:
     def __init__(self, config: Config, store: MetadataStore, storage: Storage,
-                 locks: UploadLocks, features: Features, metrics: Metrics) -> None:
+                 locks: UploadLocks, features: Features, metrics: Metrics,
+                 events: EventLog, queue: RedisMergeQueue | None = None,
+                 take_jobs: bool = True) -> None:
         self.config = config
         self.store = store
         self.storage = storage
         self.locks = locks
         self.features = features
         self.metrics = metrics
+        self.events = events
+        # merge.queue redis: complete queues a job and waits for its outcome;
+        # this process merges only jobs it takes (when take_jobs).
+        self.queue = queue
+        self.take_jobs = take_jobs
+        # complete calls here waiting for a queued merge, per upload.
+        self._waiters: dict[str, asyncio.Task[Upload]] = {}
         # Merges running in this process, so a second complete joins the
         # first instead of queueing behind its lock.
         self._tasks: dict[str, asyncio.Task[Upload]] = {}
         self._progress: dict[str, int] = {}
 
     def running(self, upload_id: str) -> bool:
-        return upload_id in self._tasks
+        """A merge of it runs here, or a complete here waits for its job."""
+        return upload_id in self._tasks or upload_id in self._waiters
 
     async def wait_one(self, upload_id: str) -> None:
-        """Until this process's merge of the upload (if any) has ended."""
+        """Until the merge of the upload (if any) has ended: this process's,
+        or with the merge queue its open job, wherever it runs."""
         task = self._tasks.get(upload_id)
         if task is not None:
             await asyncio.wait([task])
+            return
+        # The job's progress key goes when the job has an outcome.
+        while self.queue is not None and await self.queue.progress(upload_id) is not None:
+            row = await self.store.get_upload(upload_id, with_chunks=False)
+            if row is None or row.status in (COMPLETED, ABORTED):
+                return
+            await asyncio.sleep(QUEUE_POLL)  # polling the queue, not synchronising a test
 
     def progress(self, upload_id: str) -> int | None:
         """Bytes merged so far by a merge running here (None: none runs).
@@ -93,8 +127,65 @@ class Merges:
         inc = self.features.incremental
         return inc.merged_ahead(upload_id) if inc is not None else 0
 
+    async def shown(self, upload: Upload) -> Upload:
+        """``upload`` as a status read shows it: with a job open in the queue
+        (waiting or running on any instance) it is ``merging``, with the
+        bytes merged so far."""
+        if self.queue is None or upload.upload_id in self._progress \
+                or upload.status not in (IN_PROGRESS, FAILED, MERGING):
+            return upload
+        merged = await self.queue.progress(upload.upload_id)
+        if merged is None:
+            return upload
+        return upload.replace(status=MERGING, merged_bytes=merged)
+
+    async def queue_depth(self) -> int | None:
+        """Open jobs in the merge queue (None: no queue, or Redis away)."""
+        return await self.queue.depth() if self.queue is not None else None
+
     def start(self, upload_id: str, md5: str | None) -> "asyncio.Task[Upload]":
-        """The merge of this upload running here, started if none is."""
+        """The merge of this upload for ``complete``: run here (merge.queue
+        memory), or queued for any worker and awaited here until
+        ``merge.wait_seconds`` (then the task raises TimeoutError: 202)."""
+        if self.queue is None:
+            return self.run_here(upload_id, md5)
+        task = self._waiters.get(upload_id)
+        if task is None:
+            task = asyncio.create_task(self._queued(upload_id, md5))
+            self._waiters[upload_id] = task
+            task.add_done_callback(lambda t: self._waited(upload_id, t))
+        return task
+
+    async def _queued(self, upload_id: str, md5: str | None) -> Upload:
+        assert self.queue is not None
+        before = await self.store.get_upload(upload_id, with_chunks=False)
+        if done := nothing_to_merge(upload_id, before):
+            return done
+        assert before is not None
+        await self.queue.submit(upload_id, md5)
+        deadline = asyncio.get_running_loop().time() + self.config.merge.wait_seconds
+        return await await_outcome(self.store, before, deadline)
+
+    def _waited(self, upload_id: str, task: "asyncio.Task[Upload]") -> None:
+        self._waiters.pop(upload_id, None)
+        if not task.cancelled():
+            task.exception()  # seen by complete, or it answered 202: nothing to log
+
+    def take_jobs_now(self) -> None:
+        """Start taking jobs from the queue (when this process merges)."""
+        if self.queue is None:
+            return
+        if self.take_jobs:
+            self.queue.start(self._run_job, self.progress)
+        else:
+            log.info("merge.workers is external: merges of this instance's completes run "
+                     "in `uploader worker` processes")
+
+    async def _run_job(self, upload_id: str, md5: str | None) -> Upload:
+        return await self.run_here(upload_id, md5)
+
+    def run_here(self, upload_id: str, md5: str | None) -> "asyncio.Task[Upload]":
+        """The merge of this upload running in this process, started if none is."""
         task = self._tasks.get(upload_id)
         if task is None:
             # Progress shows from the start (status may already say merging
@@ -116,12 +207,9 @@ class Merges:
     async def _merge(self, upload_id: str, md5: str | None) -> Upload:
         async with self.locks.upload(upload_id) as held:
             upload = await self.store.get_upload(upload_id)
-            if upload is None:
-                raise not_found(upload_id)
-            if upload.status == COMPLETED:
-                return upload
-            if upload.status == ABORTED:
-                raise UploadError("conflict", "upload is aborted", status=ABORTED)
+            if done := nothing_to_merge(upload_id, upload):
+                return done
+            assert upload is not None
             # MERGING here means its merger died or lost the lock: we hold
             # the lock now, and bumping the version fences the old merger out.
             version = await self.store.begin_merge(upload_id, (IN_PROGRESS, FAILED, MERGING))
@@ -161,7 +249,8 @@ class Merges:
             # Fence first: a stale merger finds the chunks gone because the
             # new owner published and deleted them; it must not touch the
             # records of an upload it no longer owns.
-            if not await self.store.finish_merge(upload_id, version, status=IN_PROGRESS):
+            missing = incomplete(exc.indices, "chunk data missing, send these chunks again")
+            if not await self._merge_failed(upload, version, missing):
                 log.warning("merge superseded %s version %d: chunks gone, a newer merge "
                             "took over", upload_id, version)
                 raise UploadError("conflict", "merge superseded by a newer one") from None
@@ -169,31 +258,39 @@ class Merges:
             # sends them again, rather than merging a hole.
             for index in exc.indices:
                 await self.store.delete_chunk(upload_id, index)
-            raise incomplete(exc.indices, "chunk data missing, send these chunks again") \
-                from None
+            raise missing from None
         except UploadError as exc:
-            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
-                                          error=exc.to_json()["error"])
+            await self._merge_failed(upload, version, exc)
             raise
-        except BaseException:
+        except asyncio.CancelledError:
+            # Shutdown: not a failure of the upload, no event; the next
+            # complete (or the queue) merges again.
             await asyncio.shield(self.store.finish_merge(
                 upload_id, version, status=IN_PROGRESS,
-                error={"code": "internal", "message": "merge failed"}))
+                error={"code": "internal", "message": "merge interrupted"}))
+            raise
+        except BaseException:
+            await asyncio.shield(self._merge_failed(
+                upload, version, UploadError("internal", "merge failed")))
             raise
         if expected and staged.md5 != expected:
             await self.storage.discard(staged)
             error = UploadError("checksum_mismatch", "file MD5 differs from the one given",
                                 expected=expected, actual=staged.md5)
-            await self.store.finish_merge(upload_id, version, status=IN_PROGRESS,
-                                          error=error.to_json()["error"])
+            await self._merge_failed(upload, version, error)
             raise error
-        if not await self._record_completed(upload_id, version, staged):
+        now = utcnow()
+        done_event = self.events.make(events.COMPLETED, upload.replace(
+            status=COMPLETED, md5=staged.md5, storage_key=staged.key, error=None,
+            updated_at=now))
+        if not await self._record_completed(upload_id, version, staged, done_event, now):
             # A newer merger took over while we were paused: its result wins.
             # Only our own version-named staged file goes; the rest is theirs.
             await self.storage.discard(staged)
             log.warning("merge superseded %s version %d: a newer merge took over, "
                         "our result is discarded", upload_id, version)
             raise UploadError("conflict", "merge superseded by a newer one")
+        self.events.written(done_event)
         await self.storage.publish(staged)
         log.info("merge finished %s version %d (%d bytes)", upload_id, version, staged.size)
         try:
@@ -204,9 +301,23 @@ class Merges:
         assert done is not None
         return done
 
-    async def _record_completed(self, upload_id: str, version: int, staged: StagedFile) -> bool:
-        """finish_merge(completed) for ``version``: True when the database
-        holds this result, False when a newer merge fenced it out.
+    async def _merge_failed(self, upload: Upload, version: int, error: UploadError) -> bool:
+        """Back to in_progress with the error, and ``upload.failed``, if
+        this merge still owns the upload (fenced)."""
+        doc = error.to_json()["error"]
+        now = utcnow()
+        event = self.events.make(events.FAILED, upload.replace(status=IN_PROGRESS, error=doc,
+                                                               updated_at=now))
+        applied = await self.store.finish_merge(upload.upload_id, version, status=IN_PROGRESS,
+                                                error=doc, event=event, at=now)
+        if applied:
+            self.events.written(event)
+        return applied
+
+    async def _record_completed(self, upload_id: str, version: int, staged: StagedFile,
+                                event: Event | None = None, at: datetime | None = None) -> bool:
+        """finish_merge(completed) for ``version``, with its event: True when
+        the database holds this result, False when a newer merge fenced it out.
 
         ``finish_merge`` raising Unavailable does not mean it failed: the
         UPDATE may have committed before the connection broke. Discarding the
@@ -218,7 +329,8 @@ class Merges:
         store = self.store
         try:
             return await store.finish_merge(upload_id, version, status=COMPLETED,
-                                            md5=staged.md5, storage_key=staged.key)
+                                            md5=staged.md5, storage_key=staged.key,
+                                            event=event, at=at)
         except Unavailable:
             log.warning("finish_merge of %s version %d: outcome unknown, re-reading",
                         upload_id, version)
@@ -231,9 +343,11 @@ class Merges:
                     return current.storage_key == staged.key
                 if current.status != MERGING:
                     return False
-                # Still ours and merging: it did not apply; fenced, so retry it.
+                # Still ours and merging: it did not apply (nor did its
+                # event); fenced, so retry it.
                 return await store.finish_merge(upload_id, version, status=COMPLETED,
-                                                md5=staged.md5, storage_key=staged.key)
+                                                md5=staged.md5, storage_key=staged.key,
+                                                event=event, at=at)
             except Unavailable:
                 if attempt == SETTLE_ATTEMPTS - 1:
                     raise
@@ -258,15 +372,21 @@ class Merges:
         return size
 
     async def wait(self, timeout: float) -> bool:
-        """Let merges running in the background (complete answered 202)
-        finish, for at most ``timeout`` seconds; True when none is left."""
+        """At shutdown: take no more jobs, and let merges running in the
+        background (complete answered 202, or taken from the queue) finish,
+        for at most ``timeout`` seconds; True when none is left."""
+        if self.queue is not None:
+            self.queue.stop_taking()
         tasks = list(self._tasks.values())
         if tasks and timeout > 0:
             await asyncio.wait(tasks, timeout=timeout)
         return all(task.done() for task in tasks)
 
     async def shutdown(self) -> None:
-        tasks = list(self._tasks.values())
+        if self.queue is not None:
+            # Jobs cut here stay pending: another worker takes them after the TTL.
+            await self.queue.close()
+        tasks = [*self._tasks.values(), *self._waiters.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

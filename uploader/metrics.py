@@ -79,7 +79,30 @@ class Metrics:
                              registry=r)
         self.ready = Gauge("uploader_ready_check", "Last readiness result per check "
                            "(1 ok, 0 failing)", ["check"], registry=r)
+        self.events_written = Counter(
+            "uploader_events_written", "Lifecycle events committed to the outbox by this "
+            "instance, by type", ["type"], registry=r)
+        self.events_delivered = Counter(
+            "uploader_events_delivered", "Events delivered, by sink (stream, webhook:<name>)",
+            ["sink"], registry=r)
+        self.events_retried = Counter(
+            "uploader_events_retried", "Failed delivery attempts that will be retried, by sink",
+            ["sink"], registry=r)
+        self.events_failed = Counter(
+            "uploader_events_failed", "Deliveries given up after webhooks.retry_for, by sink",
+            ["sink"], registry=r)
+        self.outbox_lag = Gauge(
+            "uploader_outbox_lag_seconds", "Age of the oldest event not yet dispatched "
+            "(0 when none), read at scrape time", registry=r)
+        self.queue_depth = Gauge(
+            "uploader_queue_depth", "Work waiting, read at scrape time: outbox (events not "
+            "yet dispatched), webhook:<name> (deliveries pending), merge (merge jobs)",
+            ["queue"], registry=r)
+        self.deliveries_failed = Gauge(
+            "uploader_event_deliveries_failed", "Webhook deliveries kept as failed in the "
+            "database (all instances), by sink, read at scrape time", ["sink"], registry=r)
         self._routes: dict[type, str] = {}
+        self._queue_names: set[tuple[str]] = set()
         self._ready: dict[str, bool] = {}
 
     # -- requests ------------------------------------------------------------
@@ -142,6 +165,29 @@ class Metrics:
         if counts is not None:
             for status in sorted(set(STATUSES) | set(counts)):
                 self.uploads.labels(status).set(counts.get(status, 0))
+
+    def set_outbox(self, stats: Any, now: Any, merge_jobs: int | None = None) -> None:
+        """``stats`` is a store.outbox.OutboxStats, or None when the database
+        did not answer (the series then vanish rather than go stale);
+        ``merge_jobs`` the open jobs of the merge queue (None: no queue)."""
+        self.deliveries_failed.clear()
+        for name in [labels[0] for labels in list(self._queue_names)]:
+            self.queue_depth.remove(name)
+        self._queue_names.clear()
+        if merge_jobs is not None:
+            self.queue_depth.labels("merge").set(merge_jobs)
+            self._queue_names.add(("merge",))
+        if stats is None:
+            self.outbox_lag.set(0)
+            return
+        oldest = stats.oldest_pending_at
+        self.outbox_lag.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        depths = {"outbox": stats.pending_events, **stats.pending_deliveries}
+        for queue, depth in depths.items():
+            self.queue_depth.labels(queue).set(depth)
+            self._queue_names.add((queue,))
+        for sink, count in stats.failed_deliveries.items():
+            self.deliveries_failed.labels(sink).set(count)
 
     def set_ready(self, check: str, ok: bool) -> bool:
         """Record a readiness result; True when it differs from the last one

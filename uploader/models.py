@@ -95,6 +95,12 @@ class Upload:
     # UploadId); JSON-able, never shown to clients.
     backend_state: dict[str, Any] | None = None
     tus: TusState | None = None
+    # Client metadata (string keys and values, bounded: metadata.py); set at
+    # init, never changed afterwards.
+    metadata: dict[str, str] = field(default_factory=dict)
+    # Bytes a running merge got through, as last reported by whichever
+    # process runs it (the merge queue); shown while merging, never stored.
+    merged_bytes: int | None = None
 
     @property
     def size_known(self) -> bool:
@@ -131,6 +137,7 @@ class Upload:
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.last_activity),
             "expires_at": None,
+            "metadata": self.metadata,
         }
         if ttl_seconds is not None and self.status in EXPIRABLE:
             doc["expires_at"] = isoformat(self.last_activity + timedelta(seconds=ttl_seconds))

@@ -6,6 +6,12 @@ share nothing: no locks, no rate-limit budgets, no streams.
 
     <prefix>lock:<name>     locks (locks/redis.py)
     <prefix>rl:<bucket>     rate-limit token buckets (ratelimit.py)
+    <prefix>merges          the merge queue's stream (merge_queue.py)
+    <prefix>merges:progress:<id>  bytes merged by a queued merge
+
+The events stream is the one key named by a setting of its own
+(``events.stream``, on ``events.redis_url``): consumers outside the server
+read it by that name.
 
 A new family (a stream, say) adds its part here and builds its keys with
 :func:`key_prefix`, never with a literal.
@@ -17,6 +23,7 @@ from .config import LocksConfig
 
 LOCKS = "lock:"
 RATE_LIMITS = "rl:"
+MERGES = "merges"
 
 
 def namespace(config: LocksConfig) -> str:

@@ -18,10 +18,14 @@ from .auth import Authenticator
 from .cleanup import Expirer
 from .config import Config
 from .errors import Unavailable
+from .events.dispatcher import Dispatcher
+from .events.recorder import EventLog
 from .features import Features
 from .health import Health
+from .hooks import PreCreateHook
 from .locks.base import Locks
 from .locks.names import UploadLocks
+from .merge_queue import RedisMergeQueue
 from .merging import Merges
 from .metrics import Metrics, TimedLocks
 from .ratelimit import RateLimiter
@@ -99,6 +103,7 @@ class Runtime:
     expirer: Expirer
     health: Health
     metrics: Metrics
+    dispatcher: Dispatcher
     # Requests in flight and cleanup tasks; shutdown.graceful_stop drains it.
     drain: Drain = field(default_factory=Drain)
     # Built from the config (a test may swap them before serving).
@@ -113,7 +118,9 @@ class Runtime:
         self.authenticator = Authenticator(self.config.auth)
         self.ratelimiter = RateLimiter(self.config)
 
-    async def start(self) -> None:
+    async def start(self, *, sweep: bool = True) -> None:
+        """Open the backends, repair what a crash left, start the timers.
+        ``sweep`` False: no expiry sweep here (``uploader worker``)."""
         await self._open_store()
         await self.storage.start()
         try:
@@ -133,7 +140,11 @@ class Runtime:
             log.info("recovery: published %d recorded merges, %d interrupted merges back to "
                      "in_progress, removed %d dead merge files and %d stray part files",
                      published, recovered, dead, removed)
-        self.expirer.start()
+        if sweep:
+            self.expirer.start()
+        # Events left by a previous run (or another instance) go out now.
+        self.dispatcher.start()
+        self.merges.take_jobs_now()
         self.started = True
 
     async def _open_store(self) -> None:
@@ -155,6 +166,9 @@ class Runtime:
         # Aborts of cut chunks still deleting their .part files.
         await self.drain.wait_tasks()
         await self.merges.shutdown()
+        await self.dispatcher.stop()
+        if self.service.pre_create is not None:
+            await self.service.pre_create.close()
         await self.locks.close()
         await self.ratelimiter.close()
         await self.store.close()
@@ -163,18 +177,39 @@ class Runtime:
         self.started = False
 
 
+def make_merge_queue(config: Config) -> RedisMergeQueue | None:
+    if config.merge.queue != "redis":
+        return None
+    # On locks.redis_url, whatever the lock backend: the stream needs Redis.
+    stream = redis_keys.key_prefix(config.locks, redis_keys.MERGES)
+    return RedisMergeQueue(config.locks.redis_url, stream, config.locks.ttl,
+                           concurrency=config.merge.concurrency)
+
+
 def build_service(config: Config, store: MetadataStore, storage: Storage, locks: Locks,
-                  executor: ThreadPoolExecutor, metrics: Metrics) -> UploadService:
+                  executor: ThreadPoolExecutor, metrics: Metrics, *,
+                  worker: bool = False) -> UploadService:
     """The service and its merge saga over these backends (``service.features``
     and ``service.merges`` hang off it)."""
     features = Features.of(storage, incremental=incremental_merge(config))
     # Every upload lock goes through a timer (lock waits in /metrics).
     upload_locks = UploadLocks(TimedLocks(locks, metrics), config.locks.ttl)
-    merges = Merges(config, store, storage, upload_locks, features, metrics)
-    return UploadService(config, store, storage, upload_locks, merges, features, executor)
+    events = EventLog(config, features, metrics)
+    # An `uploader worker` always merges; a serving instance unless
+    # merge.workers is external.
+    merges = Merges(config, store, storage, upload_locks, features, metrics, events,
+                    queue=make_merge_queue(config),
+                    take_jobs=worker or config.merge.workers == "embedded")
+    service = UploadService(config, store, storage, upload_locks, merges, features, executor,
+                            events)
+    if config.hooks.pre_create_url:
+        service.pre_create = PreCreateHook(config.hooks)
+    return service
 
 
-def build_runtime(config: Config) -> Runtime:
+def build_runtime(config: Config, *, worker: bool = False) -> Runtime:
+    """``worker``: for ``uploader worker``, which takes merge jobs whatever
+    merge.workers says."""
     executor = ThreadPoolExecutor(config.storage.io_threads, thread_name_prefix="uploader-io")
     store = make_store(config)
     storage = make_storage(config, executor)
@@ -182,9 +217,12 @@ def build_runtime(config: Config) -> Runtime:
     metrics = Metrics()
     drain = Drain()
     metrics.in_flight.set_function(lambda: drain.active)
-    service = build_service(config, store, storage, locks, executor, metrics)
+    service = build_service(config, store, storage, locks, executor, metrics, worker=worker)
+    dispatcher = Dispatcher(config.events, config.webhooks, store, metrics)
+    service.events.on_event = dispatcher.notify
     return Runtime(config=config, store=store, storage=storage, locks=locks, executor=executor,
                    features=service.features, merges=service.merges, service=service,
                    expirer=Expirer(config, service, metrics),
-                   health=Health(store, locks, storage, metrics, backends=backends_of(config)),
-                   metrics=metrics, drain=drain)
+                   health=Health(store, locks, storage, metrics, backends=backends_of(config),
+                                 merge_depth=service.merges.queue_depth),
+                   metrics=metrics, drain=drain, dispatcher=dispatcher)

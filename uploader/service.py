@@ -12,16 +12,20 @@ import asyncio
 from collections import OrderedDict
 from concurrent.futures import Executor
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 from . import direct_uploads as direct
 from .config import Config
 from .errors import UploadError, not_found
+from .events import model as events
+from .events.recorder import EventLog
 from .features import Features
+from .hooks import PreCreateHook
 from .links import invalid_link, links_from_config
 from .locks.base import LockTimeout
 from .locks.names import UploadLocks
 from .merging import Merges, check_complete
+from .metadata import check_metadata
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, STATUSES, ChunkRecord,
                      TusState, Upload, chunk_count, isoformat, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
@@ -37,7 +41,7 @@ LIST_LIMIT = 100  # uploads one GET /uploads answers, newest first
 class UploadService:
     def __init__(self, config: Config, store: MetadataStore, storage: Storage,
                  locks: UploadLocks, merges: Merges, features: Features,
-                 executor: Executor) -> None:
+                 executor: Executor, events: EventLog) -> None:
         self.config = config
         self.store = store
         self.storage = storage
@@ -45,6 +49,9 @@ class UploadService:
         self.merges = merges
         self.features = features
         self.executor = executor
+        self.events = events
+        # The blocking pre-create hook, when hooks.pre_create_url is set.
+        self.pre_create: PreCreateHook | None = None
         self.quota = QuotaGuard(config, store, features.space)
         self.links = links_from_config(config)
         # Immutable metadata (owner, sizes) of in_progress uploads seen here,
@@ -59,7 +66,8 @@ class UploadService:
 
     def to_json(self, upload: Upload) -> dict[str, Any]:
         doc = upload.to_json(self.config.expiry.ttl if self.config.expiry.enabled else None)
-        merged = self.merges.progress(upload.upload_id)
+        merged = upload.merged_bytes if upload.merged_bytes is not None \
+            else self.merges.progress(upload.upload_id)
         if upload.status == MERGING and merged is not None:
             doc["merged_bytes"] = merged
         if self.features.direct is not None:
@@ -77,21 +85,29 @@ class UploadService:
             upload = await direct.sync_parts(self.store, self.features.direct, upload)
         return upload
 
+    async def status(self, owner: str, upload_id: str) -> Upload:
+        """The upload as ``GET status`` shows it: merging (with the bytes
+        merged so far) while a merge of it runs anywhere."""
+        return await self.merges.shown(await self.get(owner, upload_id))
+
     async def list(self, owner: str, *, statuses: Sequence[str] = (),
-                   filename: str | None = None) -> list[Upload]:
+                   filename: str | None = None,
+                   metadata: Mapping[str, str] | None = None) -> list[Upload]:
         """The owner's newest uploads (at most LIST_LIMIT) in any of
-        ``statuses`` (all when empty)."""
+        ``statuses`` (all when empty) whose metadata has each of ``metadata``."""
         wanted = list(dict.fromkeys(statuses))
         if any(status not in STATUSES for status in wanted):
             raise UploadError("invalid_request", "unknown status filter", statuses=list(STATUSES))
         if len(wanted) <= 1:
             return await self.store.list_uploads(owner, status=wanted[0] if wanted else None,
-                                                 filename=filename or None, limit=LIST_LIMIT)
+                                                 filename=filename or None, limit=LIST_LIMIT,
+                                                 metadata=metadata or None)
         # The store filters by one status: each query brings its newest, so
         # the newest of the union are among them.
         found = [upload for status in wanted
                  for upload in await self.store.list_uploads(
-                     owner, status=status, filename=filename or None, limit=LIST_LIMIT)]
+                     owner, status=status, filename=filename or None, limit=LIST_LIMIT,
+                     metadata=metadata or None)]
         found.sort(key=lambda upload: upload.created_at, reverse=True)
         return found[:LIST_LIMIT]
 
@@ -99,7 +115,12 @@ class UploadService:
 
     async def create(self, owner: str, *, filename: str, size: int,
                      chunk_size: int | None = None, md5: str | None = None,
+                     metadata: Mapping[str, str] | None = None,
+                     headers: Mapping[str, str] | None = None,
                      tus: TusState | None = None) -> Upload:
+        """A new upload. ``headers`` are the request's, for the pre-create
+        hook (which sees only its allow-listed ones); ``tus`` the tus
+        endpoint's state of it."""
         limits = self.config.limits
         if size < 0:
             raise UploadError("invalid_request", "size must be >= 0")
@@ -117,12 +138,23 @@ class UploadService:
             raise UploadError("invalid_request", "too many chunks: use a larger chunk_size",
                               max_chunks=limits.max_chunks)
         self._check_part_limits(size, chunk_size, total)
+        meta = check_metadata(metadata)  # callers other than the JSON API (tus) too
+        if self.pre_create is not None:
+            # Last, so the hook sees only requests we would accept; it may
+            # change the owner and metadata, or lower the size limit.
+            decision = await self.pre_create.check(
+                owner=owner, filename=filename, size=size, chunk_size=chunk_size,
+                metadata=meta, headers=headers)
+            owner, meta = decision.owner, decision.metadata
+            if decision.max_size is not None and size > decision.max_size:
+                raise UploadError("too_large", "file is larger than this upload may be",
+                                  max_file_size=decision.max_size)
         await self.quota.check_init(owner, size)
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
                         total_chunks=total, md5=md5, status=IN_PROGRESS, created_at=now,
-                        updated_at=now, tus=tus)
+                        updated_at=now, metadata=meta, tus=tus)
         if tus is not None and tus.parts:
             upload.total_chunks = 0  # a tus final upload's bytes are its partials' chunks
         if self.features.hooks is not None:
@@ -130,7 +162,9 @@ class UploadService:
             # not created. The reverse (an init that dies in between) leaves
             # backend state without a row, which the orphan sweep removes.
             upload.backend_state = await self.features.hooks.create_upload(upload)
-        await self.store.create_upload(upload)
+        event = self.events.make(events.CREATED, upload)
+        await self.store.create_upload(upload, event)
+        self.events.written(event)
         return upload
 
     def _check_part_limits(self, size: int, chunk_size: int, total: int) -> None:
@@ -261,7 +295,7 @@ class UploadService:
         try:
             merged = await asyncio.wait_for(asyncio.shield(task), wait)
         except asyncio.TimeoutError:
-            current = await self.get(owner, upload_id)
+            current = await self.status(owner, upload_id)
             if current.status in (IN_PROGRESS, FAILED) and not task.done():
                 # Accepted but its task has not reached begin_merge yet.
                 current = current.replace(status=MERGING)
@@ -282,8 +316,15 @@ class UploadService:
         upload = await self.get(owner, upload_id, with_chunks=False)
         if upload.status == MERGING:
             raise UploadError("conflict", "upload is merging", status=MERGING)
-        # Aborted first: chunk records racing this delete are refused.
-        await self.store.set_status(upload_id, ABORTED, (IN_PROGRESS, FAILED, COMPLETED, ABORTED))
+        # Aborted first: chunk records racing this delete are refused. A
+        # repeated delete of an aborted row (a retry) reports nothing new.
+        now = utcnow()
+        event = self.events.make(events.DELETED, upload.replace(status=ABORTED, updated_at=now))
+        if await self.store.set_status(upload_id, ABORTED, (IN_PROGRESS, FAILED, COMPLETED),
+                                       event, at=now):
+            self.events.written(event)
+        else:
+            await self.store.set_status(upload_id, ABORTED, (ABORTED,))
         await self.remove(upload)
 
     async def remove(self, upload: Upload) -> None:

@@ -246,8 +246,13 @@ def test_a_picked_folder_uploads_every_file_with_its_path(page, server, tmp_path
             if r.url.endswith("/upload/init") else None)
     page.set_input_files("#folder-input", tmp_path / "holiday")
     assert_folder_uploaded(page, server, files)
-    # The server does not take metadata yet: none is sent.
-    assert records and all("metadata" not in r for r in records)
+    # The server takes metadata: each init carries the file's path in the
+    # folder, and the server keeps it with the upload.
+    assert sorted(r["metadata"]["relative_path"] for r in records) == sorted(files)
+    for rel in files:  # found by that metadata (the server is shared by the module's tests)
+        code, listed = server.json("GET", f"/uploads?metadata.relative_path={rel}")
+        assert code == 200 and listed["uploads"], rel
+        assert all(u["metadata"] == {"relative_path": rel} for u in listed["uploads"])
 
 
 def test_a_dropped_folder_uploads_every_file_with_its_path(page, server, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import redis
 
 from support import MySQLServer, require_etcd, require_redis
 
@@ -43,6 +44,15 @@ def make_cluster(tmp_path: Path, mysql_server: MySQLServer
             group.stop_all()
         finally:
             group.cleanup()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The e2e Redis, to look at streams and queues behind the servers' backs."""
+    client = redis.Redis.from_url(require_redis(REDIS_URL), socket_connect_timeout=3,
+                                  socket_timeout=3)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -17,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pymysql
 import redis
 
-from support import ServerProcess, run_uploader
+from support import ServerProcess, run_uploader, server_env, wait_until
+from support.server import STOP_TIMEOUT, spawn
 from uploader.locks.etcd import etcd_lock_key
 from uploader.locks.etcd_gateway import b64, prefix_end
 from uploader.locks.mysql import mysql_lock_name
@@ -39,6 +43,7 @@ class Cluster:
                             else f"uploader-e2e:{uuid.uuid4().hex}:")
         self.data_dir = tmp / "data"
         self.instances: list[ServerProcess] = []
+        self.workers: list[WorkerProcess] = []
 
     def lock_settings(self) -> dict[str, object]:
         if self.lock_backend == "redis":
@@ -76,6 +81,13 @@ class Cluster:
             instance.wait_ready()
         return started
 
+    def start_worker(self, settings: Mapping[str, object] | None = None) -> WorkerProcess:
+        """An ``uploader worker`` with the cluster's settings, once it takes jobs."""
+        worker = WorkerProcess(self.tmp, self.settings(settings),
+                               name=f"worker{len(self.workers) + 1}")
+        self.workers.append(worker)
+        return worker.start()
+
     def run(self, *args: str, settings: Mapping[str, object] | None = None
             ) -> subprocess.CompletedProcess[str]:
         """``uploader <args>`` (e.g. ``cleanup``) run to its end with the cluster's settings."""
@@ -88,6 +100,8 @@ class Cluster:
                 instance.terminate()
         for instance in self.instances:
             instance.close()
+        for worker in self.workers:
+            worker.stop()
 
     # -- looking behind the servers' backs -----------------------------------
 
@@ -152,3 +166,60 @@ def dsn_via(dsn: str, port: int) -> str:
     auth = parts.netloc.rpartition("@")[0]
     return urlunsplit(parts._replace(netloc=f"{auth}@127.0.0.1:{port}" if auth
                                      else f"127.0.0.1:{port}"))
+
+
+class WorkerProcess:
+    """``python -m uploader worker`` (merges from the queue, no HTTP), started
+    like a ServerProcess: a clean environment of ``settings``, the test's
+    folder as working folder, a log file, death with the test process."""
+
+    def __init__(self, folder: Path, settings: Mapping[str, object], *, name: str) -> None:
+        self.folder, self.settings, self.name = folder, dict(settings), name
+        self.log_path = folder / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = spawn([sys.executable, "-m", "uploader", "worker"], cwd=self.folder,
+                              env=server_env({"storage.fsync": False, **self.settings}),
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_log("merge queue: taking jobs", timeout=30)
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def count_log(self, pattern: str) -> int:
+        return len(re.findall(pattern, self.logs()))
+
+    def wait_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        def found() -> re.Match[str] | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                     f"{self.logs()[-3000:]}")
+            return re.search(pattern, self.logs())
+        return wait_until(found, f"{pattern!r} in {self.name}'s log", timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: it dies mid-whatever, holding what it held."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited in time; safe when not running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT)

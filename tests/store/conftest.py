@@ -23,6 +23,9 @@ def _clear_mysql(mysql_server: MySQLServer, dsn: str) -> None:
     with mysql_server.admin() as conn, conn.cursor() as cur:
         database = parse_dsn(dsn)["db"]
         cur.execute(f"DELETE FROM `{database}`.upload_chunks")
+        cur.execute(f"DELETE FROM `{database}`.upload_metadata")
+        cur.execute(f"DELETE FROM `{database}`.event_deliveries")
+        cur.execute(f"DELETE FROM `{database}`.events")
         cur.execute(f"DELETE FROM `{database}`.uploads")
 
 

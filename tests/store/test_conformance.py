@@ -378,3 +378,22 @@ async def test_active_totals_count_in_progress_and_merging_per_owner(io_loop, st
     # Leaving the active statuses frees the reservation.
     await store.set_status(big.upload_id, COMPLETED, (IN_PROGRESS,))
     assert await store.active_totals("bob") == (0, 0)
+
+
+async def test_metadata_round_trip_and_filter(io_loop, store):
+    tagged = new_upload("alice", metadata={"project": "apollo", "path": "a/ü b.txt"})
+    other = new_upload("alice", metadata={"project": "apollo "})
+    bobs = new_upload("bob", metadata={"project": "apollo"})
+    plain = new_upload("alice")
+    for upload in (tagged, other, bobs, plain):
+        await store.create_upload(upload)
+    assert (await store.get_upload(tagged.upload_id)).metadata == tagged.metadata
+    assert (await store.get_upload(plain.upload_id)).metadata == {}
+    found = await store.list_uploads("alice", metadata={"project": "apollo"})
+    assert [u.upload_id for u in found] == [tagged.upload_id]  # exact, and alice's only
+    found = await store.list_uploads("alice", metadata={"project": "apollo",
+                                                        "path": "a/ü b.txt"})
+    assert [u.upload_id for u in found] == [tagged.upload_id]
+    assert await store.list_uploads("alice", metadata={"project": "x"}) == []
+    await store.delete_upload(tagged.upload_id)
+    assert await store.list_uploads("alice", metadata={"project": "apollo"}) == []

@@ -50,6 +50,17 @@ async def patch(api: Api, location: str, offset: int, body: bytes, **headers: st
                           headers={**OCTETS, "Upload-Offset": str(offset), **headers})
 
 
+async def test_upload_metadata_beyond_the_bounds_is_refused(api: Api) -> None:
+    """Upload-Metadata feeds the metadata field, with its bounds (32 keys)."""
+    pairs = ",".join(f"k{i} {b64('v')}" for i in range(33))
+    resp = await api.call("POST", "/files/", raw=b"", headers={
+        **TUS, "Upload-Length": "10", "Upload-Metadata": pairs})
+    assert resp.code == 400, resp.body
+    assert json.loads(resp.body)["error"]["max_keys"] == 32
+    code, doc = await api.json("GET", "/uploads?metadata.k1=v")
+    assert code == 200 and doc["uploads"] == []
+
+
 async def test_options_advertises_version_extensions_and_limits(api: Api) -> None:
     resp = await api.call("OPTIONS", "/files/")
     assert resp.code == 204
@@ -80,6 +91,8 @@ async def test_create_head_patch_complete(api: Api) -> None:
     status = await api.status(uid)
     assert status["chunk_size"] == 64 * KiB and status["received"] == [0, 1]
     assert status["filename"] == "quarterly report.pdf"
+    # The other Upload-Metadata keys are the upload's metadata (filename is not).
+    assert status["metadata"] == {"filetype": "x/y"}
     resp = await patch(api, location, 150 * KiB, data[150 * KiB:])
     assert resp.code == 204 and resp.headers["Upload-Offset"] == str(len(data))
     status = await api.status(uid)

@@ -15,9 +15,10 @@ from ..units import GiB, KiB, MiB
 from .errors import ConfigError
 from .parsing import CLIENT_ENV, CLIENT_ENV_PREFIX, ENV_PREFIX, load_config, parse_size
 from .schema import (LOG_FORMATS, LOG_LEVELS, AuthConfig, Config, ConnectionsConfig,
-                     CorsConfig, ExpiryConfig, LimitsConfig, LinksConfig, LocksConfig, LoggingConfig,
-                     MergeConfig, PageConfig, QuotaConfig, RateLimitConfig, S3Config, ServerConfig,
-                     StorageConfig, StoreConfig)
+                     CorsConfig, EventsConfig, ExpiryConfig, HooksConfig, LimitsConfig, LinksConfig,
+                     LocksConfig, LoggingConfig, MergeConfig, PageConfig, QuotaConfig,
+                     RateLimitConfig, S3Config, ServerConfig, StorageConfig, StoreConfig,
+                     WebhookEndpoint, WebhooksConfig)
 from .validation import anonymous_remote_message, is_loopback, validate
 
 
@@ -28,8 +29,10 @@ def as_dict(config: Config) -> dict[str, Any]:
 __all__ = [
     "CLIENT_ENV", "CLIENT_ENV_PREFIX", "ENV_PREFIX", "GiB", "KiB", "LOG_FORMATS", "LOG_LEVELS",
     "MiB", "AuthConfig", "Config", "ConfigError", "ConnectionsConfig", "CorsConfig",
-    "ExpiryConfig", "LimitsConfig", "LinksConfig", "LocksConfig", "LoggingConfig", "MergeConfig",
-    "PageConfig", "QuotaConfig", "RateLimitConfig", "S3Config", "ServerConfig", "StorageConfig",
-    "StoreConfig", "anonymous_remote_message", "as_dict", "is_loopback", "load_config",
-    "parse_size", "validate",
+    "EventsConfig", "ExpiryConfig", "HooksConfig", "LimitsConfig", "LinksConfig",
+    "LocksConfig",
+    "LoggingConfig", "MergeConfig", "PageConfig", "QuotaConfig", "RateLimitConfig", "S3Config",
+    "ServerConfig", "StorageConfig", "StoreConfig", "WebhookEndpoint", "WebhooksConfig",
+    "anonymous_remote_message", "as_dict", "is_loopback", "load_config", "parse_size",
+    "validate",
 ]

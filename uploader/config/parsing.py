@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import yaml
 
 from .. import units
 from .errors import ConfigError
-from .schema import SIZE_KEYS, Config
+from .schema import SIZE_KEYS, Config, WebhookEndpoint
 from .validation import validate
 
 ENV_PREFIX = "UPLOADER_"
@@ -195,6 +196,8 @@ def coerce(value: Any, kind: Any, key: str) -> Any:
     """``value`` (from YAML, or a string from the environment) as ``kind``."""
     if key in SIZE_KEYS:
         return parse_size(value, key)
+    if key == "webhooks.endpoints":
+        return _endpoints(value, key)
     if typing.get_origin(kind) in (dict, list):
         return _collection(value, kind, key)
     if kind is bool:
@@ -245,3 +248,34 @@ def _collection(value: Any, kind: Any, key: str) -> Any:
     if not isinstance(value, list):
         raise ConfigError(f"{key} must be a list", keys=(key,))
     return [str(v) for v in value]
+
+
+def _endpoints(value: Any, key: str) -> list[WebhookEndpoint]:
+    """From YAML a list of mappings; from the environment a JSON list."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ConfigError(f"{key} must be a JSON list of {{url, secret, events}}",
+                              keys=(key,)) from None
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list of {{url, secret, events}}", keys=(key,))
+    endpoints = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(item, WebhookEndpoint):
+            endpoints.append(item)
+            continue
+        if not isinstance(item, dict) or set(item) - {"url", "secret", "events", "name"}:
+            raise ConfigError(f"{where} must be a mapping of url, secret, events, name",
+                              keys=(key,))
+        events = item.get("events") or []
+        if not isinstance(events, list):
+            raise ConfigError(f"{where}.events must be a list of event types", keys=(key,))
+        endpoints.append(WebhookEndpoint(url=str(item.get("url") or ""),
+                                         secret=str(item.get("secret") or ""),
+                                         events=[str(e) for e in events],
+                                         name=str(item.get("name") or "")))
+    return endpoints

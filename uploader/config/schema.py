@@ -140,6 +140,16 @@ class MergeConfig:
     # only idle CPU and never slows ingest; what it could not fold is merged
     # at complete. 0: folding competes with ingest for CPU.
     fold_nice: int = 0
+    # Where complete's merges run. memory: in the process that answered
+    # complete. redis: as a job on a Redis Stream (locks.redis_url) that any
+    # instance or `uploader worker` takes; needs locks.backend: redis.
+    queue: str = "memory"
+    # With queue redis. embedded: the serving instances take jobs too;
+    # external: only `uploader worker` processes do (merges leave the
+    # instances that serve uploads).
+    workers: str = "embedded"
+    # Jobs from the queue one instance or worker merges at once.
+    concurrency: int = 2
 
 
 @dataclass
@@ -218,6 +228,70 @@ class CorsConfig:
 
 
 @dataclass
+class EventsConfig:
+    # Write lifecycle events to the outbox (the events table) and dispatch them.
+    enabled: bool = True
+    # Redis Streams sink: empty = no stream. Several instances may share it.
+    redis_url: str = ""
+    stream: str = "uploader:events"
+    # XADD ... MAXLEN ~ this many entries (older ones are trimmed).
+    stream_maxlen: int = 100_000
+    # Seconds between outbox polls when nothing wakes the dispatcher sooner
+    # (a change in this process wakes it at once).
+    poll_interval: float = 1.0
+    # Seconds a dispatcher owns the events it claimed; a dead one's claims
+    # are taken over after this.
+    claim_ttl: float = 30.0
+    batch_size: int = 100
+    # Seconds dispatched events (and finished deliveries) stay in the table.
+    retention: float = 7 * 24 * 3600.0
+
+
+@dataclass
+class WebhookEndpoint:
+    url: str
+    # Standard Webhooks secret: "whsec_" + base64 of 24-64 random bytes.
+    secret: str = field(repr=False)
+    # Event types sent to this URL; empty = all.
+    events: list[str] = field(default_factory=list)
+    # Label in metrics and in the deliveries table; default: the URL's host.
+    name: str = ""
+
+    @property
+    def sink(self) -> str:
+        return f"webhook:{self.name}"
+
+    def wants(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
+@dataclass
+class WebhooksConfig:
+    # [{url, secret, events?: [types], name?}]; env: a JSON list.
+    endpoints: list[WebhookEndpoint] = field(default_factory=list)
+    # Seconds one POST may take (connect included); then it counts as failed.
+    timeout: float = 10.0
+    # Seconds from the event on during which failed deliveries are retried;
+    # then the delivery is kept as failed (uploader_events_failed_total).
+    retry_for: float = 24 * 3600.0
+    # First retry delay in seconds; doubles per attempt up to backoff_max.
+    backoff_base: float = 1.0
+    backoff_max: float = 600.0
+    # POSTs in flight at once per instance (a hanging receiver holds one).
+    concurrency: int = 8
+
+
+@dataclass
+class HooksConfig:
+    # Blocking pre-create hook: POSTed before every upload is created; empty = none.
+    pre_create_url: str = ""
+    # Seconds to wait for its answer; no answer in time (or no hook): 503.
+    timeout: float = 5.0
+    # Request headers passed on to the hook (case-insensitive).
+    forward_headers: list[str] = field(default_factory=lambda: ["Authorization", "Cookie"])
+
+
+@dataclass
 class PageConfig:
     # What the browser page accepts before it uploads anything (a convenience
     # for people, not a server-side check). Empty / 0: no restriction.
@@ -258,6 +332,10 @@ class Config:
     cors: CorsConfig = field(default_factory=CorsConfig)
     page: PageConfig = field(default_factory=PageConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
+
+    events: EventsConfig = field(default_factory=EventsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
     @property
     def data_dir(self) -> Path:

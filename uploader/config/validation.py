@@ -8,12 +8,16 @@ say where the offending value was set.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib
 import ipaddress
 import re
 from typing import Iterable
+from urllib.parse import urlsplit
 
 from .. import DISTRIBUTION
+from ..events.model import EVENT_TYPES
 from ..store.dsn import parse_dsn
 from ..units import KiB, MiB
 from .errors import ConfigError
@@ -24,6 +28,7 @@ from .schema import LOCK_BACKENDS, LOG_FORMATS, LOG_LEVELS, Config
 OWNER_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 ORIGIN_RE = re.compile(r"\A(\*|https?://[^/\s?#]+)\Z")
+WEBHOOK_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,47}\Z")
 _FILE_TYPE = re.compile(r"\.[\w.+-]+|[\w.+-]+/(\*|[\w.+-]+)")
 
 # (passed?, message, the keys it is about: the first set by the user is blamed)
@@ -44,6 +49,8 @@ def _all_checks(config: Config) -> Iterable[Check]:
     yield from _backend_checks(config)
     yield from _s3_checks(config)
     yield from _limit_checks(config)
+    yield from _events_checks(config)
+    yield from _webhook_checks(config)
     yield from _link_checks(config)
 
 
@@ -246,3 +253,68 @@ def anonymous_remote_message(host: str) -> str:
     return (f"server.host {host!r} is not a loopback address and auth.enabled is false: "
             f"enable auth (auth.enabled: true with auth.tokens) or set "
             f"auth.allow_anonymous_remote: true")
+
+
+def _http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _events_checks(c: Config) -> Iterable[Check]:
+    """Events, the pre-create hook and the merge queue."""
+    ev, hooks = c.events, c.hooks
+    yield (ev.poll_interval > 0, "events.poll_interval must be > 0", ("events.poll_interval",))
+    yield (ev.claim_ttl >= 1, "events.claim_ttl must be >= 1", ("events.claim_ttl",))
+    yield (ev.batch_size >= 1, "events.batch_size must be >= 1", ("events.batch_size",))
+    yield (ev.stream_maxlen >= 1, "events.stream_maxlen must be >= 1", ("events.stream_maxlen",))
+    yield (ev.retention >= 60, "events.retention must be >= 60", ("events.retention",))
+    yield (bool(ev.stream), "events.stream must not be empty", ("events.stream",))
+    yield (not ev.redis_url or ev.redis_url.startswith(("redis://", "rediss://", "unix://")),
+           "events.redis_url must be a redis:// URL or empty", ("events.redis_url",))
+    yield (not hooks.pre_create_url or _http_url(hooks.pre_create_url),
+           "hooks.pre_create_url must be an http(s) URL or empty", ("hooks.pre_create_url",))
+    yield (hooks.timeout > 0, "hooks.timeout must be > 0", ("hooks.timeout",))
+    merge = c.merge
+    yield (merge.queue in ("memory", "redis"), "merge.queue must be one of: memory, redis",
+           ("merge.queue",))
+    yield (merge.workers in ("embedded", "external"),
+           "merge.workers must be one of: embedded, external", ("merge.workers",))
+    yield (merge.queue != "redis" or c.locks.backend != "memory",
+           "merge.queue redis needs a shared locks.backend (redis, mysql or etcd): one lock "
+           "per upload across instances", ("merge.queue", "locks.backend"))
+    yield (merge.workers == "embedded" or merge.queue == "redis",
+           "merge.workers external needs merge.queue: redis", ("merge.workers", "merge.queue"))
+    yield (merge.concurrency >= 1, "merge.concurrency must be >= 1", ("merge.concurrency",))
+
+
+def _secret_ok(secret: str) -> bool:
+    raw = secret[len("whsec_"):] if secret.startswith("whsec_") else ""
+    try:
+        return 24 <= len(base64.b64decode(raw, validate=True)) <= 64
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _webhook_checks(c: Config) -> Iterable[Check]:
+    wh = c.webhooks
+    yield (wh.timeout > 0, "webhooks.timeout must be > 0", ("webhooks.timeout",))
+    yield (wh.retry_for >= 0, "webhooks.retry_for must be >= 0", ("webhooks.retry_for",))
+    yield (wh.backoff_base > 0, "webhooks.backoff_base must be > 0", ("webhooks.backoff_base",))
+    yield (wh.backoff_max >= wh.backoff_base, "webhooks.backoff_max must be >= backoff_base",
+           ("webhooks.backoff_max", "webhooks.backoff_base"))
+    yield (wh.concurrency >= 1, "webhooks.concurrency must be >= 1", ("webhooks.concurrency",))
+    names: set[str] = set()
+    key = ("webhooks.endpoints",)
+    for i, endpoint in enumerate(wh.endpoints):
+        where = f"webhooks.endpoints[{i}]"
+        if not endpoint.name and _http_url(endpoint.url):
+            endpoint.name = (urlsplit(endpoint.url).netloc or "webhook").replace(":", "_")
+        yield (_http_url(endpoint.url), f"{where}.url must be an http(s) URL", key)
+        yield (_secret_ok(endpoint.secret),
+               f"{where}.secret must be whsec_ followed by base64 of 24-64 bytes", key)
+        yield (all(e in EVENT_TYPES for e in endpoint.events),
+               f"{where}.events must be among: " + ", ".join(EVENT_TYPES), key)
+        yield (bool(WEBHOOK_NAME_RE.match(endpoint.name)),
+               f"{where}.name must be 1-48 letters, digits, '.', '_' or '-'", key)
+        yield (endpoint.name not in names, f"{where}.name {endpoint.name!r} is used twice", key)
+        names.add(endpoint.name)

@@ -48,6 +48,7 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         metrics = self.ctx.metrics
         metrics.set_uploads(await self.ctx.health.upload_counts())
+        await self.ctx.health.outbox()
         self.set_header("Content-Type", metrics.content_type)
         self.finish(metrics.render())
 

@@ -30,9 +30,8 @@ def page_settings(config: Config, features: Features, auth_required: bool) -> di
         "allowed_types": list(config.page.allowed_types),
         "max_files": config.page.max_files,
         "max_total_size": config.page.max_total_size,
-        # Whether init takes {"metadata": {...}} (a folder's relative path).
-        # Not yet: it arrives with the upload-metadata contract.
-        "accepts_metadata": False,
+        # init takes {"metadata": {...}}: folder uploads send their relative path.
+        "accepts_metadata": True,
         "version": __version__,
     }
 

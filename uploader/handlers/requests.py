@@ -14,6 +14,7 @@ from typing import Any
 from .. import parsing
 from ..errors import UploadError
 from ..links import invalid_link
+from ..metadata import check_metadata
 
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_INDEX_DIGITS = 9  # limits.max_chunks is far below a billion
@@ -68,6 +69,7 @@ class InitRequest:
     size: int
     chunk_size: int | None
     md5: str | None
+    metadata: dict[str, str]
 
 
 def init_request(body: bytes) -> InitRequest:
@@ -81,7 +83,8 @@ def init_request(body: bytes) -> InitRequest:
     assert size is not None
     return InitRequest(filename=filename, size=size,
                        chunk_size=int_field(doc, "chunk_size", required=False),
-                       md5=md5_value(doc.get("md5")))
+                       md5=md5_value(doc.get("md5")),
+                       metadata=check_metadata(doc.get("metadata")))
 
 
 def optional_md5_body(body: bytes) -> str | None:

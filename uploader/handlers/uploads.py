@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import __version__
+from ..metadata import filters_from_query
 from . import requests
 from .base import BaseHandler
 
@@ -16,14 +17,16 @@ class InitHandler(BaseHandler):
     async def post(self) -> None:
         req = requests.init_request(self.body())
         upload = await self.service.create(self.owner, filename=req.filename, size=req.size,
-                                           chunk_size=req.chunk_size, md5=req.md5)
+                                           chunk_size=req.chunk_size, md5=req.md5,
+                                           metadata=req.metadata,
+                                           headers=self.request.headers)
         self.set_header("Location", f"/upload/{upload.upload_id}/status")
         self.send_json(self.service.to_json(upload), 201)
 
 
 class StatusHandler(BaseHandler):
     async def get(self, upload_id: str) -> None:
-        upload = await self.service.get(self.owner, upload_id)
+        upload = await self.service.status(self.owner, upload_id)
         self.send_json(self.service.to_json(upload))
 
 
@@ -48,7 +51,9 @@ class ListHandler(BaseHandler):
         statuses = [status for value in self.get_query_arguments("status")
                     for status in value.split(",") if status]
         uploads = await self.service.list(self.owner, statuses=statuses,
-                                          filename=self.get_query_argument("filename", None))
+                                          filename=self.get_query_argument("filename", None),
+                                          metadata=filters_from_query(
+                                              self.request.query_arguments))
         self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
 
 

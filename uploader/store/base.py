@@ -9,9 +9,11 @@ nothing else escapes except programming errors.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
+from ..events.model import Event, OutboxEvent
 from ..models import ChunkRecord, TusState, Upload
+from .outbox import Delivery, OutboxStats
 
 
 class MetadataStore(Protocol):
@@ -29,8 +31,8 @@ class MetadataStore(Protocol):
         """Bring the schema to the newest version; return that version.
         Safe when several processes run it at once."""
 
-    async def create_upload(self, upload: Upload) -> None:
-        ...
+    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
+        """The upload row, its metadata and ``event``, in one unit of work."""
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         """The upload, or None. ``with_chunks`` fills ``received`` and
@@ -38,8 +40,11 @@ class MetadataStore(Protocol):
         per-chunk path uses that)."""
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
-                           filename: str | None = None, limit: int = 100) -> list[Upload]:
-        """The owner's uploads, newest first, each with ``received`` filled."""
+                           filename: str | None = None, limit: int = 100,
+                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
+        """The owner's uploads, newest first, each with ``received`` filled;
+        ``metadata`` keeps those whose metadata has every key with exactly
+        that value (an indexed lookup per key)."""
 
     async def get_chunks(self, upload_id: str) -> list[ChunkRecord]:
         """Chunk records sorted by index."""
@@ -68,13 +73,18 @@ class MetadataStore(Protocol):
 
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
-                           error: dict | None = None) -> bool:
+                           error: dict | None = None, event: Event | None = None,
+                           at: datetime | None = None) -> bool:
         """Publish a merge's outcome only if ``merge_version`` still equals
-        ``version``. False means another merger took over: discard the result."""
+        ``version``. False means another merger took over: discard the result.
+        ``event`` is written in the same transaction, only if it applied;
+        ``at`` (default now) is the new ``updated_at``, the event's time."""
 
     async def set_status(self, upload_id: str, status: str,
-                         from_statuses: Sequence[str]) -> bool:
-        """Change the status if it is one of ``from_statuses``."""
+                         from_statuses: Sequence[str], event: Event | None = None,
+                         at: datetime | None = None) -> bool:
+        """Change the status if it is one of ``from_statuses`` (and write
+        ``event`` with that change, only if it applied)."""
 
     async def update_tus(self, upload_id: str, tus: TusState, *, size: int | None = None,
                          total_chunks: int | None = None) -> bool:
@@ -83,7 +93,7 @@ class MetadataStore(Protocol):
         as activity. False when the upload is no longer in progress."""
 
     async def delete_upload(self, upload_id: str) -> None:
-        """Remove the upload row and all its chunk records."""
+        """Remove the upload row, its chunk records and its metadata."""
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],
                            limit: int = 500) -> list[Upload]:
@@ -104,3 +114,31 @@ class MetadataStore(Protocol):
         """(count, sum of total_size) of uploads ``in_progress`` or ``merging``,
         of one owner or, with None, of everyone: what quotas and the
         free-space reserve are checked against."""
+
+    # -- the events outbox (store/outbox.py) -----------------------------------
+
+    async def claim_events(self, token: str, now: datetime, until: datetime,
+                           limit: int) -> list[OutboxEvent]:
+        """Lease up to ``limit`` undispatched events, oldest first."""
+
+    async def mark_dispatched(self, token: str, seqs: Sequence[int], now: datetime,
+                              deliveries: Sequence[tuple[int, str]]) -> int:
+        """Leased events dispatched, with their pending webhook deliveries."""
+
+    async def claim_deliveries(self, token: str, sinks: Sequence[str], now: datetime,
+                               until: datetime, limit: int) -> list[Delivery]:
+        ...
+
+    async def finish_delivery(self, token: str, seq: int, sink: str, *, state: str,
+                              attempts: int, next_attempt_at: datetime, now: datetime,
+                              error: str | None = None) -> bool:
+        ...
+
+    async def outbox_stats(self) -> OutboxStats:
+        ...
+
+    async def prune_events(self, before: datetime) -> int:
+        ...
+
+    async def events_of(self, upload_id: str) -> list[OutboxEvent]:
+        ...

@@ -4,14 +4,16 @@ rules: ``mysql_pool.py``)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import aiomysql
 
 from ..errors import Unavailable
+from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .dsn import parse_dsn
 from .mysql_pool import DatabaseMissing, MySQLPool, QuietCursor
+from .outbox import OutboxQueries, Tx
 from .rows import dump_error, upload_from_row, upload_params
 from .schema import MYSQL_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
@@ -21,9 +23,26 @@ __all__ = ["DatabaseMissing", "MySQLStore", "parse_dsn"]
 MIGRATE_LOCK = "uploader_migrate"
 MIGRATE_LOCK_WAIT = 30  # seconds GET_LOCK waits for another instance's migration
 
+T = TypeVar("T")
 
-class MySQLStore(SharedQueries):
+
+class _MySQLTx:
+    def __init__(self, cur: aiomysql.Cursor) -> None:
+        self.cur = cur
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(await self.cur.execute(sql, params))
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        await self.cur.execute(sql, params)
+        return list(await self.cur.fetchall())
+
+
+class MySQLStore(SharedQueries, OutboxQueries):
     MARK = "%s"
+    # "=" ignores trailing spaces under PAD SPACE collations (utf8mb4_bin in
+    # MariaDB and MySQL 8): the first test uses the index, the second is exact.
+    VALUE_MATCH = "value = %s AND CAST(value AS BINARY) = CAST(%s AS BINARY)"
 
     def __init__(self, dsn: str, pool_size: int = 10, *, connect_timeout: float = 5.0,
                  query_timeout: float = 30.0) -> None:
@@ -109,9 +128,21 @@ class MySQLStore(SharedQueries):
 
     # -- uploads -----------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
-        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({_marks(15)})",
-                          upload_params(upload))
+    async def _atomic(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        async def run(cur: aiomysql.Cursor) -> T:
+            return await work(_MySQLTx(cur))
+        return await self._run(run, transaction=True)
+
+    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
+        async def work(cur: aiomysql.Cursor) -> None:
+            params = upload_params(upload)
+            await cur.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
+                              f"({_marks(len(params))})", params)
+            if upload.metadata:
+                await cur.executemany(*self._metadata_rows(upload))
+            if event is not None:
+                await self._insert_event(_MySQLTx(cur), event)
+        await self._run(work, transaction=True)
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         async def work(cur: aiomysql.Cursor) -> Upload | None:
@@ -137,8 +168,9 @@ class MySQLStore(SharedQueries):
         return await self._run(work, idempotent=True)
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
-                           filename: str | None = None, limit: int = 100) -> list[Upload]:
-        sql, params = self._list_sql(owner, status, filename, limit)
+                           filename: str | None = None, limit: int = 100,
+                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
+        sql, params = self._list_sql(owner, status, filename, limit, metadata)
 
         async def work(cur: aiomysql.Cursor) -> list[Upload]:
             await cur.execute(sql, params)
@@ -201,25 +233,38 @@ class MySQLStore(SharedQueries):
             return int(row[0]) if row else None
         return await self._run(work, transaction=True)
 
+    async def _change(self, sql: str, params: Sequence[Any], event: Event | None) -> bool:
+        """One conditional UPDATE and, if it applied, its event: together."""
+        if event is None:
+            return await self._write(sql, params) > 0
+
+        async def work(cur: aiomysql.Cursor) -> bool:
+            if not await cur.execute(sql, params):
+                return False
+            await self._insert_event(_MySQLTx(cur), event)
+            return True
+        return await self._run(work, transaction=True)
+
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
-                           error: dict | None = None) -> bool:
-        count = await self._write(
+                           error: dict | None = None, event: Event | None = None,
+                           at: datetime | None = None) -> bool:
+        return await self._change(
             "UPDATE uploads SET status = %s, md5 = COALESCE(%s, md5), storage_key = %s, "
             "last_error = %s, updated_at = %s "
             "WHERE upload_id = %s AND merge_version = %s AND status = 'merging'",
-            (status, md5, storage_key, dump_error(error), utcnow(), upload_id, version))
-        return count > 0
+            (status, md5, storage_key, dump_error(error), at or utcnow(), upload_id, version),
+            event)
 
     async def set_status(self, upload_id: str, status: str,
-                         from_statuses: Sequence[str]) -> bool:
+                         from_statuses: Sequence[str], event: Event | None = None,
+                         at: datetime | None = None) -> bool:
         if not from_statuses:
             return False
-        count = await self._write(
+        return await self._change(
             f"UPDATE uploads SET status = %s, updated_at = %s WHERE upload_id = %s "
             f"AND status IN ({_marks(len(from_statuses))})",
-            (status, utcnow(), upload_id, *from_statuses))
-        return count > 0
+            (status, at or utcnow(), upload_id, *from_statuses), event)
 
     async def delete_upload(self, upload_id: str) -> None:
         async def work(cur: aiomysql.Cursor) -> None:
@@ -228,6 +273,7 @@ class MySQLStore(SharedQueries):
             # cannot deadlock.
             await cur.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
             await cur.execute("DELETE FROM upload_chunks WHERE upload_id = %s", (upload_id,))
+            await cur.execute("DELETE FROM upload_metadata WHERE upload_id = %s", (upload_id,))
         await self._run(work, transaction=True, idempotent=True)
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],

@@ -12,7 +12,8 @@ from ..models import TusState, Upload
 def upload_from_row(row: Sequence[Any], parse_ts: Any = None) -> Upload:
     conv = parse_ts or (lambda v: v)
     (upload_id, owner, filename, size, chunk_size, total_chunks, md5, status,
-     merge_version, storage_key, last_error, created_at, updated_at, backend_state, tus) = row
+     merge_version, storage_key, last_error, created_at, updated_at, backend_state, tus,
+     metadata) = row
     return Upload(
         upload_id=upload_id, owner=owner, filename=filename, size=int(size),
         chunk_size=int(chunk_size), total_chunks=int(total_chunks), md5=md5,
@@ -21,6 +22,7 @@ def upload_from_row(row: Sequence[Any], parse_ts: Any = None) -> Upload:
         created_at=conv(created_at), updated_at=conv(updated_at),
         backend_state=json.loads(backend_state) if backend_state else None,
         tus=TusState.from_json(json.loads(tus)) if tus else None,
+        metadata=json.loads(metadata) if metadata else {},
     )
 
 
@@ -29,7 +31,8 @@ def upload_params(u: Upload, fmt_ts: Any = None) -> tuple[Any, ...]:
     return (u.upload_id, u.owner, u.filename, u.size, u.chunk_size, u.total_chunks, u.md5,
             u.status, u.merge_version, u.storage_key, dump_error(u.error),
             conv(u.created_at), conv(u.updated_at),
-            json.dumps(u.backend_state) if u.backend_state else None, dump_tus(u.tus))
+            json.dumps(u.backend_state) if u.backend_state else None, dump_tus(u.tus),
+            json.dumps(u.metadata, ensure_ascii=False) if u.metadata else None)
 
 
 def dump_tus(tus: TusState | None) -> str | None:

@@ -43,6 +43,52 @@ MYSQL_STEPS: list[list[str]] = [
     [],
     # 4: the tus endpoint's state of an upload (models.TusState) as JSON.
     ["ALTER TABLE uploads ADD COLUMN tus TEXT NULL"],
+    # 5: client metadata. The JSON column is what reads return; the side table
+    # indexes it for GET /uploads?metadata.<key>=<value> (metadata never
+    # changes after init, so the two cannot drift). A prefix of the value is
+    # indexed; the query rechecks it byte for byte.
+    [
+        "ALTER TABLE uploads ADD COLUMN metadata TEXT NULL",
+        """CREATE TABLE IF NOT EXISTS upload_metadata (
+          upload_id CHAR(32)      NOT NULL,
+          owner     VARCHAR(64)   NOT NULL,
+          name      VARCHAR(64)   CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+          value     VARCHAR(2048) NOT NULL,
+          PRIMARY KEY (upload_id, name),
+          KEY upload_metadata_lookup (owner, name, value(191))
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ],
+    # 6: the events outbox (written in the transaction of the change it
+    # reports) and one delivery row per event and webhook endpoint.
+    [
+        """CREATE TABLE IF NOT EXISTS events (
+          seq           BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
+          event_id      CHAR(36)     NOT NULL,
+          type          VARCHAR(32)  NOT NULL,
+          upload_id     CHAR(32)     NOT NULL,
+          occurred_at   DATETIME(6)  NOT NULL,
+          payload       MEDIUMTEXT   NOT NULL,
+          dispatched_at DATETIME(6)  NULL,
+          claim_token   CHAR(32)     NULL,
+          claim_until   DATETIME(6)  NULL,
+          UNIQUE KEY events_event_id (event_id),
+          KEY events_pending (dispatched_at, seq),
+          KEY events_upload (upload_id, seq)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS event_deliveries (
+          seq             BIGINT       NOT NULL,
+          sink            VARCHAR(64)  NOT NULL,
+          state           VARCHAR(16)  NOT NULL,
+          attempts        INT          NOT NULL DEFAULT 0,
+          next_attempt_at DATETIME(6)  NOT NULL,
+          claim_token     CHAR(32)     NULL,
+          claim_until     DATETIME(6)  NULL,
+          last_error      VARCHAR(512) NULL,
+          finished_at     DATETIME(6)  NULL,
+          PRIMARY KEY (seq, sink),
+          KEY event_deliveries_due (state, next_attempt_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -81,9 +127,52 @@ SQLITE_STEPS: list[list[str]] = [
         "(upload_id, received_at)",
     ],
     ["ALTER TABLE uploads ADD COLUMN tus TEXT NULL"],
+    # 5: client metadata (see MYSQL_STEPS 5).
+    [
+        "ALTER TABLE uploads ADD COLUMN metadata TEXT NULL",
+        """CREATE TABLE IF NOT EXISTS upload_metadata (
+          upload_id TEXT NOT NULL,
+          owner     TEXT NOT NULL,
+          name      TEXT NOT NULL,
+          value     TEXT NOT NULL,
+          PRIMARY KEY (upload_id, name)
+        )""",
+        "CREATE INDEX IF NOT EXISTS upload_metadata_lookup ON upload_metadata "
+        "(owner, name, value)",
+    ],
+    # 6: the events outbox (see MYSQL_STEPS 6).
+    [
+        """CREATE TABLE IF NOT EXISTS events (
+          seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+          event_id      TEXT    NOT NULL UNIQUE,
+          type          TEXT    NOT NULL,
+          upload_id     TEXT    NOT NULL,
+          occurred_at   TEXT    NOT NULL,
+          payload       TEXT    NOT NULL,
+          dispatched_at TEXT    NULL,
+          claim_token   TEXT    NULL,
+          claim_until   TEXT    NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_pending ON events (dispatched_at, seq)",
+        "CREATE INDEX IF NOT EXISTS events_upload ON events (upload_id, seq)",
+        """CREATE TABLE IF NOT EXISTS event_deliveries (
+          seq             INTEGER NOT NULL,
+          sink            TEXT    NOT NULL,
+          state           TEXT    NOT NULL,
+          attempts        INTEGER NOT NULL DEFAULT 0,
+          next_attempt_at TEXT    NOT NULL,
+          claim_token     TEXT    NULL,
+          claim_until     TEXT    NULL,
+          last_error      TEXT    NULL,
+          finished_at     TEXT    NULL,
+          PRIMARY KEY (seq, sink)
+        )""",
+        "CREATE INDEX IF NOT EXISTS event_deliveries_due ON event_deliveries "
+        "(state, next_attempt_at)",
+    ],
 ]
 
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "
                   "status, merge_version, storage_key, last_error, created_at, updated_at, "
-                  "backend_state, tus")
+                  "backend_state, tus, metadata")

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..models import IN_PROGRESS, TusState, utcnow
+from ..models import IN_PROGRESS, TusState, Upload, utcnow
 from .rows import dump_tus
 from .schema import UPLOAD_COLUMNS
 
@@ -16,6 +16,10 @@ ID_BATCH = 500  # ids per IN (...) list
 
 class SharedQueries:
     MARK = "?"
+    # An exact (byte for byte) comparison of upload_metadata.value with one
+    # parameter per mark; MySQL overrides it (its collations ignore trailing
+    # spaces in "=").
+    VALUE_MATCH = "value = ?"
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
@@ -40,7 +44,8 @@ class SharedQueries:
         return await self._write(sql, [*params, upload_id, IN_PROGRESS]) > 0
 
     def _list_sql(self, owner: str, status: str | None, filename: str | None,
-                  limit: int) -> tuple[str, list[Any]]:
+                  limit: int, metadata: Mapping[str, str] | None = None
+                  ) -> tuple[str, list[Any]]:
         m = self.MARK
         sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner = {m}"
         params: list[Any] = [owner]
@@ -50,9 +55,22 @@ class SharedQueries:
         if filename:
             sql += f" AND filename = {m}"
             params.append(filename)
+        for name, value in (metadata or {}).items():
+            # Each filter is an index range of upload_metadata (owner, name,
+            # value): the caller's matching uploads, never a scan of them all.
+            sql += (f" AND upload_id IN (SELECT upload_id FROM upload_metadata "
+                    f"WHERE owner = {m} AND name = {m} AND {self.VALUE_MATCH})")
+            params += [owner, name] + [value] * self.VALUE_MATCH.count(m)
         sql += f" ORDER BY created_at DESC LIMIT {m}"
         params.append(limit)
         return sql, params
+
+    def _metadata_rows(self, upload: Upload) -> tuple[str, list[tuple[str, str, str, str]]]:
+        """The INSERT of an upload's indexed metadata, and its rows."""
+        m = self.MARK
+        sql = (f"INSERT INTO upload_metadata (upload_id, owner, name, value) "
+               f"VALUES ({m},{m},{m},{m})")
+        return sql, [(upload.upload_id, upload.owner, k, v) for k, v in upload.metadata.items()]
 
     async def existing_ids(self, upload_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

@@ -10,20 +10,38 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import aiosqlite
 
 from ..errors import Unavailable
+from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
+from .outbox import OutboxQueries, Tx
 from .rows import dump_error, parse_ts, text_to_ts, ts_to_text, upload_from_row, upload_params
 from .schema import SQLITE_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
+T = TypeVar("T")
 
-class SQLiteStore(SharedQueries):
+
+class _SQLiteTx:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.db.execute(sql, params) as cur:
+            return cur.rowcount
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+
+class SQLiteStore(SharedQueries, OutboxQueries):
     MARK = "?"
     _ts = staticmethod(ts_to_text)
 
@@ -31,9 +49,11 @@ class SQLiteStore(SharedQueries):
         self.path = Path(path)
         self._sync = "FULL" if synchronous_full else "NORMAL"
         self._db: aiosqlite.Connection | None = None
-        # One connection: two BEGIN ... COMMIT units must not interleave
-        # ("cannot start a transaction within a transaction").
-        self._unit = asyncio.Lock()
+        # One connection is shared by every task: while one runs a
+        # multi-statement transaction, a statement of another task would join
+        # it (and vanish with its rollback). Every statement takes this lock;
+        # a transaction holds it from BEGIN to COMMIT.
+        self._lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -87,20 +107,47 @@ class SQLiteStore(SharedQueries):
         return current
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self.db.execute(sql, params) as cur:
+        async with self._lock, self.db.execute(sql, params) as cur:
             return await cur.fetchone()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self.db.execute(sql, params) as cur:
+        async with self._lock, self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self.db.execute(sql, params) as cur:
+        async with self._lock, self.db.execute(sql, params) as cur:
             return cur.rowcount
 
-    async def create_upload(self, upload: Upload) -> None:
-        await self._write(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                          f"(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", upload_params(upload, ts_to_text))
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One unit of work: IMMEDIATE takes the write lock up front, so the
+        statements inside see and change one state."""
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _atomic(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        async with self._transaction() as db:
+            return await work(_SQLiteTx(db))
+
+    def _parse_ts(self, value: Any) -> Any:
+        return text_to_ts(value)
+
+    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
+        async with self._transaction() as db:
+            params = upload_params(upload, ts_to_text)
+            await db.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
+                             f"({','.join('?' * len(params))})", params)
+            if upload.metadata:
+                await db.executemany(*self._metadata_rows(upload))
+            if event is not None:
+                await self._insert_event(_SQLiteTx(db), event)
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
         # One row back instead of one per chunk: the indices come as one
@@ -125,8 +172,9 @@ class SQLiteStore(SharedQueries):
         return await self._fill_chunks(upload) if with_chunks else upload
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
-                           filename: str | None = None, limit: int = 100) -> list[Upload]:
-        sql, params = self._list_sql(owner, status, filename, limit)
+                           filename: str | None = None, limit: int = 100,
+                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
+        sql, params = self._list_sql(owner, status, filename, limit, metadata)
         uploads = [upload_from_row(r, text_to_ts) for r in await self._all(sql, params)]
         return [await self._fill_chunks(u) for u in uploads]
 
@@ -164,57 +212,52 @@ class SQLiteStore(SharedQueries):
 
     async def begin_merge(self, upload_id: str, from_statuses: Sequence[str]) -> int | None:
         marks = ",".join("?" * len(from_statuses))
-        db = self.db
-        async with self._unit:
-            return await self._begin_merge(db, upload_id, from_statuses, marks)
-
-    async def _begin_merge(self, db: aiosqlite.Connection, upload_id: str,
-                           from_statuses: Sequence[str], marks: str) -> int | None:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            count = await self._write(
+        async with self._transaction() as db:
+            tx = _SQLiteTx(db)
+            count = await tx.run(
                 f"UPDATE uploads SET status = 'merging', merge_version = merge_version + 1, "
                 f"updated_at = ? WHERE upload_id = ? AND status IN ({marks})",
                 (ts_to_text(utcnow()), upload_id, *from_statuses))
-            row = await self._one("SELECT merge_version FROM uploads WHERE upload_id = ?",
-                                  (upload_id,)) if count else None
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        return int(row[0]) if row else None
+            rows = await tx.rows("SELECT merge_version FROM uploads WHERE upload_id = ?",
+                                 (upload_id,)) if count else []
+        return int(rows[0][0]) if rows else None
+
+    async def _change(self, sql: str, params: Sequence[Any], event: Event | None) -> bool:
+        """One conditional UPDATE and, if it applied, its event: together."""
+        if event is None:
+            return await self._write(sql, params) > 0
+        async with self._transaction() as db:
+            tx = _SQLiteTx(db)
+            if not await tx.run(sql, params):
+                return False
+            await self._insert_event(tx, event)
+            return True
 
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
-                           error: dict | None = None) -> bool:
-        count = await self._write(
+                           error: dict | None = None, event: Event | None = None,
+                           at: datetime | None = None) -> bool:
+        return await self._change(
             "UPDATE uploads SET status = ?, md5 = COALESCE(?, md5), storage_key = ?, "
             "last_error = ?, updated_at = ? WHERE upload_id = ? AND merge_version = ? "
             "AND status = 'merging'",
-            (status, md5, storage_key, dump_error(error), ts_to_text(utcnow()), upload_id,
-             version))
-        return count > 0
+            (status, md5, storage_key, dump_error(error), ts_to_text(at or utcnow()), upload_id,
+             version), event)
 
     async def set_status(self, upload_id: str, status: str,
-                         from_statuses: Sequence[str]) -> bool:
+                         from_statuses: Sequence[str], event: Event | None = None,
+                         at: datetime | None = None) -> bool:
         marks = ",".join("?" * len(from_statuses))
-        count = await self._write(
+        return await self._change(
             f"UPDATE uploads SET status = ?, updated_at = ? WHERE upload_id = ? "
             f"AND status IN ({marks})",
-            (status, ts_to_text(utcnow()), upload_id, *from_statuses))
-        return count > 0
+            (status, ts_to_text(at or utcnow()), upload_id, *from_statuses), event)
 
     async def delete_upload(self, upload_id: str) -> None:
-        db = self.db
-        async with self._unit:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
-                await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
+            await db.execute("DELETE FROM upload_metadata WHERE upload_id = ?", (upload_id,))
+            await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],
                            limit: int = 500) -> list[Upload]:

@@ -115,10 +115,11 @@ class TusService:
             raise UploadError("too_large", "file is larger than the server accepts",
                               max_file_size=self.max_size)
         filename = metadata.get("filename") or metadata.get("name") or "file"
-        # (The other keys go to the upload's metadata once that field exists:
-        # the events work adds it to create(); until then HEAD echoes them.)
-        upload = await self.service.create(owner, filename=filename, size=length or 0,
-                                           chunk_size=self.chunk_size_for(length), tus=state)
+        # The other keys are the upload's metadata (bounded: 400 beyond);
+        # HEAD echoes the header as sent.
+        upload = await self.service.create(
+            owner, filename=filename, size=length or 0, chunk_size=self.chunk_size_for(length),
+            metadata={k: v for k, v in metadata.items() if k != "filename"}, tus=state)
         if concat == "final":
             # Merged at once; the partials go only once the final is completed.
             upload, finished = await self.service.complete(owner, upload.upload_id, None)
