@@ -25,7 +25,8 @@ from .client import Conn
 from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
-KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks"]
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks",
+         "s3"]
 GiB = 1 << 30
 
 
@@ -34,11 +35,11 @@ def plan(quick: bool) -> dict:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
-                "tus_size": 32 * MiB, "lock_pairs": 100}
+                "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "tus_size": GiB, "lock_pairs": 1000}
+            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -111,7 +112,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     server = None
     try:
         dsn = create_mysql_db(db) if db else None
-        biggest = max([p["ingest_size"], p["tus_size"]] + [s for _, s in p["complete"]])
+        biggest = max([p["ingest_size"], p["tus_size"], p["s3_size"]]
+                      + [s for _, s in p["complete"]])
         make_data(tmp / "data.bin", biggest)
         extra = dict(kv.split("=", 1) for kv in args.env)
         server = uploader_server(tmp, mysql_dsn=dsn,
@@ -139,6 +141,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
             await locks()
         if "tus_ingest" in kinds:
             for fig in await tus_figures(ctx, args, tus_runs, ours_tus, log):
+                emit(fig)
+        if "s3" in kinds:
+            for fig in await s3_figures(ctx, p["s3_size"], log):
                 emit(fig)
     finally:
         if server is not None:
@@ -192,6 +197,18 @@ async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, 
              "peer_cpu_pct": other and other["server_cpu_pct"],
              "peer_runs": other and other["runs"]}, note=note))
     return figures
+
+
+async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Proxy vs direct through moto, page-like (bench/s3_upload.py)."""
+    from .s3_upload import s3_figures as measure
+    try:
+        return await measure(ctx.tmp, ctx.data, size, 8 * MiB, 4, ctx.runs, log)
+    except FileNotFoundError as exc:  # moto is in the test extra only
+        log(f"s3 figures skipped: {exc}")
+        label = f"4x8MiB {size // MiB}MiB"
+        return [Figure(f"s3_direct {label}", "MB/s", None, "proxy MB/s", None,
+                       note="skipped (no moto_server)")]
 
 
 def main() -> int:

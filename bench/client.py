@@ -40,12 +40,14 @@ class Conn:
 
     async def request(self, method: str, path: str, body: bytes = b"", *,
                       file: IO[bytes] | None = None, offset: int = 0,
-                      count: int = 0) -> tuple[int, bytes]:
+                      count: int = 0, headers: dict[str, str] | None = None
+                      ) -> tuple[int, bytes]:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
         length = count if file is not None else len(body)
-        head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}"
                 f"Content-Length: {length}\r\n\r\n").encode()
         if file is not None:
             self.writer.write(head)

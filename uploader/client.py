@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import random
+import re
 import select
 import socket
 import ssl
@@ -38,6 +39,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
 KiB, MiB = 1 << 10, 1 << 20
 DEFAULT_CHUNK_SIZE = 8 * MiB
+PART_URL_BATCH = 16          # direct mode: presigned URLs asked for at once (server max 100)
 MAX_CHUNKS = 10_000          # server default limits.max_chunks
 MAX_CHUNK_SIZE = 64 * MiB    # server default limits.chunk_size_max
 _READ = 1 * MiB              # piece size for streaming hashes and downloads
@@ -56,14 +58,18 @@ class UploadClientError(Exception):
     (0 when no response came), the ``message`` and the error's other fields."""
 
     def __init__(self, code: str, status: int, message: str,
-                 details: dict[str, Any] | None = None, retry_after: float | None = None) -> None:
+                 details: dict[str, Any] | None = None, retry_after: float | None = None,
+                 retryable: bool | None = None) -> None:
         super().__init__(f"{code} ({status}): {message}" if status else f"{code}: {message}")
         self.code, self.status, self.message = code, status, message
         self.details = details or {}
         self.retry_after = retry_after
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
+        if self._retryable is not None:  # known better where it was raised
+            return self._retryable
         # As the wire format says: network errors, 5xx, 429, and 409 "conflict"
         # (a merge is running); never another 4xx, which would fail the same way,
         # nor a certificate the client does not trust ("tls").
@@ -175,8 +181,11 @@ def _transport_error(what: str, exc: BaseException) -> "UploadClientError":
 
 
 class _Local(threading.local):
-    conn: http.client.HTTPConnection | None = None
-    buf: bytearray | None = None
+    def __init__(self) -> None:
+        # This thread's keep-alive connection to each origin (by _Origin.key):
+        # the server, and in direct mode the object store.
+        self.conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+        self.buf: bytearray | None = None
 
 
 class UploadClient:
@@ -196,7 +205,7 @@ class UploadClient:
         self.token, self.parallel, self.chunk_size = token, max(1, parallel), chunk_size
         self.retries, self.timeout = retries, timeout
         self.backoff, self.backoff_max, self.merge_timeout = backoff, backoff_max, merge_timeout
-        self._local = _Local()  # one keep-alive connection (and chunk buffer) per thread
+        self._local = _Local()  # keep-alive connections (and a chunk buffer) per thread
         # Every open connection, whichever thread owns it, so close() can close
         # them all; the worker pool lives as long as the client so its
         # connections are kept alive from one file to the next.
@@ -228,8 +237,8 @@ class UploadClient:
             self._tls = tls_context(self.cacert)
         return self._tls
 
-    def _connect(self) -> http.client.HTTPConnection:
-        conn = self._origin.connect(self.timeout)
+    def _connect(self, origin: _Origin) -> http.client.HTTPConnection:
+        conn = origin.connect(self.timeout)
         with self._lock:
             self._conns.add(conn)
         return conn
@@ -246,38 +255,62 @@ class UploadClient:
     def _once(self, method: str, route: str, body: Any = None,
               headers: dict[str, str] | None = None, cancel: threading.Event | None = None,
               *, expect_continue: bool = False) -> tuple[int, http.client.HTTPResponse]:
-        """One request on this thread's connection; the caller reads the body.
-        A keep-alive connection the server closed while idle fails on first
-        use; that is not a real failure, so it is retried at once on a fresh
-        connection, outside the backoff (unless ``cancel`` is set: then the
-        connection was cut on purpose). ``expect_continue``: see
-        :func:`_request_expecting_continue`."""
+        """One request to the server on this thread's connection; the caller
+        reads the body. ``expect_continue``: see :func:`_request_expecting_continue`."""
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
             hdrs["Authorization"] = f"Bearer {self.token}"
-        if self._local.conn is not None and self._local.conn not in self._conns:
-            self._local.conn = None  # closed by close(): open a new, registered one
+        return self._exchange(self._origin, method, self._url.path + route, body, hdrs,
+                              cancel, what=f"{method} {route}", expect_continue=expect_continue)
+
+    def _foreign(self, method: str, url: str, body: Any = None,
+                 headers: dict[str, str] | None = None, cancel: threading.Event | None = None
+                 ) -> tuple[int, http.client.HTTPResponse]:
+        """One request to another origin (a presigned URL of the object store)
+        on this thread's keep-alive connection to it; never with our token,
+        which is for the server alone."""
+        parts = urllib.parse.urlsplit(url)
+        try:
+            origin = _Origin(parts, self._tls_context)
+        except ValueError as exc:
+            raise UploadClientError("http_error", 0, f"refused URL: {exc}") from None
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Never the query in a message: it carries the URL's signature.
+        return self._exchange(origin, method, path, body, dict(headers or {}), cancel,
+                              what=f"{method} {parts.scheme}://{parts.netloc}{parts.path}")
+
+    def _exchange(self, origin: _Origin, method: str, path: str, body: Any,
+                  headers: dict[str, str], cancel: threading.Event | None, *, what: str,
+                  expect_continue: bool = False) -> tuple[int, http.client.HTTPResponse]:
+        """A keep-alive connection the peer closed while idle fails on first
+        use; that is not a real failure, so it is retried at once on a fresh
+        connection, outside the backoff (unless ``cancel`` is set: then the
+        connection was cut on purpose)."""
+        conns = self._local.conns
+        if origin.key in conns and conns[origin.key] not in self._conns:
+            del conns[origin.key]  # closed by close(): open a new, registered one
         for fresh in (False, True):
-            reused = self._local.conn is not None and not fresh
-            if self._local.conn is None or fresh:
-                self._close()
-                self._local.conn = self._connect()
-            conn = self._local.conn
-            target, extra = self._origin.target(self._url.path + route)
+            reused = origin.key in conns and not fresh
+            if origin.key not in conns or fresh:
+                self._close(origin)
+                conns[origin.key] = self._connect(origin)
+            conn = conns[origin.key]
+            target, extra = origin.target(path)
             try:
                 if expect_continue and not isinstance(conn, http.client.HTTPSConnection):
-                    _request_expecting_continue(conn, method, target, body, {**hdrs, **extra})
+                    _request_expecting_continue(conn, method, target, body,
+                                                {**headers, **extra})
                 else:
-                    conn.request(method, target, body=body, headers={**hdrs, **extra})
+                    conn.request(method, target, body=body, headers={**headers, **extra})
                 resp = conn.getresponse()
                 return resp.status, resp
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._close()
+                self._close(origin)
                 if not reused or (cancel is not None and cancel.is_set()):
-                    raise _transport_error(f"{method} {route}", exc) from exc
+                    raise _transport_error(what, exc) from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._close()
-                raise _transport_error(f"{method} {route}", exc) from exc
+                self._close(origin)
+                raise _transport_error(what, exc) from exc
         raise AssertionError("unreachable")
 
     def _get(self, route: str, headers: dict[str, str]
@@ -329,8 +362,9 @@ class UploadClient:
             raise _transport_error(f"{method} {parts.scheme}://{parts.netloc}", exc) from exc
         return resp.status, resp, done
 
-    def _close(self) -> None:
-        conn, self._local.conn = self._local.conn, None
+    def _close(self, origin: _Origin | None = None) -> None:
+        """Drop this thread's connection to ``origin`` (the server's by default)."""
+        conn = self._local.conns.pop((origin or self._origin).key, None)
         if conn is not None:
             conn.close()
             with self._lock:
@@ -394,6 +428,13 @@ class UploadClient:
     def delete(self, upload_id: str) -> None:
         self._json("DELETE", f"/upload/{_q(upload_id)}", ok=(204,))
 
+    def link(self, upload_id: str, expires_in: int | None = None) -> str:
+        """An absolute URL that downloads the completed upload without the
+        token until it expires (the server's ``links.expiry`` at most)."""
+        query = f"?expires_in={int(expires_in)}" if expires_in else ""
+        doc = self._json("GET", f"/upload/{_q(upload_id)}/link{query}")[1]
+        return urllib.parse.urljoin(self.base_url + "/", doc["url"].lstrip("/"))
+
     def list(self, status: str | None = None, filename: str | None = None) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({k: v for k, v in (("status", status), ("filename", filename))
                                         if v is not None})
@@ -442,7 +483,8 @@ class UploadClient:
             missing = sorted(set(range(upload["total_chunks"])) - set(upload["received"]))
             note(f"upload {upload['upload_id']}: {upload['total_chunks'] - len(missing)}"
                  f"/{upload['total_chunks']} chunks on the server, sending {len(missing)}")
-            self._send_chunks(path, upload, missing, progress, size, note)
+            send = self._send_direct if upload.get("direct") else self._send_chunks
+            send(path, upload, missing, progress, size, note)
             now = os.stat(path)
             if (now.st_mtime_ns, now.st_size) != (st.st_mtime_ns, size):
                 raise UploadClientError("changed", 0, f"{path} changed during the upload")
@@ -555,6 +597,99 @@ class UploadClient:
             raise
         finally:
             failed.set()  # on error or Ctrl-C: no new chunks; the running ones end
+            for fut in futures:
+                fut.cancel()
+            wait(futures)
+            os.close(fd)
+
+    def _send_direct(self, path: str, upload: dict[str, Any], missing: Sequence[int],
+                     progress: Progress | None, size: int, note: Callable[[str], None]) -> None:
+        """Direct mode: every chunk goes to the object store through a
+        presigned URL, none through the server. This thread hashes the
+        missing chunks in order and hands them to the workers, a window
+        ahead, so that URLs are asked for in batches of the chunks waiting
+        (and the same chunk's bytes are read again to send them)."""
+        chunk_size = upload["chunk_size"]
+        urls = _PartUrls(self, upload["upload_id"])
+        lock, failed = threading.Lock(), threading.Event()
+        waiting: dict[int, str] = {}  # hashed and handed over, not yet being sent
+        room = threading.Semaphore(self.parallel + PART_URL_BATCH)
+        sent = [size - sum(min(chunk_size, size - i * chunk_size) for i in missing)]
+        if progress:
+            progress(sent[0], size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+        def ahead() -> list[tuple[int, str]]:
+            with lock:
+                return list(waiting.items())
+
+        def one(index: int, md5: str) -> None:
+            held = [True]  # this chunk's room in the window, given back once
+
+            def free() -> None:
+                if held.pop() if held else False:
+                    room.release()
+            try:
+                with lock:
+                    waiting.pop(index, None)
+                if failed.is_set():
+                    return
+                length = min(chunk_size, size - index * chunk_size)
+                if self._local.buf is None or len(self._local.buf) < chunk_size:
+                    self._local.buf = bytearray(chunk_size)
+                view = memoryview(self._local.buf)[:length]
+                _pread_into(fd, view, index * chunk_size)
+
+                def put() -> None:
+                    part = urls.get(index, md5, ahead)
+                    status, resp = self._foreign(part["method"], part["url"], view,
+                                                 {**part["headers"], "Content-Length": str(length)},
+                                                 cancel=failed)
+                    data = resp.read()
+                    if status == 200:
+                        return
+                    if status == 403:
+                        urls.drop(index)  # expired (or the clock is off): a new one next time
+                    raise _store_error(status, data, index)
+                self._retrying(put, note, cancel=failed)
+                free()  # before the progress callback, which may take its time
+                if progress:
+                    with lock:
+                        sent[0] += length
+                        progress(sent[0], size)
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                free()
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="upload")
+            pool = self._pool
+        futures = []
+        buf = bytearray(chunk_size)
+        try:
+            for index in missing:
+                room.acquire()
+                if failed.is_set():
+                    break
+                view = memoryview(buf)[:min(chunk_size, size - index * chunk_size)]
+                _pread_into(fd, view, index * chunk_size)
+                md5 = hashlib.md5(view).hexdigest()
+                with lock:
+                    waiting[index] = md5
+                futures.append(pool.submit(one, index, md5))
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+        except KeyboardInterrupt:
+            failed.set()
+            self._abort_connections()  # a part cut mid-body is not stored
+            raise
+        finally:
+            failed.set()
             for fut in futures:
                 fut.cancel()
             wait(futures)
@@ -707,3 +842,60 @@ def _md5_file(path: str, box: dict[str, Any]) -> None:
         box["md5"] = md5.hexdigest()
     except Exception as exc:  # handed to the uploading thread
         box["error"] = exc
+
+
+class _PartUrls:
+    """Presigned part URLs of one direct upload: asked for in batches (the
+    chunk needed now plus those hashed and waiting) and renewed before they
+    expire, by the ``expires_in`` the server gives. One fetch at a time: a
+    worker that needs a URL of the batch being fetched waits for it."""
+
+    def __init__(self, client: UploadClient, upload_id: str) -> None:
+        self._client, self._route = client, f"/upload/{_q(upload_id)}/urls"
+        self._lock = threading.Lock()
+        self._cache: dict[int, tuple[str, float, dict[str, Any]]] = {}  # index -> md5, until, part
+
+    def _fresh(self, index: int, md5: str) -> dict[str, Any] | None:
+        hit = self._cache.get(index)
+        return hit[2] if hit and hit[0] == md5 and time.monotonic() < hit[1] else None
+
+    def get(self, index: int, md5: str,
+            ahead: Callable[[], list[tuple[int, str]]]) -> dict[str, Any]:
+        with self._lock:
+            part = self._fresh(index, md5)
+            if part is not None:
+                return part
+            want = [(index, md5)] + [(i, m) for i, m in ahead()
+                                     if i != index and self._fresh(i, m) is None]
+            want = want[:PART_URL_BATCH]
+            asked = time.monotonic()
+            _, doc = self._client._json("POST", self._route, {
+                "parts": [{"index": i, "md5": m} for i, m in want]})
+            md5s = dict(want)
+            for part in doc["parts"]:
+                life = float(part["expires_in"])
+                # Used before its end, with room for a slow start of the PUT.
+                until = asked + life - min(30.0, life / 4)
+                self._cache[int(part["index"])] = (md5s[int(part["index"])], until, part)
+            return self._cache[index][2]
+
+    def drop(self, index: int) -> None:
+        with self._lock:
+            self._cache.pop(index, None)
+
+
+def _store_error(status: int, body: bytes, index: int) -> UploadClientError:
+    """An object store's refusal of a part PUT (an S3 XML error)."""
+    code = re.search(rb"<Code>([^<]{1,100})</Code>", body)
+    store_code = code.group(1).decode("utf-8", "replace") if code else str(status)
+    message = f"object store refused chunk {index}: {store_code}"
+    if store_code in ("BadDigest", "InvalidDigest"):
+        return UploadClientError("changed", status, f"chunk {index} changed during the upload",
+                                 {"store_code": store_code}, retryable=False)
+    if store_code in ("NoSuchUpload", "NoSuchKey"):
+        return UploadClientError("conflict", status, message + " (the upload is closed there)",
+                                 {"store_code": store_code}, retryable=False)
+    # 403: the URL expired or the clocks disagree (a new URL is asked for);
+    # 5xx, SlowDown: the store is busy. Anything else is a refusal.
+    return UploadClientError("store_error", status, message, {"store_code": store_code},
+                             retryable=status == 403 or status >= 500 or status == 429)

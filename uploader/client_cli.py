@@ -1,5 +1,5 @@
-"""Command-line client: ``upload``, ``status``, ``download``, ``list`` and
-``delete`` subcommands.
+"""Command-line client: ``upload``, ``status``, ``download``, ``list``,
+``delete`` and ``link`` subcommands.
 
 ``add_client_commands(subparsers)`` plugs them into the server's ``uploader``
 command; ``main()`` runs them alone. Like :mod:`uploader.client`, this needs
@@ -263,6 +263,17 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_link(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client:
+            url = client.link(args.upload_id, args.expires_in)
+    except UploadClientError as exc:
+        _fail(args.upload_id, exc)
+        return EXIT_FAILED
+    _emit(args, {"upload_id": args.upload_id, "url": url}, url)
+    return EXIT_OK
+
+
 def _download(client: UploadClient, args: argparse.Namespace, meta: dict[str, Any],
               dest: str) -> None:
     bar = make_bar(meta["size"], os.path.basename(dest), args.quiet)
@@ -329,6 +340,13 @@ def add_client_commands(subparsers: Any) -> None:
                                help="delete uploads: cancel unfinished ones, remove finished files")
     rm.add_argument("upload_ids", nargs="+", metavar="ID")
     rm.set_defaults(func=cmd_delete)
+
+    ln = subparsers.add_parser("link", parents=[common],
+                               help="print a download URL that needs no token (it expires)")
+    ln.add_argument("upload_id", metavar="ID")
+    ln.add_argument("--expires-in", type=_positive, metavar="SECONDS",
+                    help="how long it stays valid (default and maximum: the server's links.expiry)")
+    ln.set_defaults(func=cmd_link)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import UploadError
 from .models import IN_PROGRESS, ChunkRecord, Upload
@@ -17,15 +17,31 @@ from .store.base import MetadataStore
 _MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 
 
-async def presign_chunk(storage: PresignedUploads, upload: Upload, index: int,
-                        md5: str | None) -> dict[str, Any]:
+# Parts one POST /upload/{id}/urls may presign: bounds the work and the
+# answer of one request; clients ask for a window ahead of what they send.
+MAX_PART_URLS = 100
+
+
+async def presign_parts(storage: PresignedUploads, upload: Upload,
+                        parts: Sequence[tuple[int, str | None]]) -> list[dict[str, Any]]:
+    """One ``{"index", "size", "url", "method", "headers", "expires_in"}`` per
+    (index, md5). Refused once the upload no longer takes chunks: merging
+    (409, retryable: the merge may fail and reopen it), completed or aborted,
+    or its multipart upload already assembled or gone (409, final)."""
     if upload.status != IN_PROGRESS:
         raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
-    if not 0 <= index < upload.total_chunks:
-        raise UploadError("invalid_request", "index out of range",
-                          total_chunks=upload.total_chunks)
-    doc = await storage.presign_part(upload, index, md5)
-    return {"index": index, "size": upload.chunk_length(index), **doc}
+    for index, _ in parts:
+        if not 0 <= index < upload.total_chunks:
+            raise UploadError("invalid_request", "index out of range", index=index,
+                              total_chunks=upload.total_chunks)
+    # A direct merge assembles the object before it can hash it: after a
+    # refused MD5 the upload is in_progress again but takes no more parts.
+    if not await storage.parts_open(upload):
+        raise UploadError("conflict", "the object store no longer takes parts for this upload "
+                          "(already assembled or removed): start a new upload",
+                          status=upload.status, retryable=False)
+    return [{"index": index, "size": upload.chunk_length(index),
+             **await storage.presign_part(upload, index, md5)} for index, md5 in parts]
 
 
 async def sync_parts(store: MetadataStore, storage: PresignedUploads, upload: Upload) -> Upload:

@@ -55,6 +55,9 @@ class Metrics:
             registry=r)
         self.chunks_written = Counter("uploader_chunks_written",
                                       "Chunks stored and recorded (answered 200)", registry=r)
+        self.part_urls = Counter(
+            "uploader_part_urls_signed", "Presigned part URLs handed out (direct mode: chunk "
+            "bytes then go to the object store, not through this server)", registry=r)
         self.chunk_duration = Histogram(
             "uploader_chunk_duration_seconds", "Duration of successful chunk PUTs, first byte "
             "of the request to the recorded answer", buckets=_SECONDS, registry=r)

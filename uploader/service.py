@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from concurrent.futures import Executor
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 from . import direct_uploads as direct
@@ -20,12 +21,13 @@ from .events import model as events
 from .events.recorder import EventLog
 from .features import Features
 from .hooks import PreCreateHook
+from .links import invalid_link, links_from_config
 from .locks.base import LockTimeout
 from .locks.names import UploadLocks
 from .merging import Merges, check_complete
 from .metadata import check_metadata
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, STATUSES, ChunkRecord,
-                     TusState, Upload, chunk_count, utcnow)
+                     TusState, Upload, chunk_count, isoformat, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
@@ -51,6 +53,7 @@ class UploadService:
         # The blocking pre-create hook, when hooks.pre_create_url is set.
         self.pre_create: PreCreateHook | None = None
         self.quota = QuotaGuard(config, store, features.space)
+        self.links = links_from_config(config)
         # Immutable metadata (owner, sizes) of in_progress uploads seen here,
         # so a chunk PUT needs no lookup before its body: the status is checked
         # atomically by record_chunk anyway. Evicted on any change seen here.
@@ -258,12 +261,16 @@ class UploadService:
             raise not_found(upload_id)
         return count
 
-    async def presign_chunk(self, owner: str, upload_id: str, index: int,
-                            md5: str | None) -> dict[str, Any]:
+    async def presign_parts(self, owner: str, upload_id: str,
+                            parts: Sequence[tuple[int, str | None]]
+                            ) -> Sequence[dict[str, Any]]:
+        """Presigned PUT URLs of these (index, md5) chunks (direct mode)."""
         if self.features.direct is None:
             raise UploadError("not_found", "direct uploads are not enabled")
         upload = await self.get(owner, upload_id, with_chunks=False)
-        return await direct.presign_chunk(self.features.direct, upload, index, md5)
+        if self.merges.running(upload_id):
+            upload = upload.replace(status=MERGING)  # merging here, not yet recorded
+        return await direct.presign_parts(self.features.direct, upload, parts)
 
     # -- complete ----------------------------------------------------------
 
@@ -327,13 +334,35 @@ class UploadService:
         await self.store.delete_upload(upload.upload_id)
 
     async def open_download(self, owner: str, upload_id: str) -> tuple[Upload, int]:
-        upload = await self.get(owner, upload_id, with_chunks=False)
+        return await self._open_completed(await self.get(owner, upload_id, with_chunks=False))
+
+    async def _open_completed(self, upload: Upload) -> tuple[Upload, int]:
         if upload.status != COMPLETED or not upload.storage_key:
-            raise not_found(upload_id)
+            raise not_found(upload.upload_id)
         size = await self.storage.file_size(upload.storage_key)
         if size is None:
             size = await self.merges.republish(upload)
         return upload, size
+
+    async def download_link(self, owner: str, upload_id: str,
+                            expires_in: int | None) -> dict[str, Any]:
+        """A link to the completed file that needs no bearer token until it
+        expires (links.py says what it is bound to)."""
+        upload, _ = await self.open_download(owner, upload_id)
+        link = self.links.sign(upload_id, owner, expires_in)
+        return {"url": f"/files/{upload_id}?expires={link.expires}&signature={link.signature}",
+                "expires_in": link.expires_in,
+                "expires_at": isoformat(datetime.fromtimestamp(link.expires, timezone.utc))}
+
+    async def open_link(self, upload_id: str, expires: int,
+                        signature: str) -> tuple[Upload, int]:
+        """The upload a signed link opens (as open_download does for its owner)."""
+        upload = await self.store.get_upload(upload_id, with_chunks=False) \
+            if is_upload_id(upload_id) else None
+        if upload is None:
+            raise invalid_link()  # as for a forged link: existence is not leaked
+        self.links.check(upload_id, upload.owner, expires, signature)
+        return await self._open_completed(upload)
 
     async def download_url(self, upload: Upload, content_disposition: str) -> str | None:
         """Where to redirect a download (a presigned object URL), or None."""

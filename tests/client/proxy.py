@@ -1,20 +1,29 @@
 """A small HTTP/1.1-aware TCP proxy placed between the client under test and
-the real server.
+the real server (or the real S3 server, moto, in direct mode).
 
 The proxy is a fake on purpose and only for what a real server cannot be made to do
-on demand: drop a connection mid-request (retry tests), and hold one chunk PUT
-forever so a CLI run can be killed at an exact point (resume test). It also
+on demand: drop a connection mid-request (retry tests), hold one chunk PUT
+forever so a CLI run can be killed at an exact point (resume test), and refuse
+an expired presigned URL as S3 does (moto does not check expiry). It also
 logs every request it forwards, which is how the tests count the chunks a run
 really sent. Everything else is relayed byte for byte to the real server.
+
+A "chunk PUT" is a PUT to the server's ``/chunk?index=N`` or a presigned S3
+part PUT (``?partNumber=N+1&...&X-Amz-Signature=...``).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
+
+EXPIRED = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>"
+           b"<Message>Request has expired</Message></Error>")
 
 
 @dataclass
@@ -25,21 +34,43 @@ class Logged:
     body: int = 0  # request body bytes relayed to the server
 
     @property
+    def query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                .items()}
+
+    @property
     def chunk_index(self) -> int | None:
-        url = urllib.parse.urlsplit(self.path)
-        if self.method != "PUT" or not url.path.endswith("/chunk"):
+        if self.method != "PUT":
             return None
-        return int(urllib.parse.parse_qs(url.query)["index"][0])
+        if urllib.parse.urlsplit(self.path).path.endswith("/chunk"):
+            return int(self.query["index"])
+        if "partNumber" in self.query and "X-Amz-Signature" in self.query:
+            return int(self.query["partNumber"]) - 1
+        return None
+
+    @property
+    def signed_at(self) -> float | None:
+        """When a presigned URL was signed (its X-Amz-Date), Unix time."""
+        stamp = self.query.get("X-Amz-Date")
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=timezone.utc).timestamp() if stamp else None
+
+    def expired(self, now: float) -> bool:
+        """S3's rule: a presigned request after X-Amz-Date + X-Amz-Expires is refused."""
+        signed = self.signed_at
+        return signed is not None and now > signed + int(self.query.get("X-Amz-Expires", "0"))
 
 
 class ChunkProxy:
     def __init__(self, upstream_port: int, *, drop_puts: int = 0,
-                 admit_puts: int | None = None) -> None:
+                 admit_puts: int | None = None, enforce_expiry: bool = False) -> None:
         """``drop_puts``: close the first N chunk PUT connections without an answer.
         ``admit_puts``: forward only the first N chunk PUTs; hold every later one
-        (no answer, connection kept open) until :meth:`close`."""
+        (no answer, connection kept open) until :meth:`close`.
+        ``enforce_expiry``: answer an expired presigned request 403 as S3 does."""
         self.upstream_port = upstream_port
         self.drop_puts, self.admit_puts = drop_puts, admit_puts
+        self.enforce_expiry = enforce_expiry
         self.log: list[Logged] = []
         self.cond = threading.Condition()
         self._release = threading.Event()
@@ -96,7 +127,10 @@ class ChunkProxy:
             t.start()
 
     def _decide(self, method: str, path: str) -> str:
-        if method != "PUT" or "/chunk" not in path:
+        request = Logged(method, path, "")
+        if self.enforce_expiry and request.expired(time.time()):
+            return "expired"
+        if request.chunk_index is None:
             return "forward"
         with self.cond:
             if self.drop_puts > 0:
@@ -128,6 +162,12 @@ class ChunkProxy:
                     self._record(m, p, "stalled")
                     self._release.wait()
                     return
+                if action == "expired":
+                    _relay_body(head, cin, _Sink())
+                    self._record(m, p, "403")
+                    client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                                   b"Content-Length: %d\r\n\r\n" % len(EXPIRED) + EXPIRED)
+                    continue
                 upstream.sendall(head)
                 resp, body = self._relay_request_body(head, cin, uin, client, upstream)
                 if resp is None:
@@ -211,3 +251,10 @@ def _copy(src: object, dst: socket.socket, n: int) -> None:
             raise OSError("peer closed mid-body")
         dst.sendall(data)
         n -= len(data)
+
+
+class _Sink:
+    """A socket stand-in that drops what is sent (a refused request's body)."""
+
+    def sendall(self, data: bytes) -> None:
+        pass

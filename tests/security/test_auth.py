@@ -43,6 +43,7 @@ def endpoints(uid: str) -> list[tuple[str, str, bytes | None]]:
         ("GET", "/uploads", None),
         ("GET", f"/files/{uid}", None),
         ("HEAD", f"/files/{uid}", None),
+        ("GET", f"/upload/{uid}/link", None),
     ]
 
 

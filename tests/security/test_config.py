@@ -10,7 +10,7 @@ import pytest
 from uploader.config import Config, ConfigError, as_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("auth", "quota", "ratelimit", "connections", "cors")
+SECTIONS = ("auth", "quota", "ratelimit", "connections", "cors", "links")
 
 
 def test_config_yaml_documents_every_security_default():
@@ -43,6 +43,9 @@ def test_env_overrides():
      "cors.allow_origins: 'evil.example' must be scheme://host[:port] or *"),
     ({"cors": {"allow_origins": "https://a.example/path"}},
      "cors.allow_origins: 'https://a.example/path' must be scheme://host[:port] or *"),
+    ({"links": {"secret": "short"}},
+     "links.secret must be at least 32 characters (or empty: a random one per process)"),
+    ({"links": {"expiry": 0}}, "links.expiry must be between 1 and 604800"),
 ])
 def test_validation_messages(overrides, message):
     with pytest.raises(ConfigError) as info:

@@ -136,6 +136,17 @@ class BlockingApi:
                           f"{upload_id} to be {wanted} on port {self.port}", timeout,
                           interval=0.05)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the server's /metrics (0 for a series that never moved)."""
+        from prometheus_client.parser import text_string_to_metric_families
+        resp = self.call("GET", "/metrics")
+        assert resp.code == 200, resp.body[:200]
+        for family in text_string_to_metric_families(resp.body.decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
+
     def download_md5(self, path: str) -> str:
         """The MD5 of what ``GET path`` streams (a download, e.g. ``/files/<id>``)."""
         conn = self.connection(timeout=120)

@@ -57,13 +57,15 @@ def _moto_executable() -> str | None:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[MotoS3]:
+def moto_server(env: dict[str, str] | None = None) -> Iterator[MotoS3]:
     """moto_server on a port the OS picks; stopped on exit, and killed with
-    the test process like every server a test starts."""
+    the test process like every server a test starts. ``env`` adds
+    variables (``MOTO_DISABLE_GLOBAL_CORS=true``: only the bucket's own CORS
+    rules answer browsers, as on S3)."""
     exe = _moto_executable()
     if exe is None:
         require_service("moto_server", "not installed (pip install 'moto[server]')")
-    proc = spawn([exe, "-H", "127.0.0.1", "-p", "0"], env=server_env(),
+    proc = spawn([exe, "-H", "127.0.0.1", "-p", "0"], env={**server_env(), **(env or {})},
                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                  text=True)
     assert proc.stdout is not None

@@ -15,7 +15,7 @@ from ..units import GiB, KiB, MiB
 from .errors import ConfigError
 from .parsing import CLIENT_ENV, CLIENT_ENV_PREFIX, ENV_PREFIX, load_config, parse_size
 from .schema import (LOG_FORMATS, LOG_LEVELS, AuthConfig, Config, ConnectionsConfig,
-                     CorsConfig, EventsConfig, ExpiryConfig, HooksConfig, LimitsConfig,
+                     CorsConfig, EventsConfig, ExpiryConfig, HooksConfig, LimitsConfig, LinksConfig,
                      LocksConfig, LoggingConfig, MergeConfig, PageConfig, QuotaConfig,
                      RateLimitConfig, S3Config, ServerConfig, StorageConfig, StoreConfig,
                      WebhookEndpoint, WebhooksConfig)
@@ -29,7 +29,8 @@ def as_dict(config: Config) -> dict[str, Any]:
 __all__ = [
     "CLIENT_ENV", "CLIENT_ENV_PREFIX", "ENV_PREFIX", "GiB", "KiB", "LOG_FORMATS", "LOG_LEVELS",
     "MiB", "AuthConfig", "Config", "ConfigError", "ConnectionsConfig", "CorsConfig",
-    "EventsConfig", "ExpiryConfig", "HooksConfig", "LimitsConfig", "LocksConfig",
+    "EventsConfig", "ExpiryConfig", "HooksConfig", "LimitsConfig", "LinksConfig",
+    "LocksConfig",
     "LoggingConfig", "MergeConfig", "PageConfig", "QuotaConfig", "RateLimitConfig", "S3Config",
     "ServerConfig", "StorageConfig", "StoreConfig", "WebhookEndpoint", "WebhooksConfig",
     "anonymous_remote_message", "as_dict", "is_loopback", "load_config", "parse_size",

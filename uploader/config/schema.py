@@ -302,6 +302,18 @@ class PageConfig:
 
 
 @dataclass
+class LinksConfig:
+    """Signed download links (GET /upload/{id}/link, docs/security.md)."""
+
+    # HMAC key of every link (at least 32 characters). Instances behind one
+    # load balancer need the same one. Empty: a random key per process, so a
+    # link opens only on the instance that made it, until it restarts.
+    secret: str = field(default="", repr=False)  # kept out of logs
+    # Seconds a link stays valid (also the most a client may ask for).
+    expiry: int = 300
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -319,6 +331,7 @@ class Config:
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     page: PageConfig = field(default_factory=PageConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
 
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)

@@ -51,6 +51,7 @@ def _all_checks(config: Config) -> Iterable[Check]:
     yield from _limit_checks(config)
     yield from _events_checks(config)
     yield from _webhook_checks(config)
+    yield from _link_checks(config)
 
 
 def _server_checks(c: Config) -> Iterable[Check]:
@@ -188,6 +189,15 @@ def _limit_checks(c: Config) -> Iterable[Check]:
         yield (bool(ORIGIN_RE.match(origin)),
                f"cors.allow_origins: {origin!r} must be scheme://host[:port] or *",
                ("cors.allow_origins",))
+
+
+def _link_checks(c: Config) -> Iterable[Check]:
+    # A short key can be guessed offline from one link and its signature.
+    yield (not c.links.secret or len(c.links.secret) >= 32,
+           "links.secret must be at least 32 characters (or empty: a random one per process)",
+           ("links.secret",))
+    yield (1 <= c.links.expiry <= 604800, "links.expiry must be between 1 and 604800",
+           ("links.expiry",))
 
 
 def _check_auth(config: Config) -> None:

@@ -123,10 +123,13 @@ class BaseHandler(tornado.web.RequestHandler):
         self.body_length = framing.declared_length(self.request.headers)
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials by design
-        self.owner = self.ctx.authenticator.owner_for(
-            self.request.headers.get("Authorization"))
+        self.owner = self.authenticate()
         if self.json_request:
             self._limit_json_body()
+
+    def authenticate(self) -> str:
+        """The owner of this request: the bearer token's (401 without a valid one)."""
+        return self.ctx.authenticator.owner_for(self.request.headers.get("Authorization"))
 
     def _limit_json_body(self) -> None:
         limit = self.ctx.config.server.max_json_body

@@ -1,7 +1,9 @@
-"""GET /files/{id}: the completed file, whole or one byte range.
+"""GET /files/{id}: the completed file, whole or one byte range; and
+GET /upload/{id}/link: a signed link to it that needs no bearer token.
 
 Only completed uploads are served, from their published file, so a partial
-file can never be downloaded.
+file can never be downloaded. A request carrying ``?expires=&signature=`` (a
+signed link, links.py) is let in by its signature instead of a token.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import re
 from urllib.parse import quote
 
 from ..errors import UploadError
+from ..models import Upload
 from ..parsing import parse_ascii_int
+from . import requests
 from .base import BaseHandler
 
 _RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
@@ -58,11 +62,31 @@ def content_disposition(filename: str) -> str:
 
 
 class FileHandler(BaseHandler):
+    link: requests.LinkRequest | None = None
+
+    def authenticate(self) -> str:
+        if self.request.method in ("GET", "HEAD"):  # downloads only (tus writes need a token)
+            self.link = requests.link_request(self.get_query_argument("expires", None),
+                                              self.get_query_argument("signature", None))
+        if self.link is None:
+            return super().authenticate()
+        # A signed link stands in for the bearer token (a browser following
+        # it sends none); the owner is the upload's, once the link checks out.
+        return ""
+
+    async def _open(self, upload_id: str) -> tuple[Upload, int]:
+        if self.link is None:
+            return await self.service.open_download(self.owner, upload_id)
+        upload, size = await self.service.open_link(upload_id, self.link.expires,
+                                                    self.link.signature)
+        self.owner = upload.owner  # for the access log
+        return upload, size
+
     async def head(self, upload_id: str) -> None:
         await self.get(upload_id, head=True)
 
     async def get(self, upload_id: str, head: bool = False) -> None:
-        upload, size = await self.service.open_download(self.owner, upload_id)
+        upload, size = await self._open(upload_id)
         if not head:
             # Object storage serves the bytes (and any Range) itself.
             url = await self.service.download_url(upload, content_disposition(upload.filename))
@@ -99,3 +123,15 @@ class FileHandler(BaseHandler):
             self.write(piece)
             await self.flush()
         self.finish()
+
+
+class LinkHandler(BaseHandler):
+    """``{"url", "expires_in", "expires_at"}``: ``url`` (relative to the
+    server, like an upload's ``location``) downloads the completed file
+    without the bearer token until ``expires_at``; ``?expires_in=N`` asks
+    for a shorter life than ``links.expiry``."""
+
+    async def get(self, upload_id: str) -> None:
+        expires_in = requests.optional_seconds(self.get_query_argument("expires_in", None),
+                                               "expires_in")
+        self.send_json(await self.service.download_link(self.owner, upload_id, expires_in))

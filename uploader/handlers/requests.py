@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import parsing
 from ..errors import UploadError
+from ..links import invalid_link
 from ..metadata import check_metadata
 
 MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -131,3 +132,60 @@ def chunk_request(index: str | None, md5: str | None, header_md5: str | None,
             raise UploadError("invalid_request", "md5 and Content-MD5 disagree")
         digest = from_header
     return ChunkRequest(index=index_number, md5=digest, content_length=content_length)
+
+
+def part_list(body: bytes, limit: int) -> list[tuple[int, str | None]]:
+    """``{"parts": [{"index": N, "md5"?: HEX}, ...]}`` (at most ``limit``,
+    each index once) as (index, md5) pairs."""
+    parts = json_object(body).get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise UploadError("invalid_request", "parts must be a non-empty list of {index, md5}")
+    if len(parts) > limit:
+        raise UploadError("invalid_request", f"at most {limit} parts per request",
+                          max_parts=limit)
+    out: list[tuple[int, str | None]] = []
+    seen: set[int] = set()
+    for part in parts:
+        if not isinstance(part, dict):
+            raise UploadError("invalid_request", "each part must be an object {index, md5}")
+        index = int_field(part, "index", required=True)
+        assert index is not None
+        if index < 0 or index in seen:
+            raise UploadError("invalid_request", "part indices must be distinct and >= 0",
+                              index=index)
+        seen.add(index)
+        out.append((index, md5_value(part.get("md5"))))
+    return out
+
+
+def optional_seconds(value: str | None, name: str) -> int | None:
+    """An optional positive number of seconds from the query string."""
+    if value is None:
+        return None
+    try:
+        seconds = parsing.parse_ascii_int(value, max_digits=MAX_INDEX_DIGITS)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise UploadError("invalid_request", f"{name} must be a positive integer")
+    return seconds
+
+
+SIGNATURE_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+EXPIRES_RE = re.compile(r"\A[0-9]{1,12}\Z")
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    expires: int
+    signature: str
+
+
+def link_request(expires: str | None, signature: str | None) -> LinkRequest | None:
+    """``?expires=UNIX&signature=HEX`` of a signed download link, or None
+    when the request carries no signature (then the bearer token counts)."""
+    if signature is None:
+        return None
+    if expires is None or not EXPIRES_RE.match(expires) or not SIGNATURE_RE.match(signature):
+        raise invalid_link()
+    return LinkRequest(int(expires), signature)

@@ -10,7 +10,8 @@ from ..naming import ID_PATTERN
 from .base import NotFoundHandler
 from .chunk import ChunkHandler
 from .context import HandlerContext
-from .direct import PartUrlHandler
+from .direct import PartUrlHandler, PartUrlsHandler
+from .files import LinkHandler
 from .openapi import OpenAPIHandler
 from .ops import DrainingHandler, MetricsHandler, ReadyHandler
 from .page import PageHandler
@@ -33,6 +34,8 @@ def routes(ctx: HandlerContext) -> list[Route]:
         (r"/upload/init", InitHandler, deps),
         (rf"/upload/{UID}/chunk", ChunkHandler, deps),
         (rf"/upload/{UID}/chunk/(\d{{1,9}})/url", PartUrlHandler, deps),
+        (rf"/upload/{UID}/urls", PartUrlsHandler, deps),
+        (rf"/upload/{UID}/link", LinkHandler, deps),
         (rf"/upload/{UID}/status", StatusHandler, deps),
         (rf"/upload/{UID}/complete", CompleteHandler, deps),
         (rf"/upload/{UID}", UploadHandler, deps),

@@ -182,6 +182,10 @@ class PresignedUploads(Protocol):
         """Every part held, or None when the multipart upload is gone
         (completed or aborted)."""
 
+    async def parts_open(self, upload: Upload) -> bool:
+        """Whether the object store still takes parts of this upload (one
+        cheap request; False once it was completed or aborted)."""
+
 
 @runtime_checkable
 class PresignedDownloads(Protocol):

@@ -23,7 +23,6 @@ matches the part S3 holds. The Storage split maps to S3 like this:
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 from concurrent.futures import Executor
@@ -43,9 +42,8 @@ from .base import MissingChunkData, PartLimits, Progress, StagedFile, StoredPart
 from .fileops import create_exclusive
 from .layout import FILE_MODE, Layout
 from .local import LocalStorage
+from .s3_checks import check_bucket, check_bucket_cors
 from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
-
-log = logging.getLogger("uploader.storage")
 
 MiB, GiB = 1 << 20, 1 << 30
 S3_LIMITS = PartLimits(min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000)
@@ -78,25 +76,13 @@ class S3Storage:
         sample = urlsplit(await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.cfg.bucket, "Key": "x"}, ExpiresIn=60))
         self.upload_origin = f"{sample.scheme}://{sample.netloc}"
-        await self._check_bucket()
-
-    async def _check_bucket(self) -> None:
-        """A bucket that does not exist or refuses our credentials is a
-        configuration error: stop at start instead of failing every init.
-        Storage that does not answer is an outage: /readyz reports it."""
         try:
-            await self._client.head_bucket(Bucket=self.cfg.bucket)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status not in (403, 404):
-                log.warning("object storage at start: %s", exc)
-                return
+            await check_bucket(self._client, self.cfg)
+        except ConfigError:
             await self.close()
-            what = "does not exist" if status == 404 else "refuses these credentials"
-            raise ConfigError(f"s3.bucket {self.cfg.bucket!r} {what} at "
-                              f"{self.cfg.endpoint_url or 'AWS S3'}", keys=("s3.bucket",)) from None
-        except Exception as exc:  # unreachable now; may come back
-            log.warning("object storage not reachable at start: %s", translate(exc))
+            raise
+        if self.cfg.direct:
+            await check_bucket_cors(self._call, self.cfg.bucket)
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -178,6 +164,18 @@ class S3Storage:
         if upload.total_chunks == 0:
             return []
         return await self._list_parts(self.key_for(upload), self._upload_id(upload))
+
+    async def parts_open(self, upload: Upload) -> bool:
+        if upload.total_chunks == 0:
+            return False
+        try:
+            await self._call("list_parts", Key=self.key_for(upload),
+                             UploadId=self._upload_id(upload), MaxParts=1)
+        except ClientError as exc:
+            if error_code(exc) in GONE:
+                return False
+            raise
+        return True
 
     async def _list_parts(self, key: str, s3_upload_id: str) -> list[StoredPart] | None:
         parts: list[StoredPart] = []

@@ -133,17 +133,15 @@ export class Api {
     return this.request("GET", `/uploads${q}`, { signal }).then((r) => r.data?.uploads ?? []);
   }
 
-  // Downloads need the token too when auth is on, and an <a href> cannot
-  // send headers: fetch the file and hand the browser a blob: URL instead.
-  async download(location, signal) {
-    const h = {};
-    const token = this.auth?.token();
-    if (token) h.Authorization = `Bearer ${token}`;
-    const resp = await fetch(this.base + location, { headers: h, signal });
-    if (!resp.ok) {
-      throw errorFrom({ status: resp.status, statusText: resp.statusText, text: await resp.text(),
-                        header: (n) => resp.headers.get(n) });
-    }
-    return resp.blob();
+  // Direct mode: presigned PUT URLs of these { index, md5 } chunks, in order.
+  partUrls(id, parts, signal) {
+    return this.request("POST", `/upload/${id}/urls`, { json: { parts }, signal })
+      .then((r) => r.data.parts);
+  }
+
+  // A download link that needs no token (an <a href> cannot send headers):
+  // { url, expires_in, expires_at }, url relative to the server.
+  link(id, signal) {
+    return this.request("GET", `/upload/${id}/link`, { signal }).then((r) => r.data);
   }
 }

@@ -6,7 +6,7 @@
 import { Api } from "./api.js";
 import { createAnnouncer } from "./announcer.js";
 import { createAuth } from "./auth.js";
-import { serverChunkSender } from "./chunk-sender.js";
+import { chunkSender } from "./chunk-sender.js";
 import { Connectivity } from "./connectivity.js";
 import { createDropZone } from "./dropzone.js";
 import { FileListView } from "./file-list.js";
@@ -59,7 +59,7 @@ function main() {
   const focusPicker = () => $("choose-button").focus();
 
   const queue = new UploadQueue({
-    api, sender: serverChunkSender(api), connectivity, store, settings,
+    api, sender: chunkSender(api), connectivity, store, settings,
     onChange: (upload, previous) => view.changed(upload, previous),
   });
   const view = new FileListView({
@@ -138,14 +138,16 @@ function main() {
     }
   }
 
+  // With auth on, a plain link would lack the token: ask for a signed one
+  // and let the browser download it (streamed, or from the object store),
+  // never holding the file in the page's memory.
   async function downloadWithToken(u) {
     try {
-      const url = URL.createObjectURL(await api.download(u.location));
+      const { url } = await api.link(u.uploadId);
       const a = Object.assign(document.createElement("a"), { href: url, download: u.name });
       document.body.append(a);
       a.click();
       a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
     } catch (err) {
       announce(t("announce.downloadFailed", { detail: err.message }));
     }

@@ -17,7 +17,8 @@ export function retryNotice(err, ms) {
     : err.network ? "retry.network"
       : err.code === "rate_limited" ? "retry.busy"
         : err.code === "conflict" ? "retry.conflict"
-          : "retry.server";
+          : err.code === "store_error" ? "retry.store"
+            : "retry.server";
   return t(key, { seconds: Math.max(1, Math.round(ms / 1000)) });
 }
 
@@ -36,6 +37,10 @@ export function describeError(err, index) {
     text = index === undefined ? t("err.fileMismatch") : t("err.chunkMismatch", { index });
   } else if (err.code === "unauthorized") {
     text = t("err.unauthorized");
+  } else if (err.code === "store_closed") {
+    text = t("err.storeClosed");
+  } else if (err.code === "store_error") {
+    text = t("err.store", { detail: err.message });
   } else {
     text = t("err.refused", { detail: err.message });
   }

@@ -45,6 +45,7 @@ export class FileUpload {
     this.waiting = false;  // past the quick retries: waiting for the server
     this.error = null;
     this.uploadId = null;
+    this.direct = false;   // chunks go straight to the object store (upload.direct)
     this.location = null;
     this.md5 = null;       // whole-file MD5, once hashed
     this.resumed = false;
@@ -224,6 +225,7 @@ export class FileUpload {
   // answer the server's list replaces ours.
   #adopt(up, { merge = false } = {}) {
     this.uploadId = up.upload_id;
+    this.direct = up.direct === true;
     if (up.chunk_size !== this.chunkSize) {
       this.chunkSize = up.chunk_size;
       this.hasher?.close();
@@ -289,7 +291,8 @@ export class FileUpload {
           if (this.received.has(i)) return;
         }
         if (this.state !== "uploading") this.#set("uploading", t("msg.uploading"));
-        await this.sender.send({ uploadId: this.uploadId, index: i, blob, md5, signal });
+        await this.sender.send({ uploadId: this.uploadId, index: i, blob, md5, signal,
+                                 direct: this.direct, ahead: () => this.#waitingAfter(i) });
         if (!this.received.has(i)) {
           this.received.add(i);
           this.bytesDone += blob.size;
@@ -302,6 +305,17 @@ export class FileUpload {
       if (err instanceof Finished || isAbort(err) || signal.aborted) throw err;
       throw describeError(err, i);
     }
+  }
+
+  // Chunks after i hashed and not yet acknowledged: a direct upload asks for
+  // their URLs along with chunk i's.
+  #waitingAfter(i) {
+    const md5s = this.hasher?.md5s ?? [];
+    const out = [];
+    for (let j = i + 1; j < md5s.length && out.length < 64; j++) {
+      if (md5s[j] && !this.received.has(j)) out.push({ index: j, md5: md5s[j] });
+    }
+    return out;
   }
 
   // POST complete; true when done, false when chunks turned out missing.
