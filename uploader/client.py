@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Protocol, Sequence, Union
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -47,6 +47,7 @@ _READ = 1 * MiB              # piece size for streaming hashes and downloads
 # (a server or proxy that ignores Expect); curl waits as long.
 EXPECT_WAIT = 1.0
 _REDIRECTS = (301, 302, 303, 307, 308)
+CUT_AGAIN = 0.2  # seconds between cuts while workers end after Ctrl-C
 MAX_REDIRECTS = 5
 
 Progress = Callable[[int, int], None]
@@ -251,6 +252,16 @@ class UploadClient:
         for conn in conns:
             with contextlib.suppress(OSError, AttributeError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def _wait_cutting(self, futures: Sequence[Future[Any]]) -> None:
+        """Wait for the workers to end, cutting their connections until they
+        do (Ctrl-C). Once is not enough: a worker that had just passed its
+        last check may open a connection after the first cut and then wait
+        for an answer that a stalled server or proxy never sends."""
+        while True:
+            self._abort_connections()
+            if not wait(futures, timeout=CUT_AGAIN).not_done:
+                return
 
     def _once(self, method: str, route: str, body: Any = None,
               headers: dict[str, str] | None = None, cancel: threading.Event | None = None,
@@ -593,7 +604,7 @@ class UploadClient:
                     raise fut.exception()  # type: ignore[misc]
         except KeyboardInterrupt:
             failed.set()
-            self._abort_connections()  # chunks cut mid-body are discarded by the server
+            self._wait_cutting(futures)  # chunks cut mid-body are discarded by the server
             raise
         finally:
             failed.set()  # on error or Ctrl-C: no new chunks; the running ones end
@@ -686,7 +697,7 @@ class UploadClient:
                     raise fut.exception()  # type: ignore[misc]
         except KeyboardInterrupt:
             failed.set()
-            self._abort_connections()  # a part cut mid-body is not stored
+            self._wait_cutting(futures)  # a part cut mid-body is not stored
             raise
         finally:
             failed.set()
