@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from typing import Any, Callable
 
 from .errors import UploadError
-from .storage.base import ChunkWriter
+from .storage.base import ChunkWriter, Forget
 
 
 class ChunkReceiver:
@@ -48,9 +48,11 @@ class ChunkReceiver:
 
     def _process(self, pieces: list[bytes]) -> None:
         # Runs in a worker thread; only this job touches the hash and the fd.
+        # One executor call per batch: hash each piece (GIL released), then
+        # write them all with one call (pwritev in place).
         for piece in pieces:
             self._md5.update(piece)
-            self.writer.write(piece)
+        self.writer.writev(pieces)
 
     def _start_job(self) -> None:
         pieces, self._queue = self._queue, []
@@ -159,11 +161,13 @@ class ChunkReceiver:
         self._state = "finished"
         return self.received, digest
 
-    async def commit(self) -> None:
+    async def commit(self, forget: Forget | None = None) -> None:
+        """Put the chunk in place; ``forget`` clears its record should the
+        backend have to rewrite stored bytes (see ChunkWriter.commit)."""
         if self._state != "verified" or self._digest is None:
             raise RuntimeError(f"cannot commit a chunk that is {self._state}")
         try:
-            await self.writer.commit(self._digest)
+            await self.writer.commit(self._digest, forget)
         except BaseException:
             self._state = "aborted"
             await self.writer.abort()

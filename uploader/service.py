@@ -244,7 +244,8 @@ class UploadService:
                         raise not_found(upload_id)
                     raise UploadError("conflict", f"upload is {current.status}",
                                       status=current.status)
-                await receiver.commit()
+                index = receiver.index
+                await receiver.commit(lambda: self.store.delete_chunk(upload_id, index))
                 # The upsert (which checks the status atomically) and the count
                 # in one unit of work.
                 count = await self.store.record_chunk_counted(

@@ -87,18 +87,19 @@ async def test_replaced_chunk_after_folding_falls_back(api: Api, runtime,
 
 async def test_chunk_replaced_by_another_instance_falls_back(api: Api, runtime,
                                                              data_dir: Path) -> None:
-    """Another instance replaced chunk 0 (new file renamed in, new record):
-    this process never heard of it, its folded MD5 no longer matches the
-    record, so the merge reads the chunks again."""
+    """Another instance replaced chunk 0 (new bytes written in place, new
+    record): this process never heard of it, its folded MD5 no longer
+    matches the record, so the merge hashes the whole file again."""
     data = bytearray(random.randbytes(2 * CS))
     up = await api.init(len(data), CS)
     uid = up["upload_id"]
     await send(api, uid, chunks_of(bytes(data), CS), [0, 1])
     other = random.randbytes(CS)
-    chunk0 = data_dir / "tmp" / uid / "chunk_0"
-    tmp = chunk0.with_name("chunk_0.other.part")
-    tmp.write_bytes(other)
-    os.replace(tmp, chunk0)
+    fd = os.open(data_dir / "tmp" / uid / "data", os.O_WRONLY)
+    try:
+        os.pwrite(fd, other, 0)
+    finally:
+        os.close(fd)
     assert await runtime.store.record_chunk(uid, ChunkRecord(0, CS, md5(other)))
     data[:CS] = other
     await finish(api, uid, bytes(data), data_dir)
@@ -116,16 +117,24 @@ async def test_no_state_in_this_process_falls_back(api: Api, runtime, data_dir: 
     assert runtime.storage.merge_stats["full"] == 1
 
 
-async def test_swept_state_file_falls_back(api: Api, runtime, data_dir: Path) -> None:
-    """The stale-part sweep removed the staged file under a live state."""
-    data = random.randbytes(3 * CS)
+async def test_complete_moves_the_data_file_without_a_copy(api: Api, runtime,
+                                                            data_dir: Path) -> None:
+    """Issue 19: chunks land in place in one data file per upload, the fold
+    only hashes it (no file of its own), and complete links that very file
+    into store/: the published file is the data file's inode."""
+    data = random.randbytes(3 * CS + 5)
     up = await api.init(len(data), CS)
     uid = up["upload_id"]
-    await send(api, uid, chunks_of(data, CS), [0, 1, 2])
-    [inc] = [p for p in (data_dir / "store").iterdir() if ".inc-" in p.name]
-    inc.unlink()
+    await send(api, uid, chunks_of(data, CS), [2, 0, 3, 1])
+    folder = data_dir / "tmp" / uid
+    assert sorted(p.name for p in folder.iterdir()) == ["claims", "data"]
+    assert list((data_dir / "store").iterdir()) == []
+    inode = (folder / "data").stat().st_ino
     await finish(api, uid, data, data_dir)
-    assert runtime.storage.merge_stats["full"] == 1
+    [final] = (data_dir / "store").iterdir()
+    assert final.stat().st_ino == inode
+    assert runtime.storage.merge_stats["incremental"] == 1
+    assert not folder.exists()
 
 
 async def test_checksum_mismatch_then_resend_and_complete(api: Api, runtime,

@@ -9,11 +9,13 @@ in ``uploads.storage_key``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, runtime_checkable
 
 from ..models import Upload
 
 Progress = Callable[[int], None]
+# Clears a chunk's record before its stored bytes change (ChunkWriter.commit).
+Forget = Callable[[], Awaitable[None]]
 
 
 class MissingChunkData(Exception):
@@ -33,17 +35,22 @@ class ChunkWriter(Protocol):
     def write(self, data: bytes) -> None:
         ...
 
+    def writev(self, pieces: list[bytes]) -> None:
+        """``write`` of each piece in order, in as few calls as the backend can."""
+
     async def sync(self) -> None:
         """Make the written bytes durable (as far as the fsync policy says)
         without publishing them yet. Runs outside any lock."""
 
-    async def commit(self, md5: str) -> None:
+    async def commit(self, md5: str, forget: Forget | None = None) -> None:
         """Make the synced bytes the chunk's content atomically, replacing an
         earlier copy, and do whatever else the backend needs of a stored chunk
         (the local backend feeds its incremental merge here). Runs under the
         upload's lock, so the file (or part) and its record never disagree.
         ``md5`` is the hex digest the receiver computed of exactly these bytes
-        (S3 sends it as Content-MD5)."""
+        (S3 sends it as Content-MD5). A backend that rewrites stored bytes in
+        place (local) calls ``forget`` first when they differ, so a crash
+        mid-rewrite leaves the chunk unrecorded rather than recorded wrong."""
 
     async def abort(self) -> None:
         """Drop the partial bytes; never raises."""

@@ -57,7 +57,7 @@ class StagedWriter:
     """Appends a chunk's body to its own staged file (in a worker thread);
     the local and S3 chunk writers share it and differ in how they commit."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int | None) -> None:
         self._fd: int | None = fd
 
     def write(self, data: bytes) -> None:
@@ -67,6 +67,10 @@ class StagedWriter:
             write_all(self._fd, data)
         except OSError as exc:
             raise storage_error(exc) from exc
+
+    def writev(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.write(piece)
 
     def _close(self) -> None:
         if self._fd is not None:

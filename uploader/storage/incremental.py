@@ -1,28 +1,24 @@
-"""Incremental merge: fold chunks into the staged merge file while they arrive.
+"""Incremental merge: hash the upload's data file in order while chunks arrive.
 
-Why: without it, ``complete`` re-reads every chunk to hash and concatenate the
-file, which for 4 GiB is seconds of MD5 after the last byte arrived. Here the
-process that receives chunks appends each one, as soon as it is contiguous with
-what was folded before, to a staged file (``os.copy_file_range``: the kernel
-moves the bytes) and feeds a running MD5 straight from the page cache (mmap,
-no copy), in one dedicated thread so folding never takes more than one core.
+Why: without it, ``complete`` reads the whole file once to compute its MD5
+after the last byte arrived (seconds for 4 GiB). Chunks are written in place
+into one data file per upload (``datafile.py``), so nothing is left to copy:
+as soon as the next chunk in order is stored, one dedicated thread feeds its
+bytes to a running MD5 straight from the page cache (mmap, no copy), so
+folding never takes more than one core.
 
 It is a pure optimisation. A ``hashlib`` object cannot be pickled, so the
 running state lives only in this process; the merge uses it only when it
-provably covers the recorded chunks, and otherwise falls back to the full
-merge:
+provably covers the recorded chunks, and otherwise hashes the whole file:
 
-- Each folded chunk is identified by the inode its writer created (a chunk
-  file is written once under a fresh name and renamed into place, never
-  modified), tied to the MD5 the receiver computed over exactly those bytes.
-  A fold opens the chunk file and folds it only if the inode matches the
-  newest chunk this process stored for that index.
+- Each folded chunk keeps the MD5 the receiver computed over exactly the
+  bytes it wrote. A chunk is only rewritten under the upload's lock after
+  its record was cleared; such a rewrite reports itself here again, and a
+  different MD5 for a folded index breaks the state.
 - At merge time every recorded chunk's MD5 (the database is the truth) must
   equal the one folded for that index; a chunk replaced after folding (here or
-  on another instance) breaks the match, and the full merge runs instead.
-- A crash loses only the memory state; its ``.part`` file is swept like any
-  crashed writer's. Fencing is unchanged: the state is renamed to the merge
-  version's own part file under the merge lock.
+  on another instance) breaks the match, and the full hash runs instead.
+- A crash loses only the memory state; there is no file of its own.
 """
 
 from __future__ import annotations
@@ -35,12 +31,11 @@ import os
 import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from ..models import ChunkRecord, Upload
-from .fileops import copy_range, start_writeback, unlink_quiet
-from .layout import FILE_MODE, Layout
+from .fileops import copy_range
+from .layout import Layout
 
 log = logging.getLogger("uploader.storage.incremental")
 MMAP_MIN = 64 << 10      # below this, pread is cheaper than mapping
@@ -49,8 +44,6 @@ READ_PIECE = 1 << 20     # hash a chunk through mapped windows of this size
 # of order to be worth following (memory stays bounded); it merges the full way.
 MAX_PENDING = 1024
 
-Identity = tuple[int, int]  # (st_dev, st_ino) of a committed chunk file
-
 
 @dataclass
 class FoldState:
@@ -58,12 +51,11 @@ class FoldState:
     ``lock``: the event loop adds pending chunks while the fold thread folds."""
 
     upload: Upload
-    path: Path
     md5: Any = field(default_factory=lambda: hashlib.md5(usedforsecurity=False))
     next: int = 0                          # chunks [0, next) are folded
-    merged: int = 0                        # bytes in the staged file
+    merged: int = 0                        # bytes hashed
     folded: list[str] = field(default_factory=list)          # md5 per folded chunk
-    pending: dict[int, tuple[str, Identity]] = field(default_factory=dict)
+    pending: dict[int, str] = field(default_factory=dict)
     broken: bool = False
     job: "asyncio.Future[None] | None" = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,14 +80,13 @@ class IncrementalMerges:
 
     # -- on the event loop ------------------------------------------------------
 
-    def chunk_stored(self, upload: Upload, index: int, md5: str, identity: Identity) -> None:
+    def chunk_stored(self, upload: Upload, index: int, md5: str) -> None:
         """A chunk's bytes are in place (and recorded): fold it when it is next."""
         st = self._states.get(upload.upload_id)
         if st is None:
             if len(self._states) >= self.max_uploads:
                 return  # bounded memory: such uploads merge the full way
-            path = self.layout.fold_part(self.layout.key_for(upload))
-            st = self._states[upload.upload_id] = FoldState(upload, path)
+            st = self._states[upload.upload_id] = FoldState(upload)
         with st.lock:
             if st.broken:
                 return
@@ -109,7 +100,7 @@ class IncrementalMerges:
                     # MD5 cannot be rewound, so this upload merges the full way.
                     st.broken = True
                 return
-            st.pending[index] = (md5, identity)
+            st.pending[index] = md5
         self._kick(st)
 
     def _kick(self, st: FoldState) -> None:
@@ -158,10 +149,8 @@ class IncrementalMerges:
         return st
 
     async def drop(self, upload_id: str) -> None:
-        """Forget an upload (deleted, expired, completed): remove its file."""
-        st = await self.take(upload_id)
-        if st is not None:
-            await self.run(discard, st)
+        """Forget an upload (deleted, expired, completed)."""
+        await self.take(upload_id)
 
     async def close(self) -> None:
         for upload_id in list(self._states):
@@ -170,45 +159,37 @@ class IncrementalMerges:
     # -- in the fold thread -------------------------------------------------------
 
     def _fold(self, st: FoldState) -> None:
-        while True:
-            with st.lock:
-                if st.broken or st.next not in st.pending:
-                    return
-                index = st.next
-                md5, identity = st.pending[index]
-            length = st.upload.chunk_length(index)
-            fd = _open_if(self.layout.chunk_path(st.upload.upload_id, index), identity, length)
-            if fd is None:
-                # Replaced on disk by a newer write, or gone: wait for that
-                # write's own chunk_stored (or merge the full way).
+        fd: int | None = None
+        try:
+            while True:
                 with st.lock:
-                    if st.pending.get(index) == (md5, identity):
-                        del st.pending[index]
-                return
-            try:
-                out = os.open(st.path, os.O_WRONLY | os.O_CLOEXEC |
-                              (os.O_CREAT if index == 0 else 0), FILE_MODE)
-                try:
-                    os.lseek(out, st.merged, os.SEEK_SET)
-                    hash_and_copy(fd, out, length, st.md5)
-                    if self.fsync:
-                        # The merge fsyncs the staged file at complete: flush
-                        # the folded part while chunks still arrive instead.
-                        start_writeback(out, st.merged, length)
-                finally:
-                    os.close(out)
-            finally:
+                    if st.broken or st.next not in st.pending:
+                        return
+                    index = st.next
+                    md5 = st.pending[index]
+                if fd is None:
+                    try:
+                        fd = os.open(self.layout.data_path(st.upload.upload_id),
+                                     os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        with st.lock:
+                            st.broken = True  # deleted meanwhile
+                        return
+                length = st.upload.chunk_length(index)
+                hash_region(fd, st.merged, length, st.md5)
+                with st.lock:
+                    st.folded.append(md5)
+                    st.next += 1
+                    st.merged += length
+                    newer = st.pending.pop(index, None)
+                    if newer is not None and newer != md5:
+                        st.broken = True  # rewritten while we hashed it
+                    report, merged = st.progress, st.merged
+                if report is not None:
+                    report(merged)
+        finally:
+            if fd is not None:
                 os.close(fd)
-            with st.lock:
-                st.folded.append(md5)
-                st.next += 1
-                st.merged += length
-                newer = st.pending.pop(index, None)
-                if newer is not None and newer[0] != md5:
-                    st.broken = True  # different bytes arrived while we folded
-                report, merged = st.progress, st.merged
-            if report is not None:
-                report(merged)
 
 
 def usable(st: FoldState, upload: Upload, chunks: Sequence[ChunkRecord] | None) -> bool:
@@ -221,37 +202,31 @@ def usable(st: FoldState, upload: Upload, chunks: Sequence[ChunkRecord] | None) 
     return all(by_index.get(i) == md5 for i, md5 in enumerate(st.folded))
 
 
-def discard(st: FoldState) -> None:
-    unlink_quiet(st.path)
-
-
-def _open_if(path: Path, identity: Identity, length: int) -> int | None:
-    """The chunk file if it is still the one stored (same inode, whole)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != identity or st.st_size != length:
-        os.close(fd)
-        return None
-    return fd
+def hash_region(fd: int, offset: int, length: int, md5: Any) -> None:
+    """Feed bytes ``[offset, offset + length)`` of ``fd`` to ``md5`` from the
+    page cache: mapped windows (no copy) for large ranges, pread below."""
+    if length < MMAP_MIN:
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise OSError(f"file shorter than {offset + length} bytes")
+        md5.update(data)
+        return
+    end = offset + length
+    pos = offset
+    while pos < end:
+        # mmap offsets must be page aligned; windows bound the mapped RSS.
+        base = pos - pos % mmap.ALLOCATIONGRANULARITY
+        size = min(READ_PIECE, end - base)
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ, offset=base) as m:
+            with memoryview(m) as view:
+                md5.update(view[pos - base:])
+        pos = base + size
 
 
 def hash_and_copy(src: int, dst: int, length: int, md5: Any) -> None:
     """Feed ``length`` bytes of ``src`` (from offset 0) to ``md5`` from the page
     cache, and append them to ``dst`` at its position with a kernel-side copy.
     Both read the same open file, so they see the same bytes."""
-    if length >= MMAP_MIN:
-        # One window at a time: mapped page-cache pages count in the RSS.
-        for off in range(0, length, READ_PIECE):
-            with mmap.mmap(src, min(READ_PIECE, length - off), prot=mmap.PROT_READ,
-                           offset=off) as m:
-                md5.update(m)
-    else:
-        data = os.pread(src, length, 0)
-        if len(data) != length:
-            raise OSError(f"chunk shorter than {length} bytes")
-        md5.update(data)
+    hash_region(src, 0, length, md5)
     os.lseek(src, 0, os.SEEK_SET)
     copy_range(src, dst, length)

@@ -1,7 +1,11 @@
 """Where bytes live under ``data_dir``: every path rule and its confinement.
 
-    <data_dir>/tmp/<id>/chunk_<index>                 finished chunk
-    <data_dir>/tmp/<id>/chunk_<index>.<rand>.part     chunk being received
+    <data_dir>/tmp/<id>/data                          every chunk at index*chunk_size
+                                                      (local backend; datafile.py)
+    <data_dir>/tmp/<id>/claims                        one byte per chunk: 1 = written once
+    <data_dir>/tmp/<id>/chunk_<index>.<rand>.part     a re-sent chunk received aside
+    <data_dir>/tmp/<id>/chunk_<index>                 a staged chunk (S3 proxy mode; the
+                                                      local layout of earlier releases, migrated)
     <data_dir>/tmp/<id>/tail_<index>                  a tus upload's tail (storage/tails.py)
     <data_dir>/store/<id>_<name>.<version>.part       merge in progress (version-named)
     <data_dir>/store/<id>_<name>.inc-<rand>.part      incremental merge (incremental.py)
@@ -54,6 +58,21 @@ class Layout:
 
     def chunk_path(self, upload_id: str, index: int) -> Path:
         return self.chunk_dir(upload_id) / f"chunk_{int(index)}"
+
+    def data_path(self, upload_id: str) -> Path:
+        """One file per upload holding every chunk at ``index * chunk_size``."""
+        return self.chunk_dir(upload_id) / "data"
+
+    def claims_path(self, upload_id: str) -> Path:
+        """One byte per chunk: set once a first writer wrote (some of) it
+        into the data file; from then on it is only replaced under the lock."""
+        return self.chunk_dir(upload_id) / "claims"
+
+    @staticmethod
+    def chunk_index(name: str) -> int | None:
+        """The index of an old-layout ``chunk_<index>`` name, else None."""
+        head, _, index = name.partition("_")
+        return int(index) if head == "chunk" and index.isdigit() and len(index) <= 9 else None
 
     def tail_path(self, upload_id: str, index: int) -> Path:
         """The durable bytes of chunk ``index`` short of its end (tus)."""

@@ -1,10 +1,12 @@
 """Chunk bytes and merged files on the local disk (paths: ``layout.py``).
 
-A chunk streams into its own ``.part`` file, is fsynced (outside any lock),
-then renamed over ``chunk_<index>`` under the upload's lock; its commit also
-feeds the incremental merge. A merge writes the version-named staged file,
-fsyncs it, and ``publish`` renames it to its final name. Every blocking call
-runs in the shared I/O thread pool.
+Every chunk of an upload is written at its offset of one data file
+(``datafile.py``; the writers: ``local_writer.py``), made durable by a flush
+shared with the upload's other chunks in flight, and its commit feeds the
+incremental hash. A merge hashes what the fold has not, hard-links the data
+file as the version-named staged file (nothing copied), and ``publish``
+renames that to its final name. Every blocking call runs in the shared I/O
+thread pool.
 """
 
 from __future__ import annotations
@@ -24,65 +26,12 @@ from ..errors import Unavailable
 from ..models import Upload
 from ..naming import is_upload_id
 from .base import MissingChunkData, PartialMerge, Progress, StagedFile
-from .fileops import (READ_PIECE, StagedWriter, create_exclusive, fsync_dir, listdir,
-                      storage_error, unlink_quiet)
-from .incremental import FoldState, IncrementalMerges, discard, hash_and_copy, usable
+from .datafile import STORED, DataFiles
+from .fileops import (READ_PIECE, create_exclusive, fsync_dir, listdir, storage_error,
+                      unlink_quiet)
+from .incremental import FoldState, IncrementalMerges, hash_region, usable
 from .layout import FILE_MODE, Layout
-
-
-class LocalChunkWriter(StagedWriter):
-    def __init__(self, storage: "LocalStorage", upload: Upload, index: int, part: Path,
-                 final: Path, fd: int) -> None:
-        super().__init__(fd)
-        self._storage = storage
-        self._upload, self._index = upload, index
-        self._part, self._final = part, final
-        # (st_dev, st_ino) of the committed file: ties its bytes to the MD5
-        # the receiver computed, for the incremental merge.
-        self._identity: tuple[int, int] | None = None
-
-    def _sync(self) -> None:
-        assert self._fd is not None
-        try:
-            if self._storage.fsync:
-                os.fdatasync(self._fd)
-            st = os.fstat(self._fd)
-            self._identity = (st.st_dev, st.st_ino)
-            os.close(self._fd)
-            self._fd = None
-        except OSError as exc:
-            self._abort()
-            raise storage_error(exc) from exc
-
-    def _commit(self) -> None:
-        if self._fd is not None:
-            self._sync()
-        try:
-            os.replace(self._part, self._final)
-            if self._storage.fsync:
-                fsync_dir(self._final.parent)
-        except OSError as exc:
-            self._abort()
-            raise storage_error(exc) from exc
-
-    def _abort(self) -> None:
-        self._close()
-        unlink_quiet(self._part)
-
-    async def sync(self) -> None:
-        await self._storage.run(self._sync)
-
-    async def commit(self, md5: str) -> None:
-        await self._storage.run(self._commit)
-        fold = self._storage.fold
-        if fold is not None and self._identity is not None:
-            fold.chunk_stored(self._upload, self._index, md5, self._identity)
-
-    async def abort(self) -> None:
-        try:
-            await self._storage.run(self._abort)
-        except Exception:  # abort must never raise: it runs from cleanup paths
-            pass
+from .local_writer import LocalChunkWriter
 
 
 class LocalStorage:
@@ -92,6 +41,7 @@ class LocalStorage:
         self.root = self.layout.root
         self.executor = executor
         self.fsync = fsync
+        self.data_files = DataFiles(self.layout, fsync=fsync)
         self._fold_pool: ThreadPoolExecutor | None = None
         self.fold: IncrementalMerges | None = None
         if incremental:
@@ -140,75 +90,79 @@ class LocalStorage:
         except OSError as exc:
             raise Unavailable("storage is not writable") from exc
 
-    async def open_chunk(self, upload: Upload, index: int) -> LocalChunkWriter:
-        final = self.layout.chunk_path(upload.upload_id, index)
-        part = self.layout.receiving(final)
-        fd = await self.run(create_exclusive, part, FILE_MODE)
-        return LocalChunkWriter(self, upload, index, part, final, fd)
+    async def open_chunk(self, upload: Upload, index: int, *,
+                         aside: bool = False) -> LocalChunkWriter:
+        """In place for the chunk's first writer; ``aside`` (a tus tail, which
+        needs a file of its own) or a chunk written before: a scratch file."""
+        return await self.run(self._open_chunk, upload, index, aside)
+
+    def _open_chunk(self, upload: Upload, index: int, aside: bool) -> LocalChunkWriter:
+        files = self.data_files.acquire(upload)
+        try:
+            if not aside and self.data_files.claim(files, index):
+                return LocalChunkWriter(self, upload, index, files)
+            part = self.layout.receiving(self.layout.chunk_path(upload.upload_id, index))
+            fd = create_exclusive(part, FILE_MODE)
+        except BaseException:
+            self.data_files.release(files)
+            raise
+        return LocalChunkWriter(self, upload, index, files, part=part, fd=fd)
 
     def _merge_sync(self, upload: Upload, version: int, progress: Progress | None,
                     state: FoldState | None) -> StagedFile:
         key = self.layout.key_for(upload)
         part = self.layout.merge_part(key, version)
-        fds: list[int] = []
-        missing: list[int] = []
-        start, merged, md5 = 0, 0, hashlib.md5(usedforsecurity=False)
-        if state is not None:
-            if usable(state, upload, upload.chunks):
-                try:
-                    # Our own version's part file: fencing works as for a full merge.
-                    os.replace(state.path, part)
-                    start, merged, md5 = state.next, state.merged, state.md5
-                except FileNotFoundError:
-                    pass  # swept as stale: merge the full way
-            else:
-                discard(state)
+        start, md5 = 0, hashlib.md5(usedforsecurity=False)
+        if state is not None and usable(state, upload, upload.chunks):
+            start, md5 = state.merged, state.md5
         try:
-            for index in range(start, upload.total_chunks):
-                try:
-                    fd = os.open(self.layout.chunk_path(upload.upload_id, index),
-                                 os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    missing.append(index)
-                    continue
-                if os.fstat(fd).st_size != upload.chunk_length(index):
-                    os.close(fd)
-                    missing.append(index)
-                    continue
-                fds.append(fd)
-            if missing:
-                raise MissingChunkData(missing)
-            self.merge_stats["incremental" if start else "full"] += 1
-            self.merge_stats["reused_bytes"] += merged
-            out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = self._merge_source(upload)
             try:
-                # Keep the folded prefix (if any), drop anything past it.
-                os.ftruncate(out, merged)
-                os.lseek(out, merged, os.SEEK_SET)
+                self.merge_stats["incremental" if start else "full"] += 1
+                self.merge_stats["reused_bytes"] += start
                 if progress:
-                    progress(merged)
-                for index, fd in enumerate(fds, start=start):
-                    length = upload.chunk_length(index)
-                    # Hash from the page cache (mmap, no copy), then let the
-                    # kernel copy the bytes.
-                    hash_and_copy(fd, out, length, md5)
-                    merged += length
+                    progress(start)
+                for offset in range(start, upload.size, READ_PIECE):
+                    length = min(READ_PIECE, upload.size - offset)
+                    hash_region(fd, offset, length, md5)
                     if progress:
-                        progress(merged)
+                        progress(offset + length)
                 if self.fsync:
-                    os.fsync(out)
+                    os.fsync(fd)  # the chunks' flushes made it cheap
+                unlink_quiet(part)
+                # The staged file is the data file itself under its merge
+                # version's name: nothing copied, fencing as before.
+                os.link(self.layout.data_path(upload.upload_id), part)
+                if self.fsync:
+                    fsync_dir(part.parent)
             finally:
-                os.close(out)
+                os.close(fd)
         except OSError as exc:
             unlink_quiet(part)
             raise storage_error(exc) from exc
         except BaseException:
             unlink_quiet(part)
             raise
-        finally:
-            for fd in fds:
-                os.close(fd)
         return StagedFile(upload.upload_id, version, key, md5.hexdigest(), upload.size, str(part))
+
+    def _merge_source(self, upload: Upload) -> int:
+        """The data file, opened, once every chunk is provably in it; raises
+        MissingChunkData for the recorded chunks that are not."""
+        files = self.data_files.acquire(upload)  # makes it (and migrates old chunks)
+        try:
+            claims = os.pread(files.claims_fd, upload.total_chunks, 0)
+            size = os.fstat(files.data_fd).st_size
+        finally:
+            self.data_files.release(files)
+            self.data_files.forget(upload.upload_id)
+        recorded = [c.index for c in upload.chunks] if upload.chunks is not None \
+            else list(range(upload.total_chunks))
+        missing = [i for i in recorded if claims[i:i + 1] != STORED]
+        if size != upload.size:
+            missing = recorded
+        if missing:
+            raise MissingChunkData(missing)
+        return os.open(self.layout.data_path(upload.upload_id), os.O_RDONLY | os.O_CLOEXEC)
 
     async def merge(self, upload: Upload, version: int,
                     progress: Progress | None = None) -> StagedFile:
@@ -263,6 +217,7 @@ class LocalStorage:
         path = self.layout.chunk_dir(upload_id)
         if self.fold is not None:
             await self.fold.drop(upload_id)
+        await self.run(self.data_files.forget, upload_id)
 
         def missing_is_fine(func: object, name: str, exc_info: tuple[Any, ...]) -> None:
             # Absent is fine (another instance got there first); any other

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config import S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
+from .base import Forget
 from .fileops import StagedWriter, storage_error, unlink_quiet
 
 # UploadPart of one staged chunk file: (upload, index, path, size, md5) -> ETag.
@@ -87,7 +88,8 @@ class S3ChunkWriter(StagedWriter):
         # UploadPart returns.
         await self._run(self._close)
 
-    async def commit(self, md5: str) -> None:
+    async def commit(self, md5: str, forget: Forget | None = None) -> None:
+        # UploadPart replaces a part atomically: nothing to forget first.
         # UploadPart runs here, under the upload's lock, so the part in S3,
         # the staged copy and the chunk record always describe one body (at
         # the price of one part upload at a time per upload).

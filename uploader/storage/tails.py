@@ -7,7 +7,8 @@ chunk (``commit``, when the chunk filled up) or as the tail (``save_tail``).
 Tails only grow within a chunk and are written before they are recorded, so
 the first ``tail.size`` bytes of a stored tail are always the recorded ones.
 
-    local: <data_dir>/tmp/<id>/tail_<index>   (layout.py; renamed into place, dir fsynced)
+    local: <data_dir>/tmp/<id>/tail_<index>   (layout.py; received aside, renamed into
+                                               place, dir fsynced)
     S3:    <prefix><id>.tail                   (PutObject; instances need not
                                                 share a disk)
 """
@@ -20,9 +21,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from ..errors import UploadError
 from ..models import Upload
-from .base import ChunkWriter
+from .base import ChunkWriter, Forget
 from .fileops import READ_PIECE, fsync_dir, listdir, storage_error, unlink_quiet
-from .local import LocalChunkWriter, LocalStorage
+from .local import LocalStorage
+from .local_writer import LocalChunkWriter
 
 
 class TailLost(Exception):
@@ -39,11 +41,14 @@ class TailWriter:
     def write(self, data: bytes) -> None:
         self.inner.write(data)
 
+    def writev(self, pieces: list[bytes]) -> None:
+        self.inner.writev(pieces)
+
     async def sync(self) -> None:
         await self.inner.sync()
 
-    async def commit(self, md5: str) -> None:
-        await self.inner.commit(md5)
+    async def commit(self, md5: str, forget: Forget | None = None) -> None:
+        await self.inner.commit(md5, forget)
 
     async def abort(self) -> None:
         await self.inner.abort()
@@ -89,7 +94,9 @@ class LocalTails:
         tail = self.path(upload.upload_id, index)
 
         def save(writer: LocalChunkWriter) -> None:
-            # The chunk's part file, synced, renamed to the tail's name.
+            # The chunk's part file (received aside), synced, renamed to the
+            # tail's name.
+            assert writer._part is not None
             if writer._fd is not None:
                 writer._sync()
             try:
@@ -97,12 +104,13 @@ class LocalTails:
                 if self.storage.fsync:
                     fsync_dir(tail.parent)
             except OSError as exc:
-                writer._abort()
                 raise storage_error(exc) from exc
+            finally:
+                writer._abort()  # lets go of the upload's files
 
         async def save_tail(writer: LocalChunkWriter) -> None:
             await self.storage.run(save, writer)
-        return TailWriter(await self.storage.open_chunk(upload, index), save_tail)
+        return TailWriter(await self.storage.open_chunk(upload, index, aside=True), save_tail)
     async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
         path = self.path(upload.upload_id, index)
         try:

@@ -49,23 +49,23 @@ def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], ver
     out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         for part in parts:
-            for index in range(part.total_chunks):
-                length = part.chunk_length(index)
-                try:
-                    fd = os.open(layout.chunk_path(part.upload_id, index),
-                                 os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
+            # A partial's chunks sit at their offsets in its data file.
+            try:
+                fd = os.open(layout.data_path(part.upload_id), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if part.size:
                     raise MissingChunkData([]) from None
-                try:
-                    if os.fstat(fd).st_size != length:
-                        raise MissingChunkData([])
-                    # Page-cache MD5 and a kernel copy, as the full merge does.
-                    hash_and_copy(fd, out, length, md5)
-                finally:
-                    os.close(fd)
-                merged += length
-                if progress:
-                    progress(merged)
+                continue
+            try:
+                if os.fstat(fd).st_size != part.size:
+                    raise MissingChunkData([])
+                # Page-cache MD5 and a kernel copy, as a full merge once did.
+                hash_and_copy(fd, out, part.size, md5)
+            finally:
+                os.close(fd)
+            merged += part.size
+            if progress:
+                progress(merged)
         if storage.fsync:
             os.fsync(out)
     except BaseException:

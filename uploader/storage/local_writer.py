@@ -1,0 +1,169 @@
+"""One chunk being received by the local backend: in place, or aside.
+
+**In place** (the chunk's first writer, who holds its claim, ``datafile.py``):
+each piece is written at its offset of the upload's data file as it streams
+in; ``sync`` joins the upload's flush barrier; ``commit`` only tells the
+incremental fold and lets the claim go. Nothing is copied afterwards.
+
+**Aside** (the chunk was written or claimed before, or a tus tail needs a
+file of its own): the body streams into ``chunk_<index>.<rand>.part``. At
+``commit``, under the upload's lock, its MD5 is compared with the bytes in
+place: the same, and nothing is written (a re-send changes nothing);
+different, and the chunk's record is cleared first, then the bytes are
+copied in place (kernel-side) and synced, then the caller records them
+again, so a crash in between leaves a chunk missing, never a record that
+lies about its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from ..models import Upload
+from .datafile import CLAIMED, STORED, UploadFiles, copy_at, pwrite_all, pwritev_all
+from .fileops import StagedWriter, storage_error, unlink_quiet
+from .incremental import hash_region
+
+if TYPE_CHECKING:
+    from .local import LocalStorage
+
+Forget = Callable[[], Awaitable[None]]
+
+
+class LocalChunkWriter(StagedWriter):
+    def __init__(self, storage: "LocalStorage", upload: Upload, index: int,
+                 files: UploadFiles, *, part: Path | None = None, fd: int | None = None) -> None:
+        super().__init__(fd)
+        self._storage = storage
+        self._upload, self._index = upload, index
+        self._files: UploadFiles | None = files
+        self._part = part                       # None: in place
+        self._offset = files.offset(index)
+        self._written = 0
+        self._claimed = part is None
+
+    @property
+    def in_place(self) -> bool:
+        return self._part is None
+
+    # -- in a worker thread -------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.writev([data])
+
+    def writev(self, pieces: list[bytes]) -> None:
+        if self._part is not None:
+            for piece in pieces:
+                super().write(piece)
+            return
+        files = self._files
+        if files is None:
+            raise RuntimeError("chunk writer is closed")
+        try:
+            if len(pieces) == 1:
+                pwrite_all(files.data_fd, pieces[0], self._offset + self._written)
+            else:
+                pwritev_all(files.data_fd, pieces, self._offset + self._written)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        self._written += sum(len(p) for p in pieces)
+
+    def _sync(self) -> None:
+        try:
+            if self._part is None:
+                assert self._files is not None
+                self._files.sync()
+            elif self._fd is not None:
+                if self._storage.fsync:
+                    os.fdatasync(self._fd)  # a tus tail is published from this file
+                os.close(self._fd)
+                self._fd = None
+        except OSError as exc:
+            self._abort()
+            raise storage_error(exc) from exc
+
+    def _same_in_place(self, md5: str) -> bool:
+        assert self._files is not None
+        held = hashlib.md5(usedforsecurity=False)
+        hash_region(self._files.data_fd, self._offset, self._upload.chunk_length(self._index),
+                    held)
+        return held.hexdigest() == md5
+
+    def _put_in_place(self) -> None:
+        assert self._part is not None and self._files is not None
+        marks = self._storage.data_files
+        marks.mark(self._files, self._index, CLAIMED)  # not whole while we copy
+        src = os.open(self._part, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            copy_at(src, 0, self._files.data_fd, self._offset,
+                    self._upload.chunk_length(self._index))
+        finally:
+            os.close(src)
+
+    def _finish_aside(self) -> None:
+        assert self._files is not None
+        try:
+            # Even unchanged bytes are synced: they may be an aborted first
+            # writer's, never flushed, about to be recorded now.
+            self._files.sync()
+            self._storage.data_files.mark(self._files, self._index, STORED)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        finally:
+            self._abort()
+
+    def _store_in_place(self) -> None:
+        try:
+            if self._files is None:
+                raise RuntimeError("chunk writer is closed")
+            self._storage.data_files.mark(self._files, self._index, STORED)
+        finally:
+            self._abort()  # lets the claim go; the claims byte stays set
+
+    def _abort(self) -> None:
+        self._close()
+        if self._part is not None:
+            unlink_quiet(self._part)
+        files, self._files = self._files, None
+        if files is not None:
+            if self._claimed:
+                self._claimed = False
+                self._storage.data_files.unclaim(files, self._index)
+            self._storage.data_files.release(files)
+
+    # -- on the event loop -------------------------------------------------------
+
+    async def sync(self) -> None:
+        await self._storage.run(self._sync)
+
+    async def commit(self, md5: str, forget: Forget | None = None) -> None:
+        run = self._storage.run
+        if self._part is not None:
+            if self._files is None:
+                raise RuntimeError("chunk writer is closed")
+            try:
+                if not await run(self._same_in_place, md5):
+                    if forget is not None:
+                        await forget()
+                    await run(self._put_in_place)
+            except OSError as exc:
+                await self.abort()
+                raise storage_error(exc) from exc
+            except BaseException:
+                await self.abort()
+                raise
+            await run(self._finish_aside)
+        else:
+            await run(self._store_in_place)
+        fold = self._storage.fold
+        if fold is not None:
+            fold.chunk_stored(self._upload, self._index, md5)
+
+    async def abort(self) -> None:
+        try:
+            await self._storage.run(self._abort)
+        except Exception:  # abort must never raise: it runs from cleanup paths
+            pass
