@@ -200,7 +200,7 @@ async def test_sweep_removes_idle_uploads_and_orphans_only(runtime: Runtime) -> 
         upload = await service.store.get_upload(kept)
         assert upload is not None and upload.status == status
     for kept in (fresh, recent_chunk, merging):
-        assert sorted(p.name for p in tmp_dir(runtime, kept).iterdir())[0] == "chunk_0"
+        assert sorted(p.name for p in tmp_dir(runtime, kept).iterdir()) == ["claims", "data"]
     completed = await service.store.get_upload(done)
     assert await runtime.storage.file_size(completed.storage_key) == 2 * CS
     again = await runtime.expirer.sweep()
@@ -353,7 +353,7 @@ async def completed_with_leftover_chunks(runtime: Runtime) -> str:
     assert finished and upload.status == COMPLETED
     assert await runtime.storage.file_size(upload.storage_key) == 2 * CS
     assert sorted(p.name for p in tmp_dir(runtime, upload_id).iterdir()) == \
-        ["chunk_0", "chunk_1"]
+        ["claims", "data"]
     return upload_id
 
 
@@ -364,7 +364,7 @@ async def test_sweep_removes_leftover_chunks_of_a_completed_upload(runtime: Runt
     report = await runtime.expirer.sweep()
     assert report.orphans == [done] and report.failed == [] and report.expired == []
     assert not tmp_dir(runtime, done).exists()
-    assert sorted(p.name for p in tmp_dir(runtime, running).iterdir()) == ["chunk_0", "chunk_1"]
+    assert sorted(p.name for p in tmp_dir(runtime, running).iterdir()) == ["claims", "data"]
     upload = await service.store.get_upload(done)
     assert upload.status == COMPLETED
     assert await runtime.storage.file_size(upload.storage_key) == 2 * CS
@@ -378,7 +378,7 @@ async def test_sweep_keeps_chunks_of_a_completed_upload_without_its_file(
     (runtime.config.data_dir / upload.storage_key).unlink()
     report = await runtime.expirer.sweep()
     assert report.orphans == [] and report.failed == []
-    assert sorted(p.name for p in tmp_dir(runtime, done).iterdir()) == ["chunk_0", "chunk_1"]
+    assert sorted(p.name for p in tmp_dir(runtime, done).iterdir()) == ["claims", "data"]
 
 
 async def test_restart_removes_leftover_chunks_of_a_completed_upload(

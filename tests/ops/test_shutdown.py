@@ -40,12 +40,15 @@ async def test_a_client_gone_mid_chunk_leaves_nothing_in_flight(api: Api, runtim
                  f"Content-Length: {CS}\r\n\r\n".encode() + b"x" * (CS // 2))
     await writer.drain()
     parts = lambda: list((data_dir / "tmp").rglob("*.part"))  # noqa: E731
-    await wait_until_async(parts, "the chunk's .part file")
+    claims = data_dir / "tmp" / up["upload_id"] / "claims"
+    await wait_until_async(lambda: claims.exists() and claims.read_bytes()[:1] == b"\x01",
+                           "the chunk claimed for writing in place")
     assert runtime.drain.active == 1
     writer.close()
     await wait_until_async(lambda: runtime.drain.active == 0, "the cut request to leave")
     await runtime.drain.wait_tasks()  # what Runtime.stop waits for
     assert parts() == []
+    assert claims.read_bytes()[0] != 2  # not marked stored
     assert (await api.status(up["upload_id"]))["received"] == []
 
 
@@ -68,8 +71,10 @@ def _start_chunk(server: ServerProcess, upload_id: str, body: bytes) -> socket.s
             f"Host: 127.0.0.1\r\nAuthorization: Bearer {SECRET}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     sock.sendall(head + body[:len(body) // 2])
-    # The server has the chunk open once its .part file exists.
-    wait_until(lambda: part_files(server), "the chunk's .part file")
+    # The server has the chunk open once it claimed it (written in place).
+    claims = server.data_dir / "tmp" / upload_id / "claims"
+    wait_until(lambda: claims.exists() and claims.read_bytes()[:1] == b"\x01",
+               "the chunk claimed for writing in place")
     return sock
 
 
@@ -127,7 +132,7 @@ def test_sigterm_lets_an_in_flight_chunk_finish(tmp_path: Path) -> None:
 
     digest = hashlib.md5(body).hexdigest()
     assert _chunk_rows(server.data_dir, upload_id) == [(0, CS, digest)]
-    assert (server.data_dir / "tmp" / upload_id / "chunk_0").read_bytes() == body
+    assert (server.data_dir / "tmp" / upload_id / "data").read_bytes()[:CS] == body
     assert part_files(server) == []
     lines = server.log_lines()
     assert SECRET not in server.logs()
@@ -154,7 +159,7 @@ def test_sigterm_cuts_a_stalled_chunk_after_the_timeout(tmp_path: Path) -> None:
 
     assert _chunk_rows(server.data_dir, upload_id) == []
     assert part_files(server) == []
-    assert not (server.data_dir / "tmp" / upload_id / "chunk_0").exists()
+    assert (server.data_dir / "tmp" / upload_id / "claims").read_bytes()[0] != 2
     lines = server.log_lines()
     cut = [doc for doc in lines if doc.get("route") == "/upload/{id}/chunk"]
     assert [d["status"] for d in cut] == [499] and 0 <= cut[0]["bytes"] <= CS // 2

@@ -85,11 +85,19 @@ class LocalChunkWriter(StagedWriter):
             self._abort()
             raise storage_error(exc) from exc
 
+    def _length(self) -> int:
+        # What was received, not the upload's idea of this chunk: a tus
+        # upload of deferred length has none yet.
+        assert self._part is not None
+        return os.stat(self._part).st_size
+
     def _same_in_place(self, md5: str) -> bool:
         assert self._files is not None
+        length = self._length()
+        if os.fstat(self._files.data_fd).st_size < self._offset + length:
+            return False  # never written this far
         held = hashlib.md5(usedforsecurity=False)
-        hash_region(self._files.data_fd, self._offset, self._upload.chunk_length(self._index),
-                    held)
+        hash_region(self._files.data_fd, self._offset, length, held)
         return held.hexdigest() == md5
 
     def _put_in_place(self) -> None:
@@ -98,8 +106,7 @@ class LocalChunkWriter(StagedWriter):
         marks.mark(self._files, self._index, CLAIMED)  # not whole while we copy
         src = os.open(self._part, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            copy_at(src, 0, self._files.data_fd, self._offset,
-                    self._upload.chunk_length(self._index))
+            copy_at(src, 0, self._files.data_fd, self._offset, os.fstat(src).st_size)
         finally:
             os.close(src)
 
