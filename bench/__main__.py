@@ -25,8 +25,8 @@ from .client import Conn
 from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
-KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks",
-         "s3"]
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "peers",
+         "locks", "s3"]
 GiB = 1 << 30
 
 
@@ -35,11 +35,12 @@ def plan(quick: bool) -> dict:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
-                "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB}
+                "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
+                "peer_size": 32 * MiB}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB}
+            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "peer_size": GiB}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -127,8 +128,17 @@ async def run(args: argparse.Namespace) -> list[Figure]:
             for streams, chunk in grid:
                 emit(await F.ingest(ctx, p["ingest_size"], streams, chunk * MiB))
         if kinds & {"complete", "peak_rss"}:
-            for fig in await F.complete(ctx, p["complete"], streams=args.complete_streams):
+            done = await F.complete(ctx, p["complete"], streams=args.complete_streams)
+            for fig in done:
                 emit(fig)
+            if len(p["complete"]) >= 2:
+                # Issue 19: complete of 1 GiB no more than twice the 64 MiB figure.
+                (small, _), (large, _) = p["complete"][0], p["complete"][1]
+                by = {f.name: f.value for f in done}
+                a, b = by.get(f"complete {large}"), by.get(f"complete {small}")
+                if a is not None and b:
+                    emit(Figure(f"complete {large} vs {small}", "ms", a,
+                                f"complete {small} ms", b, a / b))
         if "status" in kinds:
             emit(await F.status_latency(ctx, p["status_chunks"], p["gets"]))
         if "puts_per_s" in kinds:
@@ -137,6 +147,11 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
         ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
         server.stop()
+        if "peers" in kinds:
+            from .peers import peer_figures
+            for fig in await peer_figures(ctx, p["peer_size"], 8 * MiB,
+                                          not args.quick or args.tus, extra):
+                emit(fig)
         if "locks" in kinds:
             await locks()
         if "tus_ingest" in kinds:
