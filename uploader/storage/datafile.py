@@ -54,6 +54,7 @@ class FlushBarrier:
         self._failed = 0    # the last sync that raised
         self._error: OSError | None = None
         self._syncing = False
+        self.waiting = 0    # writers waiting for a flush to cover them
 
     def sync(self, flush: Callable[[], None]) -> None:
         with self._cond:
@@ -64,7 +65,9 @@ class FlushBarrier:
                 if self._failed >= need and self._error is not None:
                     raise self._error
                 if self._syncing:
+                    self.waiting += 1
                     self._cond.wait()
+                    self.waiting -= 1
                     continue
                 self._started += 1
                 mine = self._started

@@ -132,7 +132,12 @@ class LocalStorage:
                 unlink_quiet(part)
                 # The staged file is the data file itself under its merge
                 # version's name: nothing copied, fencing as before.
-                os.link(self.layout.data_path(upload.upload_id), part)
+                try:
+                    os.link(self.layout.data_path(upload.upload_id), part)
+                except FileNotFoundError:
+                    # Gone while we hashed: a newer merger published it (we
+                    # were paused), or a delete. Nothing of ours to stage.
+                    raise MissingChunkData(_recorded(upload)) from None
                 if self.fsync:
                     fsync_dir(part.parent)
             finally:
@@ -148,15 +153,21 @@ class LocalStorage:
     def _merge_source(self, upload: Upload) -> int:
         """The data file, opened, once every chunk is provably in it; raises
         MissingChunkData for the recorded chunks that are not."""
-        files = self.data_files.acquire(upload)  # makes it (and migrates old chunks)
+        layout = self.layout
+        if upload.total_chunks and not layout.data_path(upload.upload_id).exists() and not any(
+                Layout.chunk_index(n) is not None for n in listdir(
+                    layout.chunk_dir(upload.upload_id))):
+            # Never written here (or merged and removed by a newer merger):
+            # make nothing.
+            raise MissingChunkData(_recorded(upload))
+        files = self.data_files.acquire(upload)  # opens it (and migrates old chunks)
         try:
             claims = os.pread(files.claims_fd, upload.total_chunks, 0)
             size = os.fstat(files.data_fd).st_size
         finally:
             self.data_files.release(files)
             self.data_files.forget(upload.upload_id)
-        recorded = [c.index for c in upload.chunks] if upload.chunks is not None \
-            else list(range(upload.total_chunks))
+        recorded = _recorded(upload)
         missing = [i for i in recorded if claims[i:i + 1] != STORED]
         if size != upload.size:
             missing = recorded
@@ -289,6 +300,13 @@ class LocalStorage:
                         pass
             return removed
         return int(await self.run(sweep))
+
+
+def _recorded(upload: Upload) -> list[int]:
+    """The recorded chunk indices (every index when the records are not given)."""
+    if upload.chunks is None:
+        return list(range(upload.total_chunks))
+    return [c.index for c in upload.chunks]
 
 
 def _renice(nice: int) -> None:
