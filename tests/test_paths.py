@@ -81,7 +81,9 @@ async def test_storage_modes(api: Api, data_dir: Path) -> None:
     up = await api.init(CS, CS)
     await api.put_chunk(up["upload_id"], 0, bytes(CS))
     assert oct((data_dir / "tmp" / up["upload_id"]).stat().st_mode & 0o777) == "0o700"
-    assert oct((data_dir / "tmp" / up["upload_id"] / "chunk_0").stat().st_mode & 0o777) == "0o600"
+    for name in ("data", "claims"):
+        path = data_dir / "tmp" / up["upload_id"] / name
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
     await api.complete(up["upload_id"])
     for path in (data_dir, data_dir / "store", data_dir / "tmp"):
         assert path.stat().st_mode & 0o777 == 0o700, path

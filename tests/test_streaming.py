@@ -23,7 +23,8 @@ async def open_chunk_put(api: Api, upload_id: str, index: int, length: int):  # 
     return reader, writer
 
 
-async def test_disconnect_mid_chunk_leaves_nothing(api: Api, data_dir: Path) -> None:
+async def test_disconnect_mid_chunk_leaves_nothing(api: Api, runtime,  # type: ignore[no-untyped-def]
+                                                   data_dir: Path) -> None:
     up = await api.init(2 * CS, CS)
     uid = up["upload_id"]
     code, _ = await api.put_chunk(uid, 1, bytes(CS))
@@ -31,15 +32,18 @@ async def test_disconnect_mid_chunk_leaves_nothing(api: Api, data_dir: Path) -> 
     reader, writer = await open_chunk_put(api, uid, 0, CS)
     writer.write(b"a" * (CS // 2))
     await writer.drain()
-    await wait_until_async(lambda: len(part_files(data_dir)) == 1, "the chunk's .part file")
+    # The first writer of chunk 0 writes in place: its claims byte is 1.
+    claims = data_dir / "tmp" / uid / "claims"
+    await wait_until_async(lambda: claims.read_bytes()[0] == 1, "chunk 0 being written")
     # While this chunk stalls, other requests are served.
     status = await api.status(uid)
     assert status["received"] == [1]
     writer.close()
-    await wait_until_async(lambda: not part_files(data_dir), "the .part file to be removed")
+    await wait_until_async(lambda: runtime.storage.data_files.claims_held == 0,
+                           "the claim let go")
     status = await api.status(uid)
     assert status["received"] == [1]
-    assert not (data_dir / "tmp" / uid / "chunk_0").exists()
+    assert claims.read_bytes()[0] != 2  # never marked stored
 
 
 async def test_disconnect_while_replacing_keeps_old_chunk(api: Api, data_dir: Path) -> None:
@@ -51,10 +55,11 @@ async def test_disconnect_while_replacing_keeps_old_chunk(api: Api, data_dir: Pa
     reader, writer = await open_chunk_put(api, uid, 0, CS)
     writer.write(b"n" * (CS // 2))
     await writer.drain()
+    # Written once already: the replacement is received aside.
     await wait_until_async(lambda: len(part_files(data_dir)) == 1, "the replacement's .part file")
     writer.close()
     await wait_until_async(lambda: not part_files(data_dir), "the .part file to be removed")
-    assert (data_dir / "tmp" / uid / "chunk_0").read_bytes() == original
+    assert (data_dir / "tmp" / uid / "data").read_bytes() == original
     code, done = await api.complete(uid, md5(original))
     assert code == 200
 

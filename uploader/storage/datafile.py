@@ -207,6 +207,12 @@ class DataFiles:
 
     # -- claims ------------------------------------------------------------------
 
+    @property
+    def claims_held(self) -> int:
+        """First writers writing in place in this process now."""
+        with self._lock:
+            return len(self._claimed)
+
     def claim(self, files: UploadFiles, index: int) -> bool:
         """Take the first write of chunk ``index``: True when no writer ever
         wrote it and none is writing it (the claim is held until

@@ -20,21 +20,28 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Any, Callable, Protocol
 
 from ..models import Upload
-from .datafile import CLAIMED, STORED, UploadFiles, copy_at, pwrite_all, pwritev_all
+from .base import Forget
+from .datafile import CLAIMED, STORED, DataFiles, UploadFiles, copy_at, pwrite_all, pwritev_all
 from .fileops import StagedWriter, storage_error, unlink_quiet
-from .incremental import hash_region
+from .incremental import IncrementalMerges, hash_region
 
-if TYPE_CHECKING:
-    from .local import LocalStorage
 
-Forget = Callable[[], Awaitable[None]]
+class Host(Protocol):
+    """What a writer needs of its backend (LocalStorage)."""
+
+    fsync: bool
+    fold: IncrementalMerges | None
+    data_files: DataFiles
+
+    async def run(self, fn: Callable[..., Any], *args: object) -> Any:
+        ...
 
 
 class LocalChunkWriter(StagedWriter):
-    def __init__(self, storage: "LocalStorage", upload: Upload, index: int,
+    def __init__(self, storage: Host, upload: Upload, index: int,
                  files: UploadFiles, *, part: Path | None = None, fd: int | None = None) -> None:
         super().__init__(fd)
         self._storage = storage
