@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import DISTRIBUTION, __version__
 
@@ -113,19 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"uploader: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
-    run_loop(_serve(config, sockets))
+    asyncio.run(_serve(config, sockets))
     return EXIT_OK
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """The server's event loop: uvloop when installed (the `server` extra
-    pins it; measured in bench/README.md, issue 19), else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 async def _work(config: Config) -> None:

@@ -133,7 +133,7 @@ class DataFiles:
     """This process's open ``UploadFiles``; every method runs in a worker
     thread (they open, create and lock files)."""
 
-    def __init__(self, layout: Layout, *, fsync: bool, max_open: int = 256) -> None:
+    def __init__(self, layout: Layout, *, fsync: bool, max_open: int = 128) -> None:
         self.layout = layout
         self.fsync = fsync
         self.max_open = max_open
