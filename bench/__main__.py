@@ -150,7 +150,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "peers" in kinds:
             from .peers import peer_figures
             for fig in await peer_figures(ctx, p["peer_size"], 8 * MiB,
-                                          not args.quick or args.tus, extra):
+                                          not args.quick or args.tus, extra, args.baseline):
                 emit(fig)
         if "locks" in kinds:
             await locks()
@@ -244,6 +244,9 @@ def main() -> int:
     parser.add_argument("--complete-streams", type=int, default=16,
                         help="streams uploading before each complete (and for peak RSS)")
     parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="peers: also measure the server of this checkout (e.g. an "
+                             "export of main) in the same runs")
     args = parser.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3

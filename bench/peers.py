@@ -64,50 +64,56 @@ async def tus_upload(ctx: Ctx, offset: int, size: int, chunk: int) -> None:
     await tus.tus_upload(ctx.host, ctx.port, ctx.data, offset, size, chunk)
 
 
-async def rate(ctx: Ctx, send: Uploader, size: int, streams: int, chunk: int,
-               clean: Callable[[], Awaitable[None]]) -> dict[str, Any]:
-    rates, cpu = [], []
-    part = size // streams
-    for _ in range(ctx.runs):
+class Peer:
+    """One server under test, started once and measured in turn with the
+    others: run k of every server lies in the same minutes (this machine is
+    shared; a server measured alone, minutes later, meets another load)."""
+
+    def __init__(self, name: str, proc: ServerProcess, send: Uploader,
+                 clean: Callable[[], Awaitable[None]]) -> None:
+        self.name, self.proc, self.send, self.clean = name, proc, send, clean
+        self.rates: dict[int, list[float]] = {}
+        self.cpu: dict[int, list[float]] = {}
+
+    async def once(self, ctx: Ctx, size: int, streams: int, chunk: int) -> None:
+        here = Ctx(ctx.host, self.proc.port, self.proc.pid, ctx.tmp, ctx.data, ctx.runs,
+                   ctx.log)
+        part = size // streams
         scratch(ctx, 2 * size)
-        s0 = cpu_seconds(ctx.pid)
+        s0 = cpu_seconds(here.pid)
         t0 = time.perf_counter()
-        await asyncio.gather(*(send(ctx, k * part, part, chunk) for k in range(streams)))
+        await asyncio.gather(*(self.send(here, k * part, part, chunk) for k in range(streams)))
         seconds = time.perf_counter() - t0
-        rates.append(part * streams / seconds / 1e6)
-        cpu.append(cpu_seconds(ctx.pid) - s0)
-        await clean()
-    return {"value": statistics.median(rates), "cpu_s_per_gb": statistics.median(cpu)
-            / (part * streams / 1e9), "runs": rates}
+        self.rates.setdefault(streams, []).append(part * streams / seconds / 1e6)
+        self.cpu.setdefault(streams, []).append(
+            (cpu_seconds(here.pid) - s0) / (part * streams / 1e9))
+        await self.clean()
 
-
-async def measure(ctx: Ctx, proc: ServerProcess, send: Uploader, shapes: list[tuple[int, int]],
-                  size: int, chunk: int, clean: Callable[[], Awaitable[None]]
-                  ) -> list[dict[str, Any]]:
-    await proc.start()
-    try:
-        here = Ctx(ctx.host, proc.port, proc.pid, ctx.tmp, ctx.data, ctx.runs, ctx.log)
-        return [await rate(here, send, size, streams, chunk, clean) for streams, _ in shapes]
-    finally:
-        proc.stop()
+    def result(self, streams: int) -> dict[str, Any]:
+        return {"value": statistics.median(self.rates[streams]),
+                "cpu_s_per_gb": statistics.median(self.cpu[streams]),
+                "runs": self.rates[streams]}
 
 
 async def peer_figures(ctx: Ctx, size: int, chunk: int, with_tus: bool,
-                       env: dict[str, str]) -> list[Figure]:
+                       env: dict[str, str], baseline: Path | None = None) -> list[Figure]:
+    """``baseline``: another checkout (say, main) measured in the same runs
+    as two more peers, for before/after tables that share their minutes."""
     shapes = [(1, size), (4, size // 4)]
-    results: dict[str, list[dict[str, Any]] | None] = {}
-    for fsync in ("true", "false"):
-        folder = ctx.tmp / f"peer-ours-{fsync}"
-        folder.mkdir()
-        proc = uploader_server(folder, mysql_dsn=None, redis_url=None,
-                               extra_env={**env, "UPLOADER_STORAGE_FSYNC": fsync})
+    peers: list[Peer] = []
+    builds = [("ours", None)] + ([("baseline", baseline)] if baseline else [])
+    for build, root in builds:
+        for fsync in ("true", "false"):
+            folder = ctx.tmp / f"peer-{build}-{fsync}"
+            folder.mkdir()
+            proc = uploader_server(folder, mysql_dsn=None, redis_url=None, root=root,
+                                   extra_env={**env, "UPLOADER_STORAGE_FSYNC": fsync})
 
-        async def clean_ours(folder: Path = folder) -> None:
-            shutil.rmtree(folder / "data" / "store", ignore_errors=True)
-            (folder / "data" / "store").mkdir()
-        ctx.log(f"peers: ours, fsync {fsync}")
-        results[f"ours fsync {'on' if fsync == 'true' else 'off'}"] = await measure(
-            ctx, proc, ours_upload, shapes, size, chunk, clean_ours)
+            async def clean_ours(folder: Path = folder) -> None:
+                shutil.rmtree(folder / "data" / "store", ignore_errors=True)
+                (folder / "data" / "store").mkdir()
+            peers.append(Peer(f"{build} fsync {'on' if fsync == 'true' else 'off'}", proc,
+                              ours_upload, clean_ours))
     store = ctx.tmp / "peer-minimal"
     store.mkdir()
     port = free_port()
@@ -115,13 +121,10 @@ async def peer_figures(ctx: Ctx, size: int, chunk: int, with_tus: bool,
                             {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
                             ctx.tmp, port, "/healthz", ctx.tmp / "minimal.log")
 
-    async def clean_store(store: Path = store) -> None:
-        shutil.rmtree(store, ignore_errors=True)
-        store.mkdir()
-    ctx.log("peers: minimal Tornado PUT server")
-    results["minimal"] = await measure(ctx, minimal, minimal_upload, shapes, size, chunk,
-                                       clean_store)
-    results["tus"] = None
+    async def clean_dir(folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+    peers.append(Peer("minimal", minimal, minimal_upload, lambda: clean_dir(store)))
     folder = tus.install(ctx.tmp, ctx.log) if with_tus else None
     if folder is not None:
         files = ctx.tmp / "peer-tus"
@@ -129,19 +132,38 @@ async def peer_figures(ctx: Ctx, size: int, chunk: int, with_tus: bool,
         port = free_port()
         node = ServerProcess(["node", str(folder / "server.mjs"), str(port), str(files)],
                              None, folder, port, "/files", ctx.tmp / "tus.log")  # type: ignore[arg-type]
-        ctx.log("peers: @tus/server + file-store")
-        try:
-            results["tus"] = await measure(ctx, node, tus_upload, shapes, size, chunk,
-                                           lambda: clean_store(files))
-        except Exception as exc:  # the peer is optional: never fail the run for it
-            ctx.log(f"tus peer failed: {exc!r}")
+        peers.append(Peer("tus", node, tus_upload, lambda: clean_dir(files)))
+    results: dict[str, list[dict[str, Any]] | None] = {"tus": None}
+    started: list[Peer] = []
+    try:
+        for p in peers:
+            try:
+                await p.proc.start()
+                started.append(p)
+            except Exception as exc:
+                if p.name != "tus":
+                    raise
+                ctx.log(f"tus peer failed to start: {exc!r}")  # optional: never fail the run
+        for run in range(ctx.runs):
+            for streams, _ in shapes:
+                for p in started:
+                    ctx.log(f"peers: run {run + 1}, {streams} stream(s), {p.name}")
+                    await p.once(ctx, size, streams, chunk)
+        for p in started:
+            results[p.name] = [p.result(streams) for streams, _ in shapes]
+    finally:
+        for p in started:
+            p.proc.stop()
     figures = []
     peer = results["tus"]
-    note = "" if peer else "peer skipped"
+    note = "" if peer else "skipped: no @tus/server peer (--quick, or no npm)"
     for i, (streams, part) in enumerate(shapes):
         label = f"{streams}x{part // MiB}MiB in {chunk // MiB}MiB"
         ref = peer[i]["value"] if peer else None
-        for name in ("ours fsync on", "ours fsync off", "minimal"):
+        names = ["ours fsync on", "ours fsync off", "minimal"]
+        if baseline:
+            names[2:2] = ["baseline fsync on", "baseline fsync off"]
+        for name in names:
             mine = results[name]
             assert mine is not None
             title = (f"peer_ingest {label} {name}" if name != "minimal"
@@ -155,14 +177,17 @@ async def peer_figures(ctx: Ctx, size: int, chunk: int, with_tus: bool,
     # CPU per GB: ours with every check on (fsync off: the disk's wait is no
     # CPU) against its floor, the minimal server (receive, write, one MD5)
     # plus one more MD5 pass (the wire format hashes each chunk and the file).
-    ours_off, floor_server = results["ours fsync off"], results["minimal"]
-    assert ours_off is not None and floor_server is not None
+    floor_server = results["minimal"]
+    assert floor_server is not None
     md5_per_gb = md5_seconds(ctx, min(size, 256 * MiB)) / (min(size, 256 * MiB) / 1e9)
     for i, (streams, part) in enumerate(shapes):
         floor = floor_server[i]["cpu_s_per_gb"] + md5_per_gb
-        value = ours_off[i]["cpu_s_per_gb"]
-        figures.append(Figure(f"cpu_per_gb {streams}x{part // MiB}MiB ours fsync off",
-                              "core-s/GB", value, "floor core-s/GB", floor, value / floor,
-                              {"minimal_cpu_s_per_gb": floor_server[i]["cpu_s_per_gb"],
-                               "md5_s_per_gb": md5_per_gb}))
+        for build in [b for b, _ in builds]:
+            measured = results[f"{build} fsync off"]
+            assert measured is not None
+            value = measured[i]["cpu_s_per_gb"]
+            figures.append(Figure(f"cpu_per_gb {streams}x{part // MiB}MiB {build} fsync off",
+                                  "core-s/GB", value, "floor core-s/GB", floor, value / floor,
+                                  {"minimal_cpu_s_per_gb": floor_server[i]["cpu_s_per_gb"],
+                                   "md5_s_per_gb": md5_per_gb}))
     return figures

@@ -108,7 +108,8 @@ class ServerProcess:
 
 
 def uploader_server(tmp: Path, *, mysql_dsn: str | None, redis_url: str | None,
-                    extra_env: dict[str, str]) -> ServerProcess:
+                    extra_env: dict[str, str], root: Path | None = None) -> ServerProcess:
+    """``root``: the checkout whose server runs (default: this one)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
     env.update({
@@ -129,7 +130,7 @@ def uploader_server(tmp: Path, *, mysql_dsn: str | None, redis_url: str | None,
         env["UPLOADER_LOCKS_BACKEND"] = "redis"
         env["UPLOADER_LOCKS_REDIS_URL"] = redis_url
     env.update(extra_env)
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--config", str(root / "config.yaml")]

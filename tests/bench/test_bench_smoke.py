@@ -22,7 +22,8 @@ def test_bench_quick_prints_every_figure() -> None:
                 + ["complete 8MiB", "complete 16MiB", "complete 32MiB"])
     for name in expected:
         assert name in names, (name, names)
-    for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu"):
+    for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu",
+                 "peer_ingest", "cpu_per_gb", "complete 16MiB vs 8MiB"):
         assert any(n.startswith(kind) for n in names), (kind, names)
     assert sum(n.startswith("puts_per_s") for n in names) == 3
     locks = [f for f in figures if f["name"].startswith("locks ")]
