@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import KiB, Api, chunks_of, md5
+from support import KiB, Api, chunks_of, md5, wait_until_async
 
 CS = 256 * KiB
 
@@ -49,6 +49,40 @@ async def test_two_puts_of_one_chunk_never_interleave(api: Api, runtime, data_di
     assert record.md5 == md5(content)  # the record describes the bytes on disk
     code, done = await api.complete(uid)
     assert code == 200 and done["md5"] == md5(content)
+
+
+async def test_a_resend_never_lands_under_a_first_writer_still_writing(
+        api: Api, runtime, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 19: the first writer A streams into the data file in place; B,
+    received aside, has its whole body while A is half-way. B's bytes must
+    not be copied in place before A is done (A's last pieces would land over
+    them): B waits for A's claim, then replaces A's chunk under the lock."""
+    up = await api.init(CS, CS)
+    uid = up["upload_id"]
+    a, b = b"A" * CS, b"B" * CS
+    ra, wa = await raw_put(api, uid, 0, a)
+    wa.write(a[:CS // 2])
+    await wa.drain()
+    claims = data_dir / "tmp" / uid / "claims"
+    await wait_until_async(lambda: claims.exists() and claims.read_bytes()[0] == 1,
+                           "A writing chunk 0 in place")
+    rb, wb = await raw_put(api, uid, 0, b)
+    wb.write(b)
+    await wb.drain()
+
+    def b_received() -> bool:
+        parts = list((data_dir / "tmp" / uid).glob("chunk_0.*.part"))
+        return bool(parts) and parts[0].stat().st_size == CS
+    await wait_until_async(b_received, "B's whole body received aside")
+    wa.write(a[CS // 2:])
+    await wa.drain()
+    assert await read_status(ra) == 200 and await read_status(rb) == 200
+    wa.close()
+    wb.close()
+    content = (data_dir / "tmp" / uid / "data").read_bytes()
+    assert content == b  # B came second: it replaced A's chunk whole
+    [record] = await runtime.store.get_chunks(uid)
+    assert record.md5 == md5(b)
 
 
 @pytest.mark.parametrize("hold", [0, 1, 2, 3])

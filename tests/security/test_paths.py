@@ -131,7 +131,7 @@ async def test_folders_0700_files_0600(api: Api, data_dir: Path, runtime):
     assert code == 200
     chunk_dir = data_dir / "tmp" / uid
     assert mode(chunk_dir) == 0o700
-    assert mode(chunk_dir / "chunk_0") == 0o600
+    assert mode(chunk_dir / "data") == 0o600 and mode(chunk_dir / "claims") == 0o600
     code, _ = await api.put_chunk(uid, 1, data[CS:])
     code, done = await api.complete(uid)
     assert code == 200

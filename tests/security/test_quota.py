@@ -78,7 +78,7 @@ async def test_free_space_reserve_at_init_and_on_chunks(alice: TokenApi, config,
     assert code == 507 and doc["error"]["code"] == "insufficient_storage"
     status = await alice.status(up["upload_id"])
     assert status["status"] == "in_progress" and status["received"] == [0]
-    assert sorted(p.name for p in (data_dir / "tmp" / up["upload_id"]).iterdir()) == ["chunk_0"]
+    assert sorted(p.name for p in (data_dir / "tmp" / up["upload_id"]).iterdir()) == ["claims", "data"]
     config.storage.min_free_bytes = 0
     code, _ = await alice.put_chunk(up["upload_id"], 1, b"b" * CS)
     assert code == 200

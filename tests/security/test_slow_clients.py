@@ -43,9 +43,16 @@ async def wait_closed(stream: tornado.iostream.IOStream) -> bytes:
         return b""
 
 
-def part_files(data_dir: Path, upload_id: str) -> list[str]:
-    folder = data_dir / "tmp" / upload_id
-    return sorted(p.name for p in folder.glob("*.part")) if folder.exists() else []
+def being_written(data_dir: Path, upload_id: str, index: int) -> bool:
+    """The chunk's first writer is at it (its claims byte is set: it writes
+    in place into the upload's data file)."""
+    claims = data_dir / "tmp" / upload_id / "claims"
+    return claims.exists() and claims.read_bytes()[index:index + 1] == b"\x01"
+
+
+def nothing_in_flight(runtime) -> bool:  # type: ignore[no-untyped-def]
+    return runtime.storage.data_files.claims_held == 0 and not [
+        p for p in (runtime.config.data_dir / "tmp").rglob("*.part")]
 
 
 async def full_upload(api: Api, size: int) -> None:
@@ -64,7 +71,7 @@ def chunk_head(upload_id: str, index: int, length: int) -> bytes:
 
 
 async def test_trickling_client_is_cut_off_while_a_normal_one_finishes(
-        api: Api, http_server_port, data_dir: Path):
+        api: Api, http_server_port, data_dir: Path, runtime):
     up = await api.init(2 * CS, CS)
     uid = up["upload_id"]
     code, _ = await api.put_chunk(uid, 0, b"a" * CS)
@@ -83,12 +90,12 @@ async def test_trickling_client_is_cut_off_while_a_normal_one_finishes(
             pass
 
     trickler = asyncio.ensure_future(trickle())
-    await wait_until_async(lambda: part_files(data_dir, uid), "the trickled chunk's part file",
-                           BOUND)
+    await wait_until_async(lambda: being_written(data_dir, uid, 1),
+                           "the trickled chunk being written", BOUND)
     await full_upload(api, 3 * CS + 5)  # someone else, at full speed, meanwhile
     await asyncio.wait_for(trickler, BOUND)
     assert stream.closed()
-    await wait_until_async(lambda: not part_files(data_dir, uid),
+    await wait_until_async(lambda: nothing_in_flight(runtime),
                            "the partial chunk to be discarded", BOUND)
     status = await api.status(uid)
     assert status["status"] == "in_progress" and status["received"] == [0]
@@ -98,14 +105,14 @@ async def test_trickling_client_is_cut_off_while_a_normal_one_finishes(
 
 
 async def test_silent_client_is_cut_off_by_the_idle_timeout(api: Api, http_server_port,
-                                                            data_dir: Path):
+                                                            data_dir: Path, runtime):
     up = await api.init(CS, CS)
     uid = up["upload_id"]
     stream = await connect(http_server_port[1])
     await stream.write(chunk_head(uid, 0, CS) + b"x" * 1000)  # then nothing
     # Closed without an answer (there is nobody to answer who sends nothing).
     assert await wait_closed(stream) == b""
-    await wait_until_async(lambda: not part_files(data_dir, uid),
+    await wait_until_async(lambda: nothing_in_flight(runtime),
                            "the partial chunk to be discarded", BOUND)
     status = await api.status(uid)
     assert status["status"] == "in_progress" and status["received"] == []

@@ -25,6 +25,7 @@ things keep the wire rules (docs/architecture.md, section 7):
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
@@ -140,6 +141,9 @@ class DataFiles:
         self._lock = threading.Lock()
         self._open: OrderedDict[str, UploadFiles] = OrderedDict()
         self._claimed: set[tuple[str, int]] = set()
+        # Writers received aside waiting for a chunk's first writer to finish.
+        self._waiters: dict[tuple[str, int], list[tuple[asyncio.AbstractEventLoop,
+                                                        asyncio.Future[None]]]] = {}
 
     def acquire(self, upload: Upload) -> UploadFiles:
         """The upload's files, created (with the old per-chunk layout
@@ -257,6 +261,26 @@ class DataFiles:
     def _drop_claim(self, key: tuple[str, int]) -> None:
         with self._lock:
             self._claimed.discard(key)
+            waiters = self._waiters.pop(key, [])
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_wake, fut)
+
+    async def wait_released(self, files: UploadFiles, index: int) -> None:
+        """Return once no first writer writes chunk ``index`` in place (here
+        or in another process). A writer received aside waits for it before
+        its commit may compare or copy bytes in place: otherwise the first
+        writer's last pieces could land after its copy. Awaited outside any
+        lock, and never in the I/O pool the first writer needs."""
+        key = (files.upload_id, index)
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if key not in self._claimed:
+                    break
+                fut: asyncio.Future[None] = loop.create_future()
+                self._waiters.setdefault(key, []).append((loop, fut))
+            await fut
+        await asyncio.to_thread(_wait_lockf, files.claims_fd, index)
 
     @staticmethod
     def _unlock(files: UploadFiles, index: int) -> None:
@@ -264,6 +288,21 @@ class DataFiles:
             fcntl.lockf(files.claims_fd, fcntl.LOCK_UN, 1, index, os.SEEK_SET)
         except OSError:
             pass  # closing the file frees it anyway
+
+
+def _wake(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _wait_lockf(fd: int, index: int) -> None:
+    """Block until no other process holds the chunk's claim. (Within this
+    process a POSIX lock never blocks: the in-process set covers that.)"""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, index, os.SEEK_SET)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, index, os.SEEK_SET)
+    except OSError:
+        pass  # a closed file frees every claim on it anyway
 
 
 def open_or_create(path: Path, size: int) -> int:

@@ -152,6 +152,8 @@ class LocalChunkWriter(StagedWriter):
 
     async def sync(self) -> None:
         await self._storage.run(self._sync)
+        if self._part is not None and self._files is not None:
+            await self._storage.data_files.wait_released(self._files, self._index)
 
     async def commit(self, md5: str, forget: Forget | None = None) -> None:
         run = self._storage.run
