@@ -5,13 +5,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
+from ..events.model import Event
 from ..models import IN_PROGRESS, TusState, Upload, utcnow
+from .outbox import Tx
 from .rows import dump_tus
 from .schema import UPLOAD_COLUMNS
 
 ID_BATCH = 500  # ids per IN (...) list
+T = TypeVar("T")
 
 
 class SharedQueries:
@@ -44,8 +47,8 @@ class SharedQueries:
         return await self._write(sql, [*params, upload_id, IN_PROGRESS]) > 0
 
     def _list_sql(self, owner: str, status: str | None, filename: str | None,
-                  limit: int, metadata: Mapping[str, str] | None = None
-                  ) -> tuple[str, list[Any]]:
+                  limit: int, metadata: Mapping[str, str] | None = None,
+                  before: tuple[datetime, str] | None = None) -> tuple[str, list[Any]]:
         m = self.MARK
         sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner = {m}"
         params: list[Any] = [owner]
@@ -61,7 +64,15 @@ class SharedQueries:
             sql += (f" AND upload_id IN (SELECT upload_id FROM upload_metadata "
                     f"WHERE owner = {m} AND name = {m} AND {self.VALUE_MATCH})")
             params += [owner, name] + [value] * self.VALUE_MATCH.count(m)
-        sql += f" ORDER BY created_at DESC LIMIT {m}"
+        if before is not None:
+            # Keyset: strictly after the cursor's row in (created_at,
+            # upload_id) descending order. The first conjunct alone is an
+            # index range on (owner[, status], created_at, upload_id); the
+            # row-value form is not one in every MySQL version.
+            created, upload_id = before
+            sql += (f" AND created_at <= {m} AND (created_at < {m} OR upload_id < {m})")
+            params += [self._ts(created), self._ts(created), upload_id]
+        sql += f" ORDER BY created_at DESC, upload_id DESC LIMIT {m}"
         params.append(limit)
         return sql, params
 
@@ -101,3 +112,62 @@ class SharedQueries:
             params = (owner,)
         rows = await self._all(sql, params)
         return int(rows[0][0]), int(rows[0][1])
+
+    # -- the expiry sweep, a batch at a time (cleanup.py) -----------------------
+
+    if TYPE_CHECKING:
+        # Provided by each store and by OutboxQueries; declared for the type
+        # checker only (a definition would shadow OutboxQueries' in the MRO).
+        async def _atomic(self, work: Callable[[Tx], Awaitable[T]]) -> T: ...
+
+        async def _insert_event(self, tx: Tx, event: Event) -> None: ...
+
+    async def claim_expired(self, claims: Sequence[tuple[str, Event | None]],
+                            statuses: Sequence[str], cutoff: datetime,
+                            at: datetime) -> list[str]:
+        m = self.MARK
+        marks = ",".join([m] * len(statuses))
+        # The sweep's decision, re-checked row by row at the moment of the
+        # change: an upload touched (a chunk started or streaming) or given a
+        # chunk since the cutoff stays as it is.
+        sql = (f"UPDATE uploads SET status = 'aborted', updated_at = {m} "
+               f"WHERE upload_id = {m} AND status IN ({marks}) AND updated_at < {m} "
+               f"AND NOT EXISTS (SELECT 1 FROM upload_chunks c WHERE "
+               f"c.upload_id = uploads.upload_id AND c.received_at >= {m})")
+        at_value, cut = self._ts(at), self._ts(cutoff)
+
+        async def work(tx: Tx) -> list[str]:
+            claimed = []
+            for upload_id, event in claims:
+                if await tx.run(sql, (at_value, upload_id, *statuses, cut, cut)):
+                    claimed.append(upload_id)
+                    if event is not None:
+                        await self._insert_event(tx, event)
+            return claimed
+        return await self._atomic(work) if claims else []
+
+    async def delete_uploads(self, upload_ids: Sequence[str]) -> None:
+        ids = list(upload_ids)
+
+        async def work(tx: Tx) -> None:
+            # uploads first: the lock order of record_chunk (see delete_upload).
+            for table in ("uploads", "upload_chunks", "upload_metadata"):
+                for start in range(0, len(ids), ID_BATCH):
+                    part = ids[start:start + ID_BATCH]
+                    await tx.run(f"DELETE FROM {table} WHERE upload_id IN "
+                                 f"({','.join([self.MARK] * len(part))})", part)
+        if ids:
+            await self._atomic(work)
+
+    async def touch(self, upload_ids: Sequence[str], at: datetime,
+                    older_than: datetime) -> int:
+        m = self.MARK
+        touched = 0
+        ids = list(upload_ids)
+        for start in range(0, len(ids), ID_BATCH):
+            part = ids[start:start + ID_BATCH]
+            touched += await self._write(
+                f"UPDATE uploads SET updated_at = {m} WHERE upload_id IN "
+                f"({','.join([m] * len(part))}) AND status = {m} AND updated_at < {m}",
+                [self._ts(at), *part, IN_PROGRESS, self._ts(older_than)])
+        return touched
