@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 
 from . import direct_uploads as direct
 from . import paging
+from .activity import ActivityMarks
 from .config import Config
 from .errors import UploadError, not_found
 from .events import model as events
@@ -59,6 +60,8 @@ class UploadService:
         # so a chunk PUT needs no lookup before its body: the status is checked
         # atomically by record_chunk anyway. Evicted on any change seen here.
         self._meta: OrderedDict[str, Upload] = OrderedDict()
+        # A chunk starting or streaming is activity the expiry sweep respects.
+        self.activity = ActivityMarks(store, config.expiry.ttl)
 
     def _forget(self, upload_id: str) -> None:
         self._meta.pop(upload_id, None)
@@ -222,10 +225,15 @@ class UploadService:
                 raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
                                   expected=expected, received=content_length)
         await self.quota.check_chunk(expected)
+        # Before the first body byte: a sweep deciding from now on sees the
+        # upload active (it re-checks updated_at when it claims).
+        await self.activity.mark((upload_id,))
         writer = await self.storage.open_chunk(upload, index)
-        return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
-                             total_chunks=upload.total_chunks, expected_size=expected,
-                             expected_md5=md5, max_buffered=self.config.server.max_buffered)
+        receiver = ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
+                                 total_chunks=upload.total_chunks, expected_size=expected,
+                                 expected_md5=md5, max_buffered=self.config.server.max_buffered)
+        self.activity.streaming(receiver)
+        return receiver
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()
