@@ -31,6 +31,7 @@ from .recovery import publish_recorded_merges, remove_completed_chunks, remove_d
 from .service import UploadService
 
 log = logging.getLogger("uploader.expiry")
+REMOVALS_AT_ONCE = 4  # uploads whose bytes a sweep removes concurrently
 LISTED = 1000  # expired ids a report keeps (for `uploader cleanup`); the count is exact
 
 
@@ -162,19 +163,26 @@ class Expirer:
             event = made.get(upload_id)
             if event is not None:
                 service.events.written(event)
-        gone = []
-        for upload_id in claimed:
-            try:
-                # A chunk commit that passed its status check before the claim
-                # holds this lock: leave the row aborted for the retry.
-                async with service.locks.upload(upload_id, wait=0):
-                    await service.storage.delete_upload(by_id[upload_id])
-                gone.append(upload_id)
-            except LockTimeout:
-                continue
-            except Exception:
-                log.exception("could not expire upload %s", upload_id)
-                report.failed.append(upload_id)
+        # Bytes of several uploads at once: each removal is a few syscalls in
+        # the I/O pool (or requests to S3), mostly waiting.
+        slots = asyncio.Semaphore(REMOVALS_AT_ONCE)
+
+        async def remove(upload_id: str) -> str | None:
+            async with slots:
+                try:
+                    # A chunk commit that passed its status check before the
+                    # claim holds this lock: leave the row aborted for the retry.
+                    async with service.locks.upload(upload_id, wait=0):
+                        await service.storage.delete_upload(by_id[upload_id])
+                    return upload_id
+                except LockTimeout:
+                    return None
+                except Exception:
+                    log.exception("could not expire upload %s", upload_id)
+                    report.failed.append(upload_id)
+                    return None
+        results = await asyncio.gather(*(remove(upload_id) for upload_id in claimed))
+        gone = [upload_id for upload_id in results if upload_id is not None]
         await service.store.delete_uploads(gone)
         return gone
 

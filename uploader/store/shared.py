@@ -14,6 +14,8 @@ from .rows import dump_tus
 from .schema import UPLOAD_COLUMNS
 
 ID_BATCH = 500  # ids per IN (...) list
+CLAIM_BATCH = 500  # uploads per claiming UPDATE
+EVENT_ROWS = 100  # events per INSERT (5 parameters each)
 T = TypeVar("T")
 
 
@@ -116,35 +118,53 @@ class SharedQueries:
     # -- the expiry sweep, a batch at a time (cleanup.py) -----------------------
 
     if TYPE_CHECKING:
-        # Provided by each store and by OutboxQueries; declared for the type
-        # checker only (a definition would shadow OutboxQueries' in the MRO).
+        # Provided by each store; declared for the type checker only.
         async def _atomic(self, work: Callable[[Tx], Awaitable[T]]) -> T: ...
-
-        async def _insert_event(self, tx: Tx, event: Event) -> None: ...
 
     async def claim_expired(self, claims: Sequence[tuple[str, Event | None]],
                             statuses: Sequence[str], cutoff: datetime,
                             at: datetime) -> list[str]:
         m = self.MARK
-        marks = ",".join([m] * len(statuses))
-        # The sweep's decision, re-checked row by row at the moment of the
-        # change: an upload touched (a chunk started or streaming) or given a
-        # chunk since the cutoff stays as it is.
-        sql = (f"UPDATE uploads SET status = 'aborted', updated_at = {m} "
-               f"WHERE upload_id = {m} AND status IN ({marks}) AND updated_at < {m} "
-               f"AND NOT EXISTS (SELECT 1 FROM upload_chunks c WHERE "
-               f"c.upload_id = uploads.upload_id AND c.received_at >= {m})")
+        ids = [upload_id for upload_id, _ in claims]
+        events = {upload_id: event for upload_id, event in claims if event is not None}
         at_value, cut = self._ts(at), self._ts(cutoff)
 
         async def work(tx: Tx) -> list[str]:
-            claimed = []
-            for upload_id, event in claims:
-                if await tx.run(sql, (at_value, upload_id, *statuses, cut, cut)):
-                    claimed.append(upload_id)
-                    if event is not None:
-                        await self._insert_event(tx, event)
+            claimed: list[str] = []
+            for start in range(0, len(ids), CLAIM_BATCH):
+                part = ids[start:start + CLAIM_BATCH]
+                marks = ",".join([m] * len(part))
+                # The sweep's decision, re-checked for every row at the moment
+                # of the change: an upload touched (a chunk started or
+                # streaming) or given a chunk since the cutoff stays as it is.
+                await tx.run(
+                    f"UPDATE uploads SET status = 'aborted', updated_at = {m} "
+                    f"WHERE upload_id IN ({marks}) "
+                    f"AND status IN ({','.join([m] * len(statuses))}) AND updated_at < {m} "
+                    f"AND NOT EXISTS (SELECT 1 FROM upload_chunks c WHERE "
+                    f"c.upload_id = uploads.upload_id AND c.received_at >= {m})",
+                    [at_value, *part, *statuses, cut, cut])
+                # Which rows that was: aborted at exactly our stamp (in this
+                # transaction, under its write lock, no one else's).
+                rows = await tx.rows(
+                    f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks}) "
+                    f"AND status = 'aborted' AND updated_at = {m}", [*part, at_value])
+                claimed += [r[0] for r in rows]
+            await self._insert_events(tx, [events[i] for i in claimed if i in events])
             return claimed
         return await self._atomic(work) if claims else []
+
+    async def _insert_events(self, tx: Tx, events: Sequence[Event]) -> None:
+        """Many events in few statements (rows of VALUES)."""
+        m = self.MARK
+        for start in range(0, len(events), EVENT_ROWS):
+            part = events[start:start + EVENT_ROWS]
+            params: list[Any] = []
+            for event in part:
+                params += [event.event_id, event.type, event.upload_id,
+                           self._ts(event.occurred_at), event.payload]
+            await tx.run("INSERT INTO events (event_id, type, upload_id, occurred_at, payload) "
+                         "VALUES " + ",".join([f"({m},{m},{m},{m},{m})"] * len(part)), params)
 
     async def delete_uploads(self, upload_ids: Sequence[str]) -> None:
         ids = list(upload_ids)
