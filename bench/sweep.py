@@ -24,6 +24,10 @@ from .figures import Figure
 from .server import ServerProcess, uploader_server
 
 BATCH_ROWS = 5000  # rows per INSERT batch
+# Seconds between looks at /metrics. A scrape counts uploads by status (a scan
+# of the table until issue 21.1's counters land): both phases scrape at this
+# pace, so the latency comparison carries the same extra load on each side.
+SCRAPE_EVERY = 1.0
 
 
 def _rows(count: int, text_ts: bool) -> list[tuple[Any, ...]]:
@@ -111,7 +115,18 @@ async def sweep_figures(tmp: Path, mysql_dsn: str | None, redis_url: str | None,
     try:
         conn = Conn("127.0.0.1", quiet.port)
         await _latencies(conn, path, lambda: False, 20)  # warm
+        stop = asyncio.Event()
+
+        async def scrape() -> None:
+            metrics = Conn("127.0.0.1", quiet.port)
+            while not stop.is_set():
+                await metrics.request("GET", "/metrics")
+                await asyncio.sleep(SCRAPE_EVERY)
+            await metrics.close()
+        scraper = asyncio.ensure_future(scrape())
         idle = await _latencies(conn, path, lambda: False, probes)
+        stop.set()
+        await scraper
         await conn.close()
     finally:
         quiet.stop()
@@ -134,7 +149,7 @@ async def sweep_figures(tmp: Path, mysql_dsn: str | None, redis_url: str | None,
                 state["seconds"] = _metric(text, "uploader_expiry_last_duration_seconds")
                 state["removed"] = removed
                 state["done"] = True
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(SCRAPE_EVERY)
         await metrics.close()
     try:
         watcher = asyncio.ensure_future(watch())
