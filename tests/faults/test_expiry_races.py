@@ -4,7 +4,8 @@
 - The sweep decides an upload is idle, a chunk then arrives and is answered
   200: the sweep's claim re-checks activity atomically and leaves it alone.
 - A chunk whose body streams for longer than the TTL counts as activity all
-  along: the sweep leaves its upload alone and the chunk ends in 200, not 404.
+  along, for another instance's sweep too (its own database connections and
+  locks): it leaves the upload alone and the chunk ends in 200, not 404.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 import pytest
 
 from support import KiB, Api, MySQLServer, md5
+from uploader.cleanup import Expirer
+from uploader.locks.memory import MemoryLocks
 from uploader.models import IN_PROGRESS, utcnow
+from uploader.runtime import build_service, make_store
 
 TTL = 1  # seconds: the shortest expiry.ttl there is
 
@@ -113,7 +117,16 @@ async def stream_past_the_ttl(api: Api, runtime: Any, uid: str, created: datetim
     while await updated_at(api, uid) <= created + timedelta(seconds=TTL):
         assert time.monotonic() < deadline, "a streaming chunk never marked its upload"
         await asyncio.sleep(0.05)
-    report = await runtime.expirer.sweep()
+    # Another instance sweeps: the mark must be in the database, not in the
+    # memory of the process receiving the chunk.
+    other = make_store(runtime.config)
+    await other.open()
+    try:
+        service = build_service(runtime.config, other, runtime.storage, MemoryLocks(),
+                                runtime.executor, runtime.metrics)
+        report = await Expirer(runtime.config, service, runtime.metrics).sweep()
+    finally:
+        await other.close()
     assert report.expired == [], "the sweep removed an upload with a chunk in flight"
     writer.write(body[size // 2:])
     await writer.drain()
