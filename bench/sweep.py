@@ -12,6 +12,7 @@ not there).
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 import uuid
@@ -143,10 +144,9 @@ async def sweep_figures(tmp: Path, mysql_dsn: str | None, redis_url: str | None,
             _, body = await metrics.request("GET", "/metrics")
             text = body.decode()
             running = _metric(text, "uploader_expiry_running") == 1
-            removed = _metric(text, "uploader_expiry_sweep_removed") or 0
+            removed = _metric(text, 'uploader_expiry_removed_total{kind="expired"}') or 0
             state["running"] = state["running"] or running or removed > 0
             if not running and removed >= rows:
-                state["seconds"] = _metric(text, "uploader_expiry_last_duration_seconds")
                 state["removed"] = removed
                 state["done"] = True
             await asyncio.sleep(SCRAPE_EVERY)
@@ -163,7 +163,12 @@ async def sweep_figures(tmp: Path, mysql_dsn: str | None, redis_url: str | None,
         sweeping.stop()
     if not during:
         during = idle[:1]  # the sweep ended before a request got in between
-    seconds = float(state["seconds"])
+    # The first sweep's own duration, from its log line (the timer sweeps
+    # again every second, which resets the duration metric).
+    found = re.search(r"expiry sweep: expired (\d+) uploads.* in ([0-9.]+)s",
+                      (tmp / "server.log").read_text())
+    assert found and int(found.group(1)) >= rows, "no sweep line in the server log"
+    seconds = float(found.group(2))
     per_100k = seconds * 100_000 / rows
     log(f"sweep ({backend}): {int(state['removed']):,} removed in {seconds:.1f}s; "
         f"{len(during)} status requests meanwhile")

@@ -44,6 +44,7 @@ class SweepReport:
     skipped: bool = False  # another instance was sweeping
     expired_count: int = 0
     batches: int = 0
+    seconds: float = 0.0  # how long it held the expiry lock
 
     def add_expired(self, upload_ids: Sequence[str]) -> None:
         self.expired_count += len(upload_ids)
@@ -84,7 +85,7 @@ class Expirer:
     async def _tick(self) -> None:
         try:
             report = await self.sweep()
-            log.info("expiry sweep: %s", report.summary())
+            log.info("expiry sweep: %s in %.2fs", report.summary(), report.seconds)
         except Exception:
             self.metrics.sweeps.labels("failed").inc()
             log.exception("expiry sweep failed")
@@ -99,7 +100,8 @@ class Expirer:
                 try:
                     await self._sweep(report)
                 finally:
-                    self.metrics.sweep_finished(time.monotonic() - started)
+                    report.seconds = time.monotonic() - started
+                    self.metrics.sweep_finished(report.seconds)
         except LockTimeout:
             report.skipped = True
         self.metrics.observe_sweep(report)
