@@ -115,7 +115,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
             dsn = create_mysql_db(name) if name else None
             for fig in await sweep_figures(folder, dsn, "redis://127.0.0.1:6379/14" if name
                                            else None, args.sweep_rows or p["sweep_rows"],
-                                           p["sweep_probes"], log):
+                                           p["sweep_probes"], log,
+                                           dict(kv.split("=", 1) for kv in args.env)):
                 emit(fig)
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -93,9 +93,11 @@ def _p99(values: list[float]) -> float:
 
 
 async def sweep_figures(tmp: Path, mysql_dsn: str | None, redis_url: str | None, rows: int,
-                        probes: int, log: Callable[[str], None]) -> list[Figure]:
+                        probes: int, log: Callable[[str], None],
+                        extra_env: dict[str, str] | None = None) -> list[Figure]:
     backend = "mysql" if mysql_dsn else "sqlite"
-    env = {"UPLOADER_STORAGE_FSYNC": "true"}
+    env = {"UPLOADER_STORAGE_FSYNC": "true", **(extra_env or {})}
+    batch = int(env.get("UPLOADER_EXPIRY_BATCH_SIZE", 100))
 
     def server(extra: dict[str, str]) -> ServerProcess:
         return uploader_server(tmp, mysql_dsn=mysql_dsn, redis_url=redis_url,
@@ -174,12 +176,12 @@ async def sweep_figures(tmp: Path, mysql_dsn: str | None, redis_url: str | None,
         f"{len(during)} status requests meanwhile")
     med_idle, med_during = statistics.median(idle) * 1e3, statistics.median(during) * 1e3
     p99_idle, p99_during = _p99(idle) * 1e3, _p99(during) * 1e3
-    label = f"{backend} {rows:,} rows"
+    label = f"{backend} {rows:,} rows" + (f", batch {batch}" if batch != 100 else "")
     return [
         Figure(f"sweep s per 100k abandoned ({label})", "s", per_100k,
                "bulk INSERT of them s per 100k", insert_s * 100_000 / rows,
                per_100k / (insert_s * 100_000 / rows),
-               {"sweep_seconds": seconds, "rows": rows, "batch_size": 500}),
+               {"sweep_seconds": seconds, "rows": rows, "batch_size": batch}),
         Figure(f"sweep status latency median ({label})", "ms", med_during,
                "no sweep ms", med_idle, med_during / med_idle,
                {"requests_during": len(during), "requests_idle": len(idle)}),

@@ -162,7 +162,7 @@ class ExpiryConfig:
     jitter: float = 0.1
     # Expired uploads claimed and removed per batch (one transaction each);
     # the sweep yields to requests between batches and never holds more.
-    batch_size: int = 500
+    batch_size: int = 100
 
 
 @dataclass
