@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..models import Upload
-from .fileops import fsync_dir, listdir, storage_error, unlink_quiet
+from .fileops import copy_at, fsync_dir, listdir, storage_error, unlink_quiet
 from .layout import FILE_MODE, Layout
 
 # The claims byte of a chunk: never written / written (perhaps partly: a
@@ -359,52 +359,3 @@ def migrate_chunk_files(layout: Layout, files: UploadFiles, upload: Upload) -> N
     os.fsync(files.claims_fd)
     for _, path in old:
         unlink_quiet(path)
-
-
-def copy_at(src: int, src_off: int, dst: int, dst_off: int, length: int) -> None:
-    """Kernel-side copy between offsets (pread/pwrite where it cannot)."""
-    done = 0
-    try:
-        while done < length:
-            n = os.copy_file_range(src, dst, length - done, src_off + done, dst_off + done)
-            if n == 0:
-                break
-            done += n
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    while done < length:
-        data = os.pread(src, min(1 << 20, length - done), src_off + done)
-        if not data:
-            raise OSError(errno.EIO, "source shorter than expected")
-        pwrite_all(dst, data, dst_off + done)
-        done += len(data)
-
-
-def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def pwritev_all(fd: int, pieces: list[bytes], offset: int) -> None:
-    """All ``pieces`` at ``offset`` on, in as few system calls as the
-    kernel allows (IOV_MAX pieces per call)."""
-    views = [memoryview(p) for p in pieces]
-    while views:
-        batch = views[:1024]
-        n = os.pwritev(fd, batch, offset)
-        offset += n
-        total = sum(len(v) for v in batch)
-        if n == total:
-            del views[:len(batch)]
-            continue
-        # A short write: drop what went out, go on from the rest.
-        while n:
-            if n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][n:]
-                n = 0

@@ -24,8 +24,8 @@ from typing import Any, Callable, Protocol
 
 from ..models import Upload
 from .base import Forget
-from .datafile import CLAIMED, STORED, DataFiles, UploadFiles, copy_at, pwrite_all, pwritev_all
-from .fileops import StagedWriter, storage_error, unlink_quiet
+from .datafile import CLAIMED, STORED, DataFiles, UploadFiles
+from .fileops import StagedWriter, copy_at, pwrite_all, pwritev_all, storage_error, unlink_quiet
 from .incremental import IncrementalMerges, hash_region
 
 
