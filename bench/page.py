@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from .figures import Ctx, Figure, MiB, scratch
-from .server import CLK_TCK, ServerProcess, free_port
+from .server import CLK_TCK, ServerProcess, cpu_seconds, free_port
 from .tus import PACKAGES
 
 CHROMIUM = "/usr/bin/chromium"
@@ -88,8 +88,9 @@ def install_peer(log: Callable[[str], None]) -> Path | None:
     return folder
 
 
-def chromium_cpu(root: int) -> dict[int, float]:
-    """CPU seconds of every Chromium process below ``root`` (by /proc)."""
+def chromium_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """(process type, CPU seconds) of every Chromium process below ``root``
+    (by /proc; the type is its --type= switch, "browser" without one)."""
     parent: dict[int, int] = {}
     stat: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
@@ -111,19 +112,39 @@ def chromium_cpu(root: int) -> dict[int, float]:
         while p > 1 and p != root:
             p = parent.get(p, 1)
         if p == root:
-            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            out[pid] = (process_type(pid), (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return out
 
 
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    # A process born during the run counts from zero.
-    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+def process_type(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            # Chromium's children rewrite theirs into one space-joined string.
+            args = f.read().decode(errors="replace").replace("\0", " ").split()
+    except OSError:
+        return "?"
+    kind = next((a.split("=", 1)[1] for a in args if a.startswith("--type=")), "browser")
+    sub = next((a.split("=", 1)[1].rsplit(".", 1)[-1] for a in args
+                if a.startswith("--utility-sub-type=")), "")
+    return f"{kind}:{sub}" if sub else kind
+
+
+def cpu_delta(before: dict[int, tuple[str, float]],
+              after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two samples, by process type (a process born
+    in between counts from zero)."""
+    out: dict[str, float] = defaultdict(float)
+    for pid, (kind, v) in after.items():
+        out[kind] += v - before.get(pid, (kind, 0.0))[1]
+    return dict(out)
 
 
 async def timed_upload(ctx: Ctx, browser: Any, url: str, path: Path, done: str,
-                       clean: Callable[[], Awaitable[None]], size: int) -> tuple[float, float]:
-    """(seconds, browser CPU seconds) of one upload of ``path`` from a fresh
-    context; ``done`` is the selector that appears when the page is done."""
+                       clean: Callable[[], Awaitable[None]], size: int,
+                       server: int) -> tuple[float, float, float]:
+    """(seconds, browser CPU seconds, server CPU seconds) of one upload of
+    ``path`` from a fresh context; ``done`` is the selector that appears when
+    the page is done; ``server`` the pid of the server it uploads to."""
     context = await browser.new_context()
     try:
         pg = await context.new_page()
@@ -131,17 +152,21 @@ async def timed_upload(ctx: Ctx, browser: Any, url: str, path: Path, done: str,
         await pg.wait_for_selector("body[data-ready=true]")
         scratch(ctx, 2 * size)
         c0 = chromium_cpu(os.getpid())
+        s0 = cpu_seconds(server)
         t0 = time.perf_counter()
         await pg.set_input_files("input[type=file]", str(path))
         await pg.wait_for_selector(f"{done}, [data-state=failed]", timeout=TIMEOUT_MS)
         seconds = time.perf_counter() - t0
-        cpu = cpu_delta(c0, chromium_cpu(os.getpid()))
+        kinds = cpu_delta(c0, chromium_cpu(os.getpid()))
+        server_cpu = cpu_seconds(server) - s0
+        ctx.log("browser CPU s by process: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
         if await pg.query_selector("[data-state=failed]"):
             raise RuntimeError(f"upload failed in {url}: {await pg.title()}")
     finally:
         await context.close()
     await clean()
-    return seconds, cpu
+    return seconds, sum(kinds.values()), server_cpu
 
 
 async def page_figures(ctx: Ctx, size: int, log: Callable[[str], None],
@@ -180,12 +205,12 @@ async def page_figures(ctx: Ctx, size: int, log: Callable[[str], None],
                 mine, theirs = [], []
                 for run in range(ctx.runs):
                     mine.append(await timed_upload(ctx, browser, ours_url, path, ours_done,
-                                                   clean_ours, size))
+                                                   clean_ours, size, ctx.pid))
                     log(f"page run {run + 1}: ours {size / mine[-1][0] / 1e6:.0f} MB/s")
                     if server is not None:
                         theirs.append(await timed_upload(
                             ctx, browser, f"http://{ctx.host}:{server.port}/", path,
-                            "body[data-state=done]", clean_peer, size))
+                            "body[data-state=done]", clean_peer, size, server.pid))
                         log(f"page run {run + 1}: tus-js-client "
                             f"{size / theirs[-1][0] / 1e6:.0f} MB/s")
                 if profile is not None:
@@ -200,23 +225,28 @@ async def page_figures(ctx: Ctx, size: int, log: Callable[[str], None],
     return figures(size, mine, theirs, "" if peer else "skipped peer (--quick)")
 
 
-def figures(size: int, mine: list[tuple[float, float]], theirs: list[tuple[float, float]],
-            why: str) -> list[Figure]:
+def figures(size: int, mine: list[tuple[float, float, float]],
+            theirs: list[tuple[float, float, float]], why: str) -> list[Figure]:
     gb = size / 1e9
     label = f"{size // MiB}MiB" if size < 1 << 30 else f"{size >> 30}GiB"
-    rate = statistics.median(size / s / 1e6 for s, _ in mine)
-    cpu = statistics.median(c / gb for _, c in mine)
-    peer_rate = statistics.median(size / s / 1e6 for s, _ in theirs) if theirs else None
-    peer_cpu = statistics.median(c / gb for _, c in theirs) if theirs else None
+    rate = statistics.median(size / s / 1e6 for s, _, _ in mine)
+    cpu = statistics.median(c / gb for _, c, _ in mine)
+    peer_rate = statistics.median(size / s / 1e6 for s, _, _ in theirs) if theirs else None
+    peer_cpu = statistics.median(c / gb for _, c, _ in theirs) if theirs else None
+    # The server shares the machine's cores with the browser: its CPU% beside.
+    srv = statistics.median(100 * c / s for s, _, c in mine)
+    peer_srv = statistics.median(100 * c / s for s, _, c in theirs) if theirs else None
     note = "ratio = ours / tus-js-client" if theirs else (why or "skipped peer (failed)")
     return [
         Figure(f"page {label} Chromium", "MB/s", rate, "tus-js-client MB/s", peer_rate,
                rate / peer_rate if peer_rate else None,
-               {"runs": [size / s / 1e6 for s, _ in mine],
-                "peer_runs": [size / s / 1e6 for s, _ in theirs]}, note=note),
+               {"runs": [size / s / 1e6 for s, _, _ in mine], "server_cpu_pct": srv,
+                "peer_runs": [size / s / 1e6 for s, _, _ in theirs],
+                "peer_server_cpu_pct": peer_srv}, note=note),
         Figure(f"page_cpu {label} Chromium", "CPU s/GB", cpu, "tus-js-client CPU s/GB",
                peer_cpu, cpu / peer_cpu if peer_cpu else None,
-               {"runs": [c / gb for _, c in mine], "peer_runs": [c / gb for _, c in theirs]},
+               {"runs": [c / gb for _, c, _ in mine],
+                "peer_runs": [c / gb for _, c, _ in theirs]},
                note="browser processes' /proc CPU s per GB" if theirs else note),
     ]
 
@@ -251,11 +281,12 @@ async def trace(ctx: Ctx, browser: Any, url: str, path: Path, done: str,
 
 
 def summarize(doc: Any) -> list[str]:
-    """Busy seconds per thread (top-level tasks) and, per thread, the event
-    names that took the most time."""
+    """Per thread: wall and CPU seconds of its top-level tasks (outermost
+    only; wall exceeds CPU when the thread waited for a core) and the event
+    names inside them that took the most wall time."""
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
     names: dict[tuple[int, int], str] = {}
-    busy: dict[tuple[int, int], float] = defaultdict(float)
+    tasks: dict[tuple[int, int], list[Any]] = defaultdict(list)
     by_name: dict[tuple[int, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for e in events:
         key = (e.get("pid", 0), e.get("tid", 0))
@@ -263,12 +294,23 @@ def summarize(doc: Any) -> list[str]:
             names[key] = e["args"]["name"]
         elif e.get("ph") == "X" and "dur" in e:
             if "toplevel" in e.get("cat", ""):
-                busy[key] += e["dur"] / 1e6
+                tasks[key].append(e)
             else:
                 by_name[key][e["name"]] += e["dur"] / 1e6
-    lines = ["thread busy seconds (top-level tasks), busiest first:"]
-    for key, s in sorted(busy.items(), key=lambda kv: -kv[1])[:8]:
+    busy: dict[tuple[int, int], tuple[float, float]] = {}
+    for key, es in tasks.items():
+        es.sort(key=lambda e: (e["ts"], -e["dur"]))
+        wall = cpu = 0.0
+        end = -1
+        for e in es:
+            if e["ts"] >= end:   # nested top-level events are counted once
+                wall += e["dur"] / 1e6
+                cpu += e.get("tdur", 0) / 1e6
+                end = e["ts"] + e["dur"]
+        busy[key] = (wall, cpu)
+    lines = ["thread: wall s / CPU s of its tasks [what inside took the most wall s]"]
+    for key, (wall, cpu) in sorted(busy.items(), key=lambda kv: -kv[1][0])[:8]:
         top = sorted(by_name[key].items(), key=lambda kv: -kv[1])[:5]
         detail = ", ".join(f"{n} {v:.2f}" for n, v in top)
-        lines.append(f"  {names.get(key, key)} pid {key[0]}: {s:.2f} s  [{detail}]")
+        lines.append(f"  {names.get(key, key)} pid {key[0]}: {wall:.2f} / {cpu:.2f}  [{detail}]")
     return lines
