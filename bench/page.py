@@ -213,6 +213,9 @@ async def page_figures(ctx: Ctx, size: int, log: Callable[[str], None],
                             "body[data-state=done]", clean_peer, size, server.pid))
                         log(f"page run {run + 1}: tus-js-client "
                             f"{size / theirs[-1][0] / 1e6:.0f} MB/s")
+                hashing = [await hash_only(ctx, browser, ours_url, path, size)
+                           for _ in range(ctx.runs)]
+                log(f"page hashing alone: {statistics.median(hashing):.0f} MB/s")
                 if profile is not None:
                     await trace(ctx, browser, ours_url, path, ours_done, clean_ours, profile,
                                 log)
@@ -222,7 +225,13 @@ async def page_figures(ctx: Ctx, size: int, log: Callable[[str], None],
         if server is not None:
             server.stop()
         path.unlink(missing_ok=True)
-    return figures(size, mine, theirs, "" if peer else "skipped peer (--quick)")
+    out = figures(size, mine, theirs, "" if peer else "skipped peer (--quick)")
+    rate = out[0].value or 0
+    out.append(Figure(out[0].name.replace("page ", "page_hash_only "), "MB/s",
+                      statistics.median(hashing), "page upload MB/s", rate,
+                      statistics.median(hashing) / rate if rate else None,
+                      {"runs": hashing}, note="the page's hasher over the file, nothing sent"))
+    return out
 
 
 def figures(size: int, mine: list[tuple[float, float, float]],
@@ -254,6 +263,48 @@ def figures(size: int, mine: list[tuple[float, float, float]],
 def skipped(size: int, note: str) -> Figure:
     return Figure(f"page {size // MiB}MiB Chromium", "MB/s", None, "tus-js-client MB/s", None,
                   note=note)
+
+
+async def hash_only(ctx: Ctx, browser: Any, url: str, path: Path, size: int) -> float:
+    """MB/s of the page's own hasher (hasher.js, its pool as the server
+    configures it) over the file with nothing sent: the bound hashing puts on
+    the upload."""
+    context = await browser.new_context()
+    try:
+        pg = await context.new_page()
+        await pg.goto(url)
+        await pg.wait_for_selector("body[data-ready=true]")
+        await pg.evaluate("""() => document.body.append(Object.assign(
+          document.createElement("input"), { type: "file", id: "bench-input" }))""")
+        await pg.set_input_files("#bench-input", str(path))
+        scratch(ctx, 2 * size)
+        return await pg.evaluate(r"""async () => {
+          const src = document.querySelector('script[type="module"]').src;
+          const { Hasher } = await import(src.replace(/app\.js(\?.*)?$/, "hasher.js"));
+          const settings = JSON.parse(document.getElementById("settings").textContent);
+          const file = document.getElementById("bench-input").files[0];
+          const total = Math.ceil(file.size / settings.chunk_size);
+          const h = new Hasher(file, settings.chunk_size, { workers: settings.hash_workers });
+          const t0 = performance.now();
+          // The pass's read-ahead: a few chunks per worker at a time.
+          const ahead = 2 * settings.hash_workers + 2;
+          const running = new Set();
+          for (let i = 0; i < total; i++) {
+            while (running.size >= ahead || i >= h.fedCount + 2 * ahead) {
+              await Promise.race([...running, new Promise((r) => {
+                const off = h.listen(() => { off(); r(); });
+              })]);
+            }
+            const p = h.hash(i).then(() => running.delete(p));
+            running.add(p);
+          }
+          await h.final(total);
+          const seconds = (performance.now() - t0) / 1000;
+          h.close();
+          return file.size / seconds / 1e6;
+        }""")
+    finally:
+        await context.close()
 
 
 async def trace(ctx: Ctx, browser: Any, url: str, path: Path, done: str,
