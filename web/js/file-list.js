@@ -7,7 +7,7 @@ import { Card, renderOverall, stateLabel } from "./ui.js";
 
 // Progress alone re-renders at most this often: a 1 GiB upload changes
 // hundreds of times, and each render is a frame of style, layout and paint
-// on the thread that also drives the upload. The bars' transitions smooth it.
+// on the thread that also drives the upload.
 const PROGRESS_MS = 100;
 
 export class FileListView {
