@@ -26,7 +26,7 @@ from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
 KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "page",
-         "locks", "s3"]
+         "locks", "s3", "sweep"]
 GiB = 1 << 30
 
 
@@ -36,11 +36,12 @@ def plan(quick: bool) -> dict:
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
                 "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
-                "page_size": 32 * MiB}
+                "page_size": 32 * MiB, "sweep_rows": 5000, "sweep_probes": 100}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "page_size": GiB}
+            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "page_size": GiB,
+            "sweep_rows": 100_000, "sweep_probes": 500}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -104,8 +105,29 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         for fig in await lock_figures(p["lock_pairs"], log):
             emit(fig)
 
-    if kinds == {"locks"}:  # needs neither the server nor its data
-        await locks()
+    async def sweep() -> None:
+        # Servers and a database of its own: a million rows must not slow
+        # the other figures.
+        from .sweep import sweep_figures
+        folder = Path(tempfile.mkdtemp(prefix="uploader-bench-sweep-", dir="/tmp"))
+        name = f"uploader_bench_sweep_{os.getpid()}" if args.mysql_redis else None
+        try:
+            dsn = create_mysql_db(name) if name else None
+            for fig in await sweep_figures(folder, dsn, "redis://127.0.0.1:6379/14" if name
+                                           else None, args.sweep_rows or p["sweep_rows"],
+                                           p["sweep_probes"], log,
+                                           dict(kv.split("=", 1) for kv in args.env)):
+                emit(fig)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            if name:
+                create_mysql_db(name, drop=True)
+
+    if kinds <= {"locks", "sweep"}:  # needs neither the main server nor its data
+        if "locks" in kinds:
+            await locks()
+        if "sweep" in kinds:
+            await sweep()
         return figs
     tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
     db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
@@ -152,6 +174,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "s3" in kinds:
             for fig in await s3_figures(ctx, p["s3_size"], log):
                 emit(fig)
+        if "sweep" in kinds:
+            await sweep()
     finally:
         if server is not None:
             server.stop()
@@ -243,6 +267,8 @@ def main() -> int:
     parser.add_argument("--page-trace", type=Path, metavar="FILE",
                         help="after the page runs, one more under Chromium's tracing: the "
                              "trace to FILE (chrome://tracing) and a summary on stderr")
+    parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
+                        "(default 100,000; --quick 5,000)")
     args = parser.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3

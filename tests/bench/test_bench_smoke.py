@@ -25,6 +25,8 @@ def test_bench_quick_prints_every_figure() -> None:
     for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu",
                  "page ", "page_cpu", "page_hash_only"):
         assert any(n.startswith(kind) for n in names), (kind, names)
+    assert [n.split(" (")[0] for n in names if n.startswith("sweep")] == [
+        "sweep s per 100k abandoned", "sweep status latency median", "sweep status latency p99"]
     assert sum(n.startswith("puts_per_s") for n in names) == 3
     locks = [f for f in figures if f["name"].startswith("locks ")]
     assert [f["name"] for f in locks] == [f"locks {b} acquire+release {s}"

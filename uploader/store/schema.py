@@ -89,6 +89,14 @@ MYSQL_STEPS: list[list[str]] = [
           KEY event_deliveries_due (state, next_attempt_at)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     ],
+    # 7: GET /uploads pages newest first by (created_at, upload_id) from a
+    # cursor: an index range per owner (and per owner and status), so a page
+    # costs the same whatever the number of rows before it.
+    [
+        "CREATE INDEX uploads_owner_created ON uploads (owner, created_at, upload_id)",
+        "CREATE INDEX uploads_owner_status_created ON uploads "
+        "(owner, status, created_at, upload_id)",
+    ],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -169,6 +177,13 @@ SQLITE_STEPS: list[list[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS event_deliveries_due ON event_deliveries "
         "(state, next_attempt_at)",
+    ],
+    # 7: GET /uploads pages (see MYSQL_STEPS 7).
+    [
+        "CREATE INDEX IF NOT EXISTS uploads_owner_created ON uploads "
+        "(owner, created_at, upload_id)",
+        "CREATE INDEX IF NOT EXISTS uploads_owner_status_created ON uploads "
+        "(owner, status, created_at, upload_id)",
     ],
 ]
 
