@@ -4,9 +4,12 @@ Checked by the service at init and before every chunk body is read, so a
 client learns it cannot proceed (429 / 507) before bytes are spent, and the
 disk never fills up under the server: ``storage.min_free_bytes`` stays free.
 
-The checks read then act without a lock, so two inits racing each other may
-both pass the last free slot; the reserve absorbs that, and the hard limit
-(ENOSPC while writing) still answers 507 through the storage backend.
+The per-owner limits are checked twice: early from the counters (before any
+backend state is made), then exactly by ``admit`` inside the transaction that
+inserts the row, where an owner's concurrent inits pass one at a time. The
+free-space check reads then acts without a lock, so two inits racing each
+other may both pass the last free bytes; the reserve absorbs that, and the
+hard limit (ENOSPC while writing) still answers 507 through the storage backend.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from .config import Config
 from .errors import UploadError
 from .storage.base import SpaceReporting
-from .store.base import MetadataStore
+from .store.base import Admit, MetadataStore
 
 
 class QuotaGuard:
@@ -28,18 +31,9 @@ class QuotaGuard:
         self.space = space
 
     async def check_init(self, owner: str, size: int) -> None:
-        quota = self.config.quota
-        if quota.max_active_uploads or quota.max_reserved_bytes:
+        if self.limited:
             count, reserved = await self.store.active_totals(owner)
-            if quota.max_active_uploads and count >= quota.max_active_uploads:
-                # 429, not 507: the cure is to finish or delete uploads first.
-                raise UploadError("rate_limited", "too many active uploads; complete or "
-                                  "delete some first", retry_after=30,
-                                  max_active_uploads=quota.max_active_uploads)
-            if quota.max_reserved_bytes and reserved + size > quota.max_reserved_bytes:
-                raise UploadError("insufficient_storage", "upload quota exceeded",
-                                  quota_bytes=quota.max_reserved_bytes,
-                                  reserved_bytes=reserved)
+            self._check(count + 1, reserved + size, size)
         if self.space is not None:
             # The new upload needs twice its size before it completes: all its
             # chunks and the merged copy (or the incremental fold) coexist
@@ -47,6 +41,30 @@ class QuotaGuard:
             # counted once: part of their two copies is on the disk already.
             _, reserved_all = await self.store.active_totals(None)
             await self._need(reserved_all + 2 * size)
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.config.quota.max_active_uploads or self.config.quota.max_reserved_bytes)
+
+    def admitter(self, size: int) -> Admit | None:
+        """What the store calls inside the insert's transaction with the
+        owner's totals including the new upload (None: no per-owner limit)."""
+        if not self.limited:
+            return None
+        return lambda count, reserved: self._check(count, reserved, size)
+
+    def _check(self, count: int, reserved: int, size: int) -> None:
+        """``count`` and ``reserved`` include the upload being admitted."""
+        quota = self.config.quota
+        if quota.max_active_uploads and count > quota.max_active_uploads:
+            # 429, not 507: the cure is to finish or delete uploads first.
+            raise UploadError("rate_limited", "too many active uploads; complete or "
+                              "delete some first", retry_after=30,
+                              max_active_uploads=quota.max_active_uploads)
+        if quota.max_reserved_bytes and reserved > quota.max_reserved_bytes:
+            raise UploadError("insufficient_storage", "upload quota exceeded",
+                              quota_bytes=quota.max_reserved_bytes,
+                              reserved_bytes=reserved - size)
 
     async def check_chunk(self, length: int) -> None:
         if self.space is not None:

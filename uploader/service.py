@@ -163,7 +163,7 @@ class UploadService:
             # backend state without a row, which the orphan sweep removes.
             upload.backend_state = await self.features.hooks.create_upload(upload)
         event = self.events.make(events.CREATED, upload)
-        await self.store.create_upload(upload, event)
+        await self.store.create_upload(upload, event, admit=self.quota.admitter(size))
         self.events.written(event)
         return upload
 

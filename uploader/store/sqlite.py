@@ -22,7 +22,8 @@ from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .outbox import OutboxQueries, Tx
 from .rows import dump_error, parse_ts, text_to_ts, ts_to_text, upload_from_row, upload_params
-from .schema import SQLITE_STEPS, UPLOAD_COLUMNS
+from .base import Admit
+from .schema import OWNER_TOTALS, SQLITE_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
 T = TypeVar("T")
@@ -139,11 +140,16 @@ class SQLiteStore(SharedQueries, OutboxQueries):
     def _parse_ts(self, value: Any) -> Any:
         return text_to_ts(value)
 
-    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
+    async def create_upload(self, upload: Upload, event: Event | None = None, *,
+                            admit: Admit | None = None) -> None:
         async with self._transaction() as db:
             params = upload_params(upload, ts_to_text)
             await db.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
                              f"({','.join('?' * len(params))})", params)
+            if admit is not None:
+                # The trigger has counted the row: a refusal rolls it back.
+                rows = await _SQLiteTx(db).rows(OWNER_TOTALS, (upload.owner,))
+                admit(*((int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)))
             if upload.metadata:
                 await db.executemany(*self._metadata_rows(upload))
             if event is not None:
