@@ -26,7 +26,7 @@ from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
 KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks",
-         "s3"]
+         "s3", "scale"]
 GiB = 1 << 30
 
 
@@ -35,11 +35,13 @@ def plan(quick: bool) -> dict:
         return {"ingest_size": 32 * MiB, "complete": [("8MiB", 8 * MiB), ("16MiB", 16 * MiB),
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
-                "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB}
+                "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
+                "scale_sizes": [0, 2_000], "scale_per": 20}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB}
+            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB,
+            "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -145,6 +147,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "s3" in kinds:
             for fig in await s3_figures(ctx, p["s3_size"], log):
                 emit(fig)
+        if "scale" in kinds:
+            for fig in await scale_figures(ctx, p, log):
+                emit(fig)
     finally:
         if server is not None:
             server.stop()
@@ -197,6 +202,28 @@ async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, 
              "peer_cpu_pct": other and other["server_cpu_pct"],
              "peer_runs": other and other["runs"]}, note=note))
     return figures
+
+
+async def scale_figures(ctx: Ctx, p: dict, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Per-request costs as uploads pile up (bench/scale.py): its own servers,
+    SQLite and MySQL (a database of its own, dropped after)."""
+    from .scale import scale_figures as measure
+    db = f"uploader_bench_scale_{os.getpid()}"
+    made: list[str] = []
+
+    def mysql_dsn() -> str | None:
+        try:
+            made.append(create_mysql_db(db))
+        except Exception as exc:  # no MySQL here: the SQLite half still runs
+            log(f"scale: no MySQL ({exc!r})")
+            return None
+        return made[-1]
+    try:
+        return await measure(ctx.tmp, ctx.data, p["scale_sizes"], p["scale_per"], ctx.runs,
+                             mysql_dsn, log)
+    finally:
+        if made:
+            create_mysql_db(db, drop=True)
 
 
 async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]

@@ -30,28 +30,34 @@ class QuotaGuard:
         self.store = store
         self.space = space
 
-    async def check_init(self, owner: str, size: int) -> None:
-        if self.limited:
+    async def check_init(self, owner: str, size: int, *, early: bool) -> Admit | None:
+        """What can be refused before the row is written; returns what the
+        store calls inside the insert's transaction (``admit``), None when
+        nothing is limited. ``early``: also check the owner's limits now
+        (before backend state, such as an S3 multipart upload, is made)."""
+        if early and self.limited:
             count, reserved = await self.store.active_totals(owner)
             self._check(count + 1, reserved + size, size)
+        free = None
         if self.space is not None:
-            # The new upload needs twice its size before it completes: all its
-            # chunks and the merged copy (or the incremental fold) coexist
-            # until the file is published. Uploads already running are
-            # counted once: part of their two copies is on the disk already.
-            _, reserved_all = await self.store.active_totals(None)
-            await self._need(reserved_all + 2 * size)
+            free = await self.space.free_bytes()
+            self._need(2 * size, free)  # this upload alone does not fit
+        if not self.limited and free is None:
+            return None
+
+        def admit(count: int, reserved: int, reserved_all: int) -> None:
+            self._check(count, reserved, size)
+            if free is not None:
+                # The new upload needs twice its size before it completes: all
+                # its chunks and the merged copy (or the incremental fold)
+                # coexist until the file is published. Uploads already running
+                # are counted once: part of their two copies is on the disk.
+                self._need(reserved_all + size, free)
+        return admit
 
     @property
     def limited(self) -> bool:
         return bool(self.config.quota.max_active_uploads or self.config.quota.max_reserved_bytes)
-
-    def admitter(self, size: int) -> Admit | None:
-        """What the store calls inside the insert's transaction with the
-        owner's totals including the new upload (None: no per-owner limit)."""
-        if not self.limited:
-            return None
-        return lambda count, reserved: self._check(count, reserved, size)
 
     def _check(self, count: int, reserved: int, size: int) -> None:
         """``count`` and ``reserved`` include the upload being admitted."""
@@ -68,10 +74,8 @@ class QuotaGuard:
 
     async def check_chunk(self, length: int) -> None:
         if self.space is not None:
-            await self._need(length)
+            self._need(length, await self.space.free_bytes())
 
-    async def _need(self, length: int) -> None:
-        assert self.space is not None
-        free = await self.space.free_bytes()
+    def _need(self, length: int, free: int) -> None:
         if length > free - self.config.storage.min_free_bytes:
             raise UploadError("insufficient_storage", "not enough storage space")

@@ -149,7 +149,7 @@ class UploadService:
             if decision.max_size is not None and size > decision.max_size:
                 raise UploadError("too_large", "file is larger than this upload may be",
                                   max_file_size=decision.max_size)
-        await self.quota.check_init(owner, size)
+        admit = await self.quota.check_init(owner, size, early=self.features.hooks is not None)
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
@@ -163,7 +163,7 @@ class UploadService:
             # backend state without a row, which the orphan sweep removes.
             upload.backend_state = await self.features.hooks.create_upload(upload)
         event = self.events.make(events.CREATED, upload)
-        await self.store.create_upload(upload, event, admit=self.quota.admitter(size))
+        await self.store.create_upload(upload, event, admit=admit)
         self.events.written(event)
         return upload
 

@@ -84,7 +84,8 @@ async def test_admit_is_exact_under_concurrent_inits(io_loop, store, limit):
     """40 inits of one owner at once with room for 5: exactly 5 rows, and the
     refused ones left nothing behind (the check runs inside the insert's
     transaction, after the counter counted the row)."""
-    def admit(count: int, reserved: int) -> None:
+    def admit(count: int, reserved: int, reserved_all: int) -> None:
+        assert reserved_all >= reserved
         if count > limit:
             raise UploadError("rate_limited", "too many active uploads")
 

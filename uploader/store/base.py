@@ -16,8 +16,9 @@ from ..models import ChunkRecord, TusState, Upload
 from .outbox import Delivery, OutboxStats
 
 
-# (active uploads, reserved bytes) of an owner -> None, or raises to refuse.
-Admit = Callable[[int, int], None]
+# (active uploads, reserved bytes) of the owner, reserved bytes of everyone
+# -> None, or raises to refuse.
+Admit = Callable[[int, int, int], None]
 
 
 class MetadataStore(Protocol):
@@ -38,9 +39,9 @@ class MetadataStore(Protocol):
     async def create_upload(self, upload: Upload, event: Event | None = None, *,
                             admit: Admit | None = None) -> None:
         """The upload row, its metadata and ``event``, in one unit of work.
-        ``admit`` is called inside it with the owner's active totals counting
-        this upload (``active_totals``); if it raises, nothing is written and
-        the exception propagates. Concurrent inits of one owner pass through
+        ``admit`` is called inside it with the owner's active totals and
+        everyone's reserved bytes, counting this upload (``active_totals``);
+        if it raises, nothing is written and the exception propagates. Concurrent inits of one owner pass through
         it one at a time, so a quota checked there is exact."""
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:

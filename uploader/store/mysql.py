@@ -16,7 +16,7 @@ from .mysql_pool import DatabaseMissing, MySQLPool, QuietCursor
 from .outbox import OutboxQueries, Tx
 from .rows import dump_error, upload_from_row, upload_params
 from .base import Admit
-from .schema import MYSQL_STEPS, OWNER_TOTALS, UPLOAD_COLUMNS
+from .schema import ALL_TOTALS, MYSQL_STEPS, OWNER_TOTALS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
 __all__ = ["DatabaseMissing", "MySQLStore", "parse_dsn"]
@@ -144,12 +144,15 @@ class MySQLStore(SharedQueries, OutboxQueries):
                 # The trigger has counted the row and holds the owner's counter
                 # row locked until COMMIT: the owner's other inits wait here,
                 # so each sees the ones before it. A locking read: the newest
-                # committed value, not this transaction's snapshot.
+                # committed value, not this transaction's snapshot. Everyone's
+                # total is read unlocked: the free-space reserve is a margin.
                 await cur.execute(OWNER_TOTALS.replace("?", "%s") + " FOR UPDATE",
                                   (upload.owner,))
                 row = await cur.fetchone()
+                await cur.execute(ALL_TOTALS)
+                everyone = await cur.fetchone()
                 try:
-                    admit(*((int(row[0]), int(row[1])) if row else (0, 0)))
+                    admit(*((int(row[0]), int(row[1])) if row else (0, 0)), int(everyone[1]))
                 except BaseException:
                     # Rolled back here, the connection goes back to the pool.
                     await cur.connection.rollback()

@@ -282,6 +282,9 @@ SQLITE_STEPS: list[list[str]] = [
 # An owner's (active uploads, reserved bytes) from the step 7 counters; a
 # row exists once the owner has had an active upload.
 OWNER_TOTALS = "SELECT uploads, bytes FROM upload_counts WHERE kind = 'o' AND name = ?"
+# Everyone's: the two active statuses' rows.
+ALL_TOTALS = ("SELECT COALESCE(SUM(uploads), 0), COALESCE(SUM(bytes), 0) FROM upload_counts "
+              "WHERE kind = 's' AND name IN " + ACTIVE)
 
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from ..models import IN_PROGRESS, TusState, Upload, utcnow
 from .rows import dump_tus
-from .schema import OWNER_TOTALS, UPLOAD_COLUMNS
+from .schema import ALL_TOTALS, OWNER_TOTALS, UPLOAD_COLUMNS
 
 ID_BATCH = 500  # ids per IN (...) list
 
@@ -98,9 +98,7 @@ class SharedQueries:
         # Counters, not COUNT/SUM over the uploads: an init reads one or two
         # rows whether the owner has 10 or 1,000,000 uploads.
         if owner is None:
-            rows = await self._all(
-                "SELECT COALESCE(SUM(uploads), 0), COALESCE(SUM(bytes), 0) FROM upload_counts "
-                "WHERE kind = 's' AND name IN ('in_progress', 'merging')")
+            rows = await self._all(ALL_TOTALS)
         else:
             rows = await self._all(OWNER_TOTALS.replace("?", self.MARK), (owner,))
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
