@@ -245,10 +245,18 @@ class UploadService:
                     raise UploadError("conflict", f"upload is {current.status}",
                                       status=current.status)
                 await receiver.commit()
-                # The upsert (which checks the status atomically) and the count
-                # in one unit of work.
-                count = await self.store.record_chunk_counted(
-                    upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
+                try:
+                    # The upsert (which checks the status atomically) and the
+                    # count in one unit of work.
+                    count = await self.store.record_chunk_counted(
+                        upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
+                except BaseException:
+                    # Not recorded (a full database disk: 507, an outage:
+                    # 503): nothing stays in place that no record names. A
+                    # chunk sent before keeps its record and loses its file:
+                    # the merge reports it missing, the client sends it again.
+                    await receiver.revert()
+                    raise
         except LockTimeout:
             raise UploadError("conflict", "upload is merging", status=MERGING) from None
         finally:

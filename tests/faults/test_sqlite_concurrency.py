@@ -56,7 +56,7 @@ async def test_200_completes_and_50_deletes_at_once_never_500(api: Api, runtime)
     codes = [code for code, _ in results]
     assert [c for c in codes[:200] if c != 200] == [], codes
     assert [c for c in codes[200:] if c != 204] == [], codes
-    for (uid, digest), (_, doc) in zip(completes, results):
+    for (_uid, digest), (_, doc) in zip(completes, results):
         assert doc["status"] == "completed" and doc["md5"] == digest
     for uid, _ in deletes:
         assert (await api.json("GET", f"/upload/{uid}/status"))[0] == 404

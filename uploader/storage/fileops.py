@@ -68,6 +68,10 @@ class StagedWriter:
         except OSError as exc:
             raise storage_error(exc) from exc
 
+    async def revert(self) -> None:
+        """Nothing to take back by default: an S3 part that no record names
+        is never used by the merge (it lists the recorded parts)."""
+
     def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

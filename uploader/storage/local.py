@@ -84,6 +84,22 @@ class LocalChunkWriter(StagedWriter):
         except Exception:  # abort must never raise: it runs from cleanup paths
             pass
 
+    def _revert(self) -> None:
+        # Only the file this writer put there (another writer of the same
+        # chunk may have replaced it since; its record is its own business).
+        st = os.stat(self._final)
+        if (st.st_dev, st.st_ino) == self._identity:
+            os.unlink(self._final)
+
+    async def revert(self) -> None:
+        try:
+            if self._storage.fold is not None:
+                # The fold may have taken these bytes in: start it over.
+                await self._storage.fold.drop(self._upload.upload_id)
+            await self._storage.run(self._revert)
+        except Exception:  # like abort: runs on a failure path already
+            pass
+
 
 class LocalStorage:
     def __init__(self, data_dir: Path, executor: Executor, *, fsync: bool = True,

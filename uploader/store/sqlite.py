@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, T
 
 import aiosqlite
 
-from ..errors import Unavailable
+from ..errors import Unavailable, UploadError
 from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .outbox import OutboxQueries, Tx
@@ -27,6 +27,20 @@ from .schema import ALL_TOTALS, OWNER_TOTALS, SQLITE_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
 T = TypeVar("T")
+
+
+@asynccontextmanager
+async def _disk_full() -> AsyncIterator[None]:
+    """The database's disk is full (or its quota spent): 507 like a full
+    data disk, not 500. SQLite has rolled the statement back; a transaction
+    is rolled back by its own context manager before this sees the error."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise UploadError("insufficient_storage",
+                              "the metadata database is out of disk space") from exc
+        raise
 
 
 class _SQLiteTx:
@@ -114,18 +128,18 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         return rows[0] if rows else None
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock:
+        async with self._lock, _disk_full():
             return await _SQLiteTx(self.db).rows(sql, params)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock:
+        async with self._lock, _disk_full():
             return await _SQLiteTx(self.db).run(sql, params)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One unit of work: IMMEDIATE takes the write lock up front, so the
         statements inside see and change one state."""
-        async with self._lock:
+        async with self._lock, _disk_full():
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
             try:
@@ -167,7 +181,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        async with self._lock:
+        async with self._lock, _disk_full():
             await self._in_thread(work)
 
     async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
