@@ -60,9 +60,11 @@ def _rows(start: int, stop: int) -> tuple[list[tuple], list[tuple]]:
     for i in range(start, stop):
         uid = f"b{i:031x}"
         ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now - 86400 - i % 86400))
-        uploads.append((uid, _owner(i), "bulk.bin", 2 * 65536, 65536, 2, "in_progress",
+        # Small (2 KiB): the free-space reserve counts every active upload's
+        # size; 1,000,000 of them must not fill the disk on paper.
+        uploads.append((uid, _owner(i), "bulk.bin", 2048, 1024, 2, "in_progress",
                         ts + ".000000", ts + ".000000"))
-        chunks.append((uid, 0, 65536, "0" * 32, ts + ".000000"))
+        chunks.append((uid, 0, 1024, "0" * 32, ts + ".000000"))
     return uploads, chunks
 
 

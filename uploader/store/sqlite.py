@@ -27,6 +27,7 @@ from .schema import ALL_TOTALS, OWNER_TOTALS, SQLITE_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
 T = TypeVar("T")
+SQLITE_FULL = 13  # the result code (sqlite3.SQLITE_FULL from Python 3.11)
 
 
 @asynccontextmanager
@@ -37,7 +38,9 @@ async def _disk_full() -> AsyncIterator[None]:
     try:
         yield
     except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        # sqlite_errorcode is Python 3.11+; 3.10 has only the message.
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == SQLITE_FULL or (code is None and "disk is full" in str(exc)):
             raise UploadError("insufficient_storage",
                               "the metadata database is out of disk space") from exc
         raise
