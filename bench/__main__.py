@@ -73,11 +73,15 @@ def fmt(value: float | None) -> str:
 
 def table(figs: list[Figure]) -> str:
     rows = [("figure", "value", "reference", "ratio", "srv CPU%", "cli CPU%")]
+    scale = any("ratio_vs_healthz" in f.extra for f in figs)
+    if scale:
+        rows[0] += ("ratio vs healthz",)
     for f in figs:
         rows.append((f.name, f"{fmt(f.value)} {f.unit}" if f.value is not None else f.note,
                      f"{fmt(f.ref_value)} {f.ref_name}" if f.ref_value is not None else "-",
                      f"{f.ratio:.2f}" if f.ratio is not None else "-",
-                     fmt(f.extra.get("server_cpu_pct")), fmt(f.extra.get("client_cpu_pct"))))
+                     fmt(f.extra.get("server_cpu_pct")), fmt(f.extra.get("client_cpu_pct")))
+                    + ((fmt(f.extra.get("ratio_vs_healthz")),) if scale else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -25,6 +25,10 @@ def test_bench_quick_prints_every_figure() -> None:
     for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu"):
         assert any(n.startswith(kind) for n in names), (kind, names)
     assert sum(n.startswith("puts_per_s") for n in names) == 3
+    for backend in ("sqlite", "mysql"):  # issue 21: per-request costs as uploads pile up
+        for op in ("init", "chunk PUT 64KiB", "status", "list page", "delete"):
+            assert f"scale {backend} {op} @2,000" in names, (backend, op, names)
+    assert "scale layout tmp/ chunk folder @2,000" in names
     locks = [f for f in figures if f["name"].startswith("locks ")]
     assert [f["name"] for f in locks] == [f"locks {b} acquire+release {s}"
                                           for b in ("memory", "redis", "mysql", "etcd")
