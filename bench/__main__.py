@@ -92,6 +92,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     p = plan(args.quick)
     if args.ingest_mib:
         p["ingest_size"] = args.ingest_mib * MiB
+    if args.scale_sizes:
+        p["scale_sizes"] = [int(n) for n in args.scale_sizes.split(",")]
     if args.complete_mib:
         p["complete"] = [(f"{n}MiB", n * MiB) for n in args.complete_mib]
     grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
@@ -259,6 +261,8 @@ def main() -> int:
                         help="file sizes of the complete figures, in MiB")
     parser.add_argument("--complete-streams", type=int, default=16,
                         help="streams uploading before each complete (and for peak RSS)")
+    parser.add_argument("--scale-sizes", help="uploads in the database for the scale section, "
+                        "e.g. 0,1000000 (default 0,100000,1000000)")
     parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
     args = parser.parse_args()
     if args.runs is None:
