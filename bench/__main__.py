@@ -26,7 +26,7 @@ from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
 KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks",
-         "s3", "scale"]
+         "s3", "sweep", "scale"]
 GiB = 1 << 30
 
 
@@ -36,11 +36,13 @@ def plan(quick: bool) -> dict:
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
                 "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
+                "sweep_rows": 5000, "sweep_probes": 100,
                 "scale_sizes": [0, 2_000], "scale_per": 20}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
             "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB,
+            "sweep_rows": 100_000, "sweep_probes": 500,
             "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200}
 
 
@@ -111,8 +113,29 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         for fig in await lock_figures(p["lock_pairs"], log):
             emit(fig)
 
-    if kinds == {"locks"}:  # needs neither the server nor its data
-        await locks()
+    async def sweep() -> None:
+        # Servers and a database of its own: a million rows must not slow
+        # the other figures.
+        from .sweep import sweep_figures
+        folder = Path(tempfile.mkdtemp(prefix="uploader-bench-sweep-", dir="/tmp"))
+        name = f"uploader_bench_sweep_{os.getpid()}" if args.mysql_redis else None
+        try:
+            dsn = create_mysql_db(name) if name else None
+            for fig in await sweep_figures(folder, dsn, "redis://127.0.0.1:6379/14" if name
+                                           else None, args.sweep_rows or p["sweep_rows"],
+                                           p["sweep_probes"], log,
+                                           dict(kv.split("=", 1) for kv in args.env)):
+                emit(fig)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            if name:
+                create_mysql_db(name, drop=True)
+
+    if kinds <= {"locks", "sweep"}:  # needs neither the main server nor its data
+        if "locks" in kinds:
+            await locks()
+        if "sweep" in kinds:
+            await sweep()
         return figs
     tmp = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir="/tmp"))
     db = f"uploader_bench_{os.getpid()}" if args.mysql_redis else None
@@ -153,6 +176,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "s3" in kinds:
             for fig in await s3_figures(ctx, p["s3_size"], log):
                 emit(fig)
+        if "sweep" in kinds:
+            await sweep()
         if "scale" in kinds:
             for fig in await scale_figures(ctx, p, log):
                 emit(fig)
@@ -264,6 +289,8 @@ def main() -> int:
     parser.add_argument("--scale-sizes", help="uploads in the database for the scale section, "
                         "e.g. 0,1000000 (default 0,100000,1000000)")
     parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
+    parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
+                        "(default 100,000; --quick 5,000)")
     args = parser.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3

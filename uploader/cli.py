@@ -182,6 +182,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             await runtime.stop()
         for upload_id in report.expired:
             print(f"expired {upload_id}")
+        if report.expired_count > len(report.expired):
+            print(f"... and {report.expired_count - len(report.expired)} more expired")
         for upload_id in report.orphans:
             print(f"orphan {upload_id}")
         return report.summary()

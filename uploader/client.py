@@ -35,13 +35,14 @@ import time
 import urllib.parse
 import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
 
 KiB, MiB = 1 << 10, 1 << 20
 DEFAULT_CHUNK_SIZE = 8 * MiB
 PART_URL_BATCH = 16          # direct mode: presigned URLs asked for at once (server max 100)
 MAX_CHUNKS = 10_000          # server default limits.max_chunks
 MAX_CHUNK_SIZE = 64 * MiB    # server default limits.chunk_size_max
+LIST_PAGE = 1000             # uploads per GET /uploads page (the server's maximum)
 _READ = 1 * MiB              # piece size for streaming hashes and downloads
 # Seconds a chunk PUT waits for "100 Continue" before it sends the body anyway
 # (a server or proxy that ignores Expect); curl waits as long.
@@ -446,10 +447,38 @@ class UploadClient:
         doc = self._json("GET", f"/upload/{_q(upload_id)}/link{query}")[1]
         return urllib.parse.urljoin(self.base_url + "/", doc["url"].lstrip("/"))
 
-    def list(self, status: str | None = None, filename: str | None = None) -> list[dict[str, Any]]:
-        query = urllib.parse.urlencode({k: v for k, v in (("status", status), ("filename", filename))
-                                        if v is not None})
-        return self._json("GET", "/uploads" + (f"?{query}" if query else ""))[1]["uploads"]
+    def list_page(self, status: str | None = None, filename: str | None = None, *,
+                  limit: int | None = None, cursor: str | None = None
+                  ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``GET /uploads``, newest first: (uploads, next_cursor);
+        next_cursor is None on the last page, else pass it back as ``cursor``.
+        ``limit`` 1..1000 (the server's default: 100)."""
+        params = (("status", status), ("filename", filename),
+                  ("limit", None if limit is None else str(int(limit))), ("cursor", cursor))
+        query = urllib.parse.urlencode({k: v for k, v in params if v is not None})
+        doc = self._json("GET", "/uploads" + (f"?{query}" if query else ""))[1]
+        return doc["uploads"], doc.get("next_cursor")
+
+    def iter_uploads(self, status: str | None = None, filename: str | None = None, *,
+                     limit: int | None = None,
+                     page_size: int = LIST_PAGE) -> Iterator[dict[str, Any]]:
+        """Every upload (or the newest ``limit``), newest first, fetched a page
+        of ``page_size`` (1..1000) at a time as the iteration goes."""
+        cursor: str | None = None
+        left = limit
+        while left is None or left > 0:
+            size = page_size if left is None else min(left, page_size)
+            uploads, cursor = self.list_page(status, filename, limit=size, cursor=cursor)
+            yield from uploads
+            if left is not None:
+                left -= len(uploads)
+            if cursor is None:
+                return
+
+    def list(self, status: str | None = None, filename: str | None = None, *,
+             limit: int | None = None, page_size: int = LIST_PAGE) -> list[dict[str, Any]]:
+        """All of your uploads (every page), or the newest ``limit``."""
+        return list(self.iter_uploads(status, filename, limit=limit, page_size=page_size))
 
     # ---- upload -----------------------------------------------------------------------
 

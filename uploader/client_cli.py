@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from uploader import DISTRIBUTION, __version__, units
-from uploader.client import DEFAULT_CHUNK_SIZE, UploadClient, UploadClientError
+from uploader.client import DEFAULT_CHUNK_SIZE, LIST_PAGE, UploadClient, UploadClientError
 from uploader.progress import make_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -205,16 +205,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if not args.json:
+        print(LIST_HEADER)
     try:
         with _client(args) as client:
-            uploads = client.list(status=args.status, filename=args.filename)
+            # Page by page as they come: a long list starts printing at once
+            # and never sits whole in memory.
+            for upload in client.iter_uploads(status=args.status, filename=args.filename,
+                                              limit=args.limit, page_size=args.page_size):
+                _emit(args, upload, _list_line(upload))
     except UploadClientError as exc:
         _fail("list", exc)
         return EXIT_FAILED
-    if not args.json:
-        print(LIST_HEADER)
-    for upload in uploads:
-        _emit(args, upload, _list_line(upload))
     return EXIT_OK
 
 
@@ -285,6 +287,13 @@ def _download(client: UploadClient, args: argparse.Namespace, meta: dict[str, An
             bar.close()
 
 
+def _page_size(text: str) -> int:
+    value = _positive(text)
+    if value > LIST_PAGE:
+        raise argparse.ArgumentTypeError(f"must be <= {LIST_PAGE}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -334,6 +343,10 @@ def add_client_commands(subparsers: Any) -> None:
     ls.add_argument("--status", choices=("in_progress", "merging", "completed", "failed",
                                          "aborted"), help="only uploads in this state")
     ls.add_argument("--filename", help="only uploads of this (sanitized) filename")
+    ls.add_argument("--limit", type=_positive, metavar="N",
+                    help="only the newest N (default: all, fetched a page at a time)")
+    ls.add_argument("--page-size", type=_page_size, default=LIST_PAGE, metavar="N",
+                    help=f"uploads per request, 1-{LIST_PAGE} (default {LIST_PAGE})")
     ls.set_defaults(func=cmd_list)
 
     rm = subparsers.add_parser("delete", parents=[common],

@@ -74,6 +74,17 @@ class Metrics:
         self.swept = Counter("uploader_expiry_removed",
                              "What expiry sweeps removed (expired uploads, orphan folders, "
                              "stray part files) or failed to", ["kind"], registry=r)
+        self.sweep_batches = Counter(
+            "uploader_expiry_batches", "Batches of expired uploads a sweep claimed and removed "
+            "(at most expiry.batch_size each)", registry=r)
+        self.sweep_running = Gauge(
+            "uploader_expiry_running", "1 while this instance runs an expiry sweep", registry=r)
+        self.sweep_progress = Gauge(
+            "uploader_expiry_sweep_removed", "Expired uploads removed so far by the running "
+            "sweep of this instance (the last one's total once it ended)", registry=r)
+        self.sweep_duration = Gauge(
+            "uploader_expiry_last_duration_seconds", "Duration of this instance's last "
+            "finished expiry sweep", registry=r)
         self.uploads = Gauge("uploader_uploads", "Uploads in the database by status, read "
                              "at scrape time (the same on every instance)", ["status"],
                              registry=r)
@@ -146,6 +157,20 @@ class Metrics:
         finally:
             self.merge_duration.labels(outcome).observe(time.monotonic() - start)
 
+    def sweep_started(self) -> None:
+        self.sweep_running.set(1)
+        self.sweep_progress.set(0)
+
+    def observe_sweep_batch(self, removed: int) -> None:
+        """Counted as each batch goes, so a long sweep shows its progress."""
+        self.sweep_batches.inc()
+        self.swept.labels("expired").inc(removed)
+        self.sweep_progress.inc(removed)
+
+    def sweep_finished(self, seconds: float) -> None:
+        self.sweep_running.set(0)
+        self.sweep_duration.set(seconds)
+
     def observe_sweep(self, report: Any) -> None:
         """``report`` is a cleanup.SweepReport (not imported: cleanup imports
         the service, which imports this module)."""
@@ -153,7 +178,6 @@ class Metrics:
             self.sweeps.labels("skipped").inc()
             return
         self.sweeps.labels("done").inc()
-        self.swept.labels("expired").inc(len(report.expired))
         self.swept.labels("orphans").inc(len(report.orphans))
         self.swept.labels("stray_parts").inc(report.stray_parts)
         self.swept.labels("failed").inc(len(report.failed))

@@ -42,6 +42,11 @@ class ChunkReceiver:
         self._digest: str | None = None
 
     @property
+    def settled(self) -> bool:
+        """In place or dropped: no longer a chunk in flight."""
+        return self._state in ("finished", "aborted")
+
+    @property
     def done(self) -> bool:
         """The body is complete (or dropped): the handler need not discard it."""
         return self._state != "open"

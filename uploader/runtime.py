@@ -171,6 +171,7 @@ class Runtime:
         # Aborts of cut chunks still deleting their .part files.
         await self.drain.wait_tasks()
         await self.merges.shutdown()
+        await self.service.activity.stop()
         await self.dispatcher.stop()
         if self.service.pre_create is not None:
             await self.service.pre_create.close()

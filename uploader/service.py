@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 from . import direct_uploads as direct
+from . import paging
+from .activity import ActivityMarks
 from .config import Config
 from .errors import UploadError, not_found
 from .events import model as events
@@ -29,13 +31,13 @@ from .metadata import check_metadata
 from .models import (ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, STATUSES, ChunkRecord,
                      TusState, Upload, chunk_count, isoformat, utcnow)
 from .naming import is_upload_id, new_upload_id, sanitize_filename
+from .paging import Page
 from .quota import QuotaGuard
 from .receiver import ChunkReceiver
 from .storage.base import Storage
 from .store.base import MetadataStore
 
 META_CACHE_SIZE = 10_000  # uploads whose immutable metadata a process remembers
-LIST_LIMIT = 100  # uploads one GET /uploads answers, newest first
 
 
 class UploadService:
@@ -58,6 +60,8 @@ class UploadService:
         # so a chunk PUT needs no lookup before its body: the status is checked
         # atomically by record_chunk anyway. Evicted on any change seen here.
         self._meta: OrderedDict[str, Upload] = OrderedDict()
+        # A chunk starting or streaming is activity the expiry sweep respects.
+        self.activity = ActivityMarks(store, config.expiry.ttl)
 
     def _forget(self, upload_id: str) -> None:
         self._meta.pop(upload_id, None)
@@ -92,24 +96,34 @@ class UploadService:
 
     async def list(self, owner: str, *, statuses: Sequence[str] = (),
                    filename: str | None = None,
-                   metadata: Mapping[str, str] | None = None) -> list[Upload]:
-        """The owner's newest uploads (at most LIST_LIMIT) in any of
-        ``statuses`` (all when empty) whose metadata has each of ``metadata``."""
+                   metadata: Mapping[str, str] | None = None,
+                   limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+        """One page of the owner's uploads, newest first, in any of
+        ``statuses`` (all when empty) whose metadata has each of ``metadata``;
+        ``cursor`` (a previous page's ``next_cursor``) continues after it."""
         wanted = list(dict.fromkeys(statuses))
         if any(status not in STATUSES for status in wanted):
             raise UploadError("invalid_request", "unknown status filter", statuses=list(STATUSES))
+        if not 1 <= limit <= paging.MAX_LIMIT:
+            raise UploadError("invalid_request", "limit out of range",
+                              max_limit=paging.MAX_LIMIT)
+        before = paging.decode_cursor(cursor) if cursor is not None else None
+        # One more than the page: whether another follows, without a count.
+        fetch = limit + 1
         if len(wanted) <= 1:
-            return await self.store.list_uploads(owner, status=wanted[0] if wanted else None,
-                                                 filename=filename or None, limit=LIST_LIMIT,
-                                                 metadata=metadata or None)
-        # The store filters by one status: each query brings its newest, so
-        # the newest of the union are among them.
+            found = await self.store.list_uploads(
+                owner, status=wanted[0] if wanted else None, filename=filename or None,
+                limit=fetch, metadata=metadata or None, before=before)
+            return paging.page_of(found, limit)
+        # The store filters by one status (an index range each): every query
+        # brings its first rows after the cursor, so the page's rows are among
+        # them; merged in the same order.
         found = [upload for status in wanted
                  for upload in await self.store.list_uploads(
-                     owner, status=status, filename=filename or None, limit=LIST_LIMIT,
-                     metadata=metadata or None)]
-        found.sort(key=lambda upload: upload.created_at, reverse=True)
-        return found[:LIST_LIMIT]
+                     owner, status=status, filename=filename or None, limit=fetch,
+                     metadata=metadata or None, before=before)]
+        found.sort(key=paging.sort_key, reverse=True)
+        return paging.page_of(found[:fetch], limit)
 
     # -- init --------------------------------------------------------------
 
@@ -211,10 +225,15 @@ class UploadService:
                 raise UploadError("size_mismatch", "chunk body is shorter than this chunk",
                                   expected=expected, received=content_length)
         await self.quota.check_chunk(expected)
+        # Before the first body byte: a sweep deciding from now on sees the
+        # upload active (it re-checks updated_at when it claims).
+        await self.activity.mark((upload_id,))
         writer = await self.storage.open_chunk(upload, index)
-        return ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
-                             total_chunks=upload.total_chunks, expected_size=expected,
-                             expected_md5=md5, max_buffered=self.config.server.max_buffered)
+        receiver = ChunkReceiver(writer, self.executor, upload_id=upload_id, index=index,
+                                 total_chunks=upload.total_chunks, expected_size=expected,
+                                 expected_md5=md5, max_buffered=self.config.server.max_buffered)
+        self.activity.streaming(receiver)
+        return receiver
 
     async def finish_chunk(self, receiver: ChunkReceiver) -> dict[str, Any]:
         size, md5 = await receiver.finish()

@@ -24,6 +24,8 @@ def test_bench_quick_prints_every_figure() -> None:
         assert name in names, (name, names)
     for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu"):
         assert any(n.startswith(kind) for n in names), (kind, names)
+    assert [n.split(" (")[0] for n in names if n.startswith("sweep")] == [
+        "sweep s per 100k abandoned", "sweep status latency median", "sweep status latency p99"]
     assert sum(n.startswith("puts_per_s") for n in names) == 3
     for backend in ("sqlite", "mysql"):  # issue 21: per-request costs as uploads pile up
         for op in ("init", "chunk PUT 64KiB", "status", "list page", "delete"):

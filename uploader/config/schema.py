@@ -160,6 +160,9 @@ class ExpiryConfig:
     # Seconds between sweeps (each one jittered by +-jitter fraction).
     interval: float = 3600.0
     jitter: float = 0.1
+    # Expired uploads claimed and removed per batch (one transaction each);
+    # the sweep yields to requests between batches and never holds more.
+    batch_size: int = 100
 
 
 @dataclass

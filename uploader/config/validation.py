@@ -134,6 +134,8 @@ def _backend_checks(c: Config) -> Iterable[Check]:
     yield (c.expiry.ttl >= 1, "expiry.ttl must be >= 1", ("expiry.ttl",))
     yield (c.expiry.interval >= 1, "expiry.interval must be >= 1", ("expiry.interval",))
     yield (0 <= c.expiry.jitter < 1, "expiry.jitter must be >= 0 and < 1", ("expiry.jitter",))
+    yield (1 <= c.expiry.batch_size <= 10000, "expiry.batch_size must be between 1 and 10000",
+           ("expiry.batch_size",))
 
 
 def _s3_checks(c: Config) -> Iterable[Check]:

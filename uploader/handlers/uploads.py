@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..metadata import filters_from_query
+from ..paging import parse_limit
 from . import requests
 from .base import BaseHandler
 
@@ -50,11 +51,15 @@ class ListHandler(BaseHandler):
         # ?status=in_progress,merging (or the parameter repeated): any of them.
         statuses = [status for value in self.get_query_arguments("status")
                     for status in value.split(",") if status]
-        uploads = await self.service.list(self.owner, statuses=statuses,
-                                          filename=self.single_query_argument("filename"),
-                                          metadata=filters_from_query(
-                                              self.request.query_arguments))
-        self.send_json({"uploads": [self.service.to_json(u) for u in uploads]})
+        page = await self.service.list(
+            self.owner, statuses=statuses, filename=self.single_query_argument("filename"),
+            metadata=filters_from_query(self.request.query_arguments),
+            limit=parse_limit(self.single_query_argument("limit", strip=False)),
+            cursor=self.single_query_argument("cursor", strip=False))
+        doc: dict[str, object] = {"uploads": [self.service.to_json(u) for u in page.uploads]}
+        if page.next_cursor is not None:
+            doc["next_cursor"] = page.next_cursor
+        self.send_json(doc)
 
 
 class HealthHandler(BaseHandler):

@@ -276,7 +276,6 @@ class LocalStorage:
         await self.run(unlink_quiet, path)
 
     async def delete_chunks(self, upload_id: str) -> None:
-        path = self.layout.chunk_dir(upload_id)
         if self.fold is not None:
             await self.fold.drop(upload_id)
 
@@ -286,12 +285,16 @@ class LocalStorage:
             # bytes removed that are still on disk.
             if not isinstance(exc_info[1], FileNotFoundError):
                 raise exc_info[1]
-        await self.run(lambda: shutil.rmtree(path, onerror=missing_is_fine))
+        # The path check (resolve: an lstat per component) runs in the pool
+        # too: the expiry sweep removes thousands of uploads in a row, and on
+        # the event loop those syscalls would stall every request meanwhile.
+        await self.run(lambda: shutil.rmtree(self.layout.chunk_dir(upload_id),
+                                             onerror=missing_is_fine))
 
     async def delete_upload(self, upload: Upload) -> None:
         await self.delete_chunks(upload.upload_id)
         key = upload.storage_key or self.layout.key_for(upload)
-        await self.run(unlink_quiet, self.layout.final_path(key))
+        await self.run(lambda: unlink_quiet(self.layout.final_path(key)))
 
     async def file_size(self, key: str) -> int | None:
         path = self.layout.final_path(key)

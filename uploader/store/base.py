@@ -51,10 +51,14 @@ class MetadataStore(Protocol):
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100,
-                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
-        """The owner's uploads, newest first, each with ``received`` filled;
-        ``metadata`` keeps those whose metadata has every key with exactly
-        that value (an indexed lookup per key)."""
+                           metadata: Mapping[str, str] | None = None,
+                           before: tuple[datetime, str] | None = None) -> list[Upload]:
+        """At most ``limit`` of the owner's uploads, newest first (by
+        ``created_at``, then ``upload_id``, both descending), each with
+        ``received`` filled; ``metadata`` keeps those whose metadata has every
+        key with exactly that value (an indexed lookup per key). ``before``
+        (created_at, upload_id) starts after that row: a keyset page, an
+        index range whatever the number of rows before it."""
 
     async def get_chunks(self, upload_id: str) -> list[ChunkRecord]:
         """Chunk records sorted by index."""
@@ -110,6 +114,24 @@ class MetadataStore(Protocol):
         """Uploads in ``statuses`` with no activity (row update or chunk
         arrival) since ``cutoff``; ``received`` is not filled."""
 
+    async def claim_expired(self, claims: Sequence[tuple[str, Event | None]],
+                            statuses: Sequence[str], cutoff: datetime,
+                            at: datetime) -> list[str]:
+        """Mark ``aborted`` (``updated_at`` = ``at``), in one transaction, each
+        of these uploads that is still in ``statuses`` with no activity (row
+        update or chunk arrival) since ``cutoff``, writing its event with it;
+        return the ids that were. What ``find_expired`` found, re-checked
+        atomically: an upload touched since is left alone."""
+
+    async def delete_uploads(self, upload_ids: Sequence[str]) -> None:
+        """``delete_upload`` of many, in one transaction."""
+
+    async def touch(self, upload_ids: Sequence[str], at: datetime,
+                    older_than: datetime) -> int:
+        """Activity: ``updated_at`` = ``at`` for those of these uploads that are
+        ``in_progress`` and were last updated before ``older_than`` (a chunk
+        starting or still streaming); how many changed."""
+
     async def find_by_status(self, status: str, limit: int = 500) -> list[Upload]:
         ...
 
@@ -126,7 +148,7 @@ class MetadataStore(Protocol):
         """(count, sum of total_size) of uploads ``in_progress`` or ``merging``,
         of one owner or, with None, of everyone: what quotas and the
         free-space reserve are checked against. Read from counters (schema
-        step 7), never by counting rows."""
+        step 8), never by counting rows."""
 
     # -- the events outbox (store/outbox.py) -----------------------------------
 

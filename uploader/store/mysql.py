@@ -188,8 +188,9 @@ class MySQLStore(SharedQueries, OutboxQueries):
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100,
-                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
-        sql, params = self._list_sql(owner, status, filename, limit, metadata)
+                           metadata: Mapping[str, str] | None = None,
+                           before: tuple[datetime, str] | None = None) -> list[Upload]:
+        sql, params = self._list_sql(owner, status, filename, limit, metadata, before)
 
         async def work(cur: aiomysql.Cursor) -> list[Upload]:
             await cur.execute(sql, params)

@@ -51,7 +51,7 @@ class _Deadlock(Exception):
 
 
 # A deadlock victim is rolled back whole, so running it again is safe (and
-# what MySQL asks for); contended counter rows (schema step 7) make it rare,
+# what MySQL asks for); contended counter rows (schema step 8) make it rare,
 # not impossible.
 DEADLOCK_RETRIES = 3
 

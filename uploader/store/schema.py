@@ -138,7 +138,15 @@ MYSQL_STEPS: list[list[str]] = [
           KEY event_deliveries_due (state, next_attempt_at)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     ],
-    # 7: counters kept by triggers in the transaction of every row change, so
+    # 7: GET /uploads pages newest first by (created_at, upload_id) from a
+    # cursor: an index range per owner (and per owner and status), so a page
+    # costs the same whatever the number of rows before it.
+    [
+        "CREATE INDEX uploads_owner_created ON uploads (owner, created_at, upload_id)",
+        "CREATE INDEX uploads_owner_status_created ON uploads "
+        "(owner, status, created_at, upload_id)",
+    ],
+    # 8: counters kept by triggers in the transaction of every row change, so
     # the quota and the metrics read one row instead of counting uploads:
     # kind 'o' = an owner's active (in_progress, merging) uploads and their
     # bytes, kind 's' = every upload in one status. Triggers, not code: every
@@ -154,10 +162,6 @@ MYSQL_STEPS: list[list[str]] = [
           bytes   BIGINT      NOT NULL,
           PRIMARY KEY (kind, name)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-        # GET /uploads: an owner's newest first, read in index order instead of
-        # sorting all of the owner's uploads (upload_id: a stable tie-break).
-        # Plain ADD INDEX, as step 2's ADD COLUMN (MySQL 8 has no IF NOT EXISTS).
-        "ALTER TABLE uploads ADD INDEX uploads_owner_created (owner, created_at, upload_id)",
         "DROP TRIGGER IF EXISTS uploads_count_insert",
         f"""CREATE TRIGGER uploads_count_insert AFTER INSERT ON uploads FOR EACH ROW BEGIN
           {_MY_ADD.format(row="NEW", sign="+")}
@@ -256,7 +260,14 @@ SQLITE_STEPS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS event_deliveries_due ON event_deliveries "
         "(state, next_attempt_at)",
     ],
-    # 7: the counters of MYSQL_STEPS 7. SQLite runs a step in one
+    # 7: GET /uploads pages (see MYSQL_STEPS 7).
+    [
+        "CREATE INDEX IF NOT EXISTS uploads_owner_created ON uploads "
+        "(owner, created_at, upload_id)",
+        "CREATE INDEX IF NOT EXISTS uploads_owner_status_created ON uploads "
+        "(owner, status, created_at, upload_id)",
+    ],
+    # 8: the counters of MYSQL_STEPS 8. SQLite runs a step in one
     # transaction, so the recount and the triggers cannot miss a row.
     [
         """CREATE TABLE IF NOT EXISTS upload_counts (
@@ -266,8 +277,6 @@ SQLITE_STEPS: list[list[str]] = [
           bytes   INTEGER NOT NULL,
           PRIMARY KEY (kind, name)
         )""",
-        "CREATE INDEX IF NOT EXISTS uploads_owner_created ON uploads "
-        "(owner, created_at, upload_id)",
         f"""CREATE TRIGGER IF NOT EXISTS uploads_count_insert AFTER INSERT ON uploads BEGIN
           {_LITE_ADD.format(row="NEW", sign="+")}
         END""",
@@ -285,7 +294,7 @@ SQLITE_STEPS: list[list[str]] = [
     ],
 ]
 
-# An owner's (active uploads, reserved bytes) from the step 7 counters; a
+# An owner's (active uploads, reserved bytes) from the step 8 counters; a
 # row exists once the owner has had an active upload.
 OWNER_TOTALS = "SELECT uploads, bytes FROM upload_counts WHERE kind = 'o' AND name = ?"
 # Everyone's: the two active statuses' rows.

@@ -220,8 +220,9 @@ class SQLiteStore(SharedQueries, OutboxQueries):
 
     async def list_uploads(self, owner: str, *, status: str | None = None,
                            filename: str | None = None, limit: int = 100,
-                           metadata: Mapping[str, str] | None = None) -> list[Upload]:
-        sql, params = self._list_sql(owner, status, filename, limit, metadata)
+                           metadata: Mapping[str, str] | None = None,
+                           before: tuple[datetime, str] | None = None) -> list[Upload]:
+        sql, params = self._list_sql(owner, status, filename, limit, metadata, before)
         uploads = [upload_from_row(r, text_to_ts) for r in await self._all(sql, params)]
         return [await self._fill_chunks(u) for u in uploads]
 

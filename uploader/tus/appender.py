@@ -115,6 +115,7 @@ class TusAppender:
             writer, self.tus.service.executor, upload_id=self.upload_id, index=index,
             total_chunks=self.upload.total_chunks, expected_size=self._length(index),
             expected_md5=None, max_buffered=self.tus.service.config.server.max_buffered)
+        self.tus.service.activity.streaming(self._receiver)  # a long PATCH is activity
         return self._receiver
 
     # -- body --------------------------------------------------------------

@@ -207,6 +207,8 @@ class TusService:
             # upload completes.
         await self.service.quota.check_chunk(min(content_length or upload.chunk_size,
                                                  upload.chunk_size))
+        # A PATCH is activity from its first byte, as a chunk PUT is.
+        await self.service.activity.mark((upload.upload_id,))
         appender = TusAppender(self, upload, current, checksum=checksum,
                                release=release)  # type: ignore[arg-type]
         await appender.start()

@@ -128,9 +128,17 @@ export class Api {
     return this.request("DELETE", `/upload/${id}`, { signal });
   }
 
-  list(status, signal) {
-    const q = status ? `?${new URLSearchParams({ status })}` : "";
-    return this.request("GET", `/uploads${q}`, { signal }).then((r) => r.data?.uploads ?? []);
+  // One page of GET /uploads, newest first: { uploads, nextCursor }, where
+  // nextCursor (null on the last page) is passed back for the next one.
+  async listPage(status, { cursor = null, limit = null } = {}, signal) {
+    const params = new URLSearchParams();
+    if (status) params.set("status", status);
+    if (limit) params.set("limit", String(limit));
+    if (cursor) params.set("cursor", cursor);
+    const qs = params.toString();
+    const q = qs ? `?${qs}` : "";
+    const r = await this.request("GET", `/uploads${q}`, { signal });
+    return { uploads: r.data?.uploads ?? [], nextCursor: r.data?.next_cursor ?? null };
   }
 
   // Direct mode: presigned PUT URLs of these { index, md5 } chunks, in order.

@@ -9,6 +9,8 @@ import { formatBytes, formatDate, percent, t } from "./i18n.js";
 import { readable } from "./handles.js";
 import { fingerprint } from "./storage.js";
 
+const LIST_PAGE = 100;  // uploads per GET /uploads page (the server allows up to 1000)
+
 export class ResumeList {
   // onResume(item) adds { file, relativePath, handle } back to the page;
   // onMessage(text) shows why a resume did not happen.
@@ -24,9 +26,7 @@ export class ResumeList {
     if (!records.length) return;
     let server = null;
     try {
-      // Merging too: a merge running while the page reloads still ends well.
-      server = new Map((await this.api.list("in_progress,merging"))
-        .map((u) => [u.upload_id, u]));
+      server = await this.#findOnServer(new Set(records.map((rec) => rec.uploadId)));
     } catch { /* offline: list what we remember, without percentages */ }
     for (const rec of records) {
       if (server && !server.has(rec.uploadId)) { this.store.remove(rec.fingerprint); continue; }
@@ -35,6 +35,21 @@ export class ResumeList {
       this.entries.set(rec.fingerprint, { rec, up: server?.get(rec.uploadId) ?? null, handle });
     }
     this.render();
+  }
+
+  // The server's state of these uploads: pages of the user's unfinished ones,
+  // newest first, until every id is found or the pages end (then the rest
+  // are no longer in progress). Only the wanted ones are kept.
+  async #findOnServer(wanted) {
+    const found = new Map();
+    let cursor = null;
+    do {
+      // Merging too: a merge running while the page reloads still ends well.
+      const page = await this.api.listPage("in_progress,merging", { cursor, limit: LIST_PAGE });
+      for (const up of page.uploads) if (wanted.has(up.upload_id)) found.set(up.upload_id, up);
+      cursor = page.nextCursor;
+    } while (cursor && found.size < wanted.size);
+    return found;
   }
 
   // The file was picked again: it now has a card of its own.
