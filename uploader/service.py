@@ -264,16 +264,12 @@ class UploadService:
                     raise UploadError("conflict", f"upload is {current.status}",
                                       status=current.status)
                 await receiver.commit()
-                try:
-                    # The upsert (which checks the status atomically) and the
-                    # count in one unit of work.
+                try:  # the upsert (status checked atomically) and the count together
                     count = await self.store.record_chunk_counted(
                         upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
                 except BaseException:
-                    # Not recorded (a full database disk: 507, an outage:
-                    # 503): nothing stays in place that no record names. A
-                    # chunk sent before keeps its record and loses its file:
-                    # the merge reports it missing, the client sends it again.
+                    # Not recorded (full database disk 507, outage 503): no file
+                    # stays in place unrecorded (the merge asks again for it).
                     await receiver.revert()
                     raise
         except LockTimeout:
