@@ -25,8 +25,8 @@ from .client import Conn
 from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
-KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "locks",
-         "s3", "sweep", "scale"]
+KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "page",
+         "locks", "s3", "sweep", "scale"]
 GiB = 1 << 30
 
 
@@ -36,12 +36,12 @@ def plan(quick: bool) -> dict:
                                                        ("32MiB", 32 * MiB)],
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
                 "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
-                "sweep_rows": 5000, "sweep_probes": 100,
+                "page_size": 32 * MiB, "sweep_rows": 5000, "sweep_probes": 100,
                 "scale_sizes": [0, 2_000], "scale_per": 20}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
-            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB,
+            "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "page_size": GiB,
             "sweep_rows": 100_000, "sweep_probes": 500,
             "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200}
 
@@ -143,7 +143,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     server = None
     try:
         dsn = create_mysql_db(db) if db else None
-        biggest = max([p["ingest_size"], p["tus_size"], p["s3_size"]]
+        biggest = max([p["ingest_size"], p["tus_size"], p["s3_size"], p["page_size"]]
                       + [s for _, s in p["complete"]])
         make_data(tmp / "data.bin", biggest)
         extra = dict(kv.split("=", 1) for kv in args.env)
@@ -167,6 +167,12 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 emit(await F.puts_per_second(ctx, size, p["put_uploads"], p["put_per"]))
         tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
         ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
+        if "page" in kinds:
+            from .page import page_figures
+            for fig in await page_figures(ctx, p["page_size"], log, lambda: clean_uploads(ctx),
+                                          peer=not args.quick or args.tus,
+                                          profile=args.page_trace):
+                emit(fig)
         server.stop()
         if "locks" in kinds:
             await locks()
@@ -194,14 +200,17 @@ async def tus_ours(ctx: Ctx, runs: list[tuple[int, int, int]]) -> list[dict]:
     """Our /files/ endpoint (every chunk MD5-recorded, the whole file merged
     and MD5-verified before the last PATCH is answered)."""
     from . import tus
-
-    async def clean() -> None:
-        conn = Conn(ctx.host, ctx.port)
-        doc = await conn.json("GET", "/uploads")
-        await conn.close()
-        await F.delete(ctx, [u["upload_id"] for u in doc["uploads"]])
-    return [await tus.tus_rate(ctx, ctx.port, ctx.pid, size, streams, patch, clean)
+    return [await tus.tus_rate(ctx, ctx.port, ctx.pid, size, streams, patch,
+                               lambda: clean_uploads(ctx))
             for size, streams, patch in runs]
+
+
+async def clean_uploads(ctx: Ctx) -> None:
+    """Every upload of our server removed (after a run that made some)."""
+    conn = Conn(ctx.host, ctx.port)
+    doc = await conn.json("GET", "/uploads")
+    await conn.close()
+    await F.delete(ctx, [u["upload_id"] for u in doc["uploads"]])
 
 
 async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, int, int]],
@@ -288,7 +297,11 @@ def main() -> int:
                         help="streams uploading before each complete (and for peak RSS)")
     parser.add_argument("--scale-sizes", help="uploads in the database for the scale section, "
                         "e.g. 0,1000000 (default 0,100000,1000000)")
-    parser.add_argument("--tus", action="store_true", help="run the tus peer even with --quick")
+    parser.add_argument("--tus", action="store_true",
+                        help="run the tus peers (server, page) even with --quick")
+    parser.add_argument("--page-trace", type=Path, metavar="FILE",
+                        help="after the page runs, one more under Chromium's tracing: the "
+                             "trace to FILE (chrome://tracing) and a summary on stderr")
     parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
                         "(default 100,000; --quick 5,000)")
     args = parser.parse_args()

@@ -22,7 +22,8 @@ def test_bench_quick_prints_every_figure() -> None:
                 + ["complete 8MiB", "complete 16MiB", "complete 32MiB"])
     for name in expected:
         assert name in names, (name, names)
-    for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu"):
+    for kind in ("peak_rss", "status", "puts_per_s", "tus_ingest", "s3_direct", "s3_server_cpu",
+                 "page ", "page_cpu", "page_hash_only"):
         assert any(n.startswith(kind) for n in names), (kind, names)
     assert [n.split(" (")[0] for n in names if n.startswith("sweep")] == [
         "sweep s per 100k abandoned", "sweep status latency median", "sweep status latency p99"]
@@ -37,6 +38,9 @@ def test_bench_quick_prints_every_figure() -> None:
                                           for s in ("median", "p99")]
     if os.environ.get("CI") == "true":  # every service runs there: nothing skipped
         assert not [f for f in locks if f["note"]], locks
+    if os.environ.get("CI") == "true":  # Chromium is there: the page is measured
+        page = [f for f in figures if f["name"].startswith("page")]
+        assert all(f["value"] for f in page), page
     measured = [f for f in figures if not f["name"].startswith("tus_ingest")
                 and not f["note"].startswith("skipped")]
     assert all(f["value"] is not None and f["ref_value"] for f in measured)

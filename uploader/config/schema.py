@@ -302,6 +302,9 @@ class PageConfig:
     allowed_types: list[str] = field(default_factory=list)
     max_files: int = 0           # files in one page at a time
     max_total_size: int = 0      # bytes of all files in one page together
+    # Workers that hash chunks for their MD5s side by side (one more keeps the
+    # whole-file MD5 in order): more than the client's cores only adds memory.
+    hash_workers: int = 2
 
 
 @dataclass

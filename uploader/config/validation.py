@@ -78,6 +78,8 @@ def _server_checks(c: Config) -> Iterable[Check]:
     yield (lim.parallel_chunks >= 1, "limits.parallel_chunks must be >= 1",
            ("limits.parallel_chunks",))
     yield (c.page.max_files >= 0, "page.max_files must be >= 0", ("page.max_files",))
+    yield (1 <= c.page.hash_workers <= 16, "page.hash_workers must be between 1 and 16",
+           ("page.hash_workers",))
     yield (c.page.max_total_size >= 0, "page.max_total_size must be >= 0",
            ("page.max_total_size",))
     yield (all(_FILE_TYPE.fullmatch(t) for t in c.page.allowed_types),

@@ -30,6 +30,8 @@ def page_settings(config: Config, features: Features, auth_required: bool) -> di
         "allowed_types": list(config.page.allowed_types),
         "max_files": config.page.max_files,
         "max_total_size": config.page.max_total_size,
+        # Size of the page's pool of chunk-hashing workers.
+        "hash_workers": config.page.hash_workers,
         # init takes {"metadata": {...}}: folder uploads send their relative path.
         "accepts_metadata": True,
         "version": __version__,

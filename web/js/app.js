@@ -21,7 +21,7 @@ import { Thumbnails } from "./thumbnails.js";
 
 const DEFAULTS = {
   chunk_size: 8 << 20, chunk_size_min: 64 << 10, chunk_size_max: 64 << 20,
-  parallel: 4, max_file_size: 50 * 2 ** 30, auth_required: false, version: "",
+  parallel: 4, hash_workers: 2, max_file_size: 50 * 2 ** 30, auth_required: false, version: "",
   allowed_types: [], max_files: 0, max_total_size: 0, accepts_metadata: false,
   // A request that makes no progress for this long is aborted and retried.
   stall_timeout: 30, merge_wait_seconds: 20,

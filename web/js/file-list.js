@@ -5,6 +5,11 @@
 import { t } from "./i18n.js";
 import { Card, renderOverall, stateLabel } from "./ui.js";
 
+// Progress alone re-renders at most this often: a 1 GiB upload changes
+// hundreds of times, and each render is a frame of style, layout and paint
+// on the thread that also drives the upload.
+const PROGRESS_MS = 100;
+
 export class FileListView {
   // onAction(action, upload, event) runs a card's button; onBulk(action)
   // one of the overall panel's.
@@ -13,6 +18,8 @@ export class FileListView {
     this.cards = new Map();   // upload -> Card
     this.dirty = new Set();
     this.frame = 0;
+    this.timer = 0;
+    this.lastRender = -Infinity;
     this.lastQuarter = -1;
     list.addEventListener("click", async (event) => {
       const button = event.target.closest("[data-action]");
@@ -57,8 +64,22 @@ export class FileListView {
   }
 
   changed(upload, previous) {
-    if (previous !== undefined && previous !== upload.state) this.#announceState(upload);
-    this.schedule(upload);
+    if (previous !== undefined && previous !== upload.state) {
+      this.#announceState(upload);
+      this.schedule(upload);
+    } else {
+      this.#progress(upload);
+    }
+  }
+
+  // A change of progress only: rendered with the next frame at least
+  // PROGRESS_MS after the last one.
+  #progress(upload) {
+    this.dirty.add(upload);
+    if (this.frame || this.timer) return;
+    const wait = this.lastRender + PROGRESS_MS - performance.now();
+    if (wait <= 0) this.schedule();
+    else this.timer = setTimeout(() => { this.timer = 0; this.schedule(); }, wait);
   }
 
   schedule(upload) {
@@ -68,6 +89,7 @@ export class FileListView {
 
   #render() {
     this.frame = 0;
+    this.lastRender = performance.now();
     for (const u of this.dirty) this.cards.get(u)?.render();
     this.dirty.clear();
     const overall = renderOverall(this.queue.uploads, this.overall);

@@ -1,11 +1,13 @@
 // MD5 off the main thread (classic worker: importScripts loads the vendored
 // UMD build, which defines self.hashwasm; its WASM needs 'wasm-unsafe-eval').
 //
-// One worker per file. It keeps two hashers: one restarted for every chunk
-// (the `md5` query of each PUT) and one fed every chunk in index order (the
-// whole-file MD5 sent at complete). On resume, chunks the server already has
-// are hashed here too, without being uploaded, so the whole-file digest still
-// covers every byte.
+// The same script plays two roles (hasher.js): a pool of these hashes chunks
+// (`chunk`: the `md5` query of each PUT), in any order, and hands each
+// chunk's bytes back (transferred, not copied); one more keeps the
+// whole-file MD5 (`feed`, then `final`), fed those bytes strictly in index
+// order. So every byte is read from the file once and hashed twice, on up to
+// as many cores as there are workers. On resume, chunks the server already
+// has go through both too, so the whole-file digest still covers every byte.
 /* global hashwasm */
 importScripts("../vendor/hash-wasm/md5.umd.min.js");
 
@@ -22,35 +24,37 @@ const ready = Promise.all([hashwasm.createMD5(), hashwasm.createMD5()]).then(([a
 async function handle(msg) {
   await ready;
   if (msg.type === "chunk") {
+    const buffer = await msg.blob.arrayBuffer();
+    perChunk.init();
+    perChunk.update(new Uint8Array(buffer));
+    return [{ md5: perChunk.digest("hex"), buffer }, [buffer]];
+  }
+  if (msg.type === "feed") {
     // The whole-file digest is only right if chunks arrive in order; the
     // page guarantees it, this makes a bug loud instead of a silent mismatch.
     if (msg.index !== nextIndex) {
       throw new Error(`chunk ${msg.index} hashed out of order (expected ${nextIndex})`);
     }
-    const bytes = new Uint8Array(await msg.blob.arrayBuffer());
-    perChunk.init();
-    perChunk.update(bytes);
-    const md5 = perChunk.digest("hex");
-    whole.update(bytes);
+    whole.update(new Uint8Array(msg.buffer));
     nextIndex += 1;
-    return { md5 };
+    return [{}, []];
   }
   if (msg.type === "final") {
     if (msg.total !== nextIndex) {
       throw new Error(`final digest after ${nextIndex} of ${msg.total} chunks`);
     }
-    return { md5: whole.digest("hex") };
+    return [{ md5: whole.digest("hex") }, []];
   }
   throw new Error(`unknown message ${msg.type}`);
 }
 
 // onmessage handlers may interleave at every await; chaining them keeps the
-// chunks strictly in the order they were posted.
+// messages strictly in the order they were posted.
 let queue = Promise.resolve();
 self.onmessage = (event) => {
   const msg = event.data;
   queue = queue.then(() => handle(msg)).then(
-    (result) => self.postMessage({ id: msg.id, ok: true, ...result }),
+    ([result, transfer]) => self.postMessage({ id: msg.id, ok: true, ...result }, transfer),
     (err) => self.postMessage({ id: msg.id, ok: false, error: String(err?.message ?? err) }),
   );
 };

@@ -19,6 +19,11 @@ export function stateLabel(u) {
   return t(u.waiting ? "state.waiting" : `state.${u.state}`);
 }
 
+// A bar's fill at pct (0-100): scaled, so that its transition needs no layout.
+function setBar(fill, pct) {
+  fill.style.transform = `scaleX(${pct / 100})`;
+}
+
 // Bar width: what the server acknowledged. An empty file has nothing to
 // show until it is done; a cancelled one shows no progress at all.
 export function barPercent(u) {
@@ -85,9 +90,9 @@ export class Card {
     else delete this.el.dataset.uploadId;
     this.badge.textContent = stateLabel(u);
     // CSSOM writes are allowed by the CSP (only style="" attributes are not).
-    this.fill.style.width = `${pct}%`;
+    setBar(this.fill, pct);
     const hashing = (u.state === "hashing" || u.state === "uploading") && u.size > 0;
-    this.hash.style.width = hashing ? `${percent(u.hashedBytes, u.size)}%` : "0%";
+    setBar(this.hash, hashing ? percent(u.hashedBytes, u.size) : 0);
     this.bar.setAttribute("aria-valuenow", String(pct));
     this.bar.setAttribute("aria-valuetext", `${pctText(pct)}, ${this.badge.textContent}`);
     this.details.textContent = this.#details(u, pct);
@@ -148,7 +153,7 @@ export function renderOverall(uploads, { section, text, bar, bulk }) {
   }
   text.textContent = parts.join(" · ");
   section.classList.toggle("all-done", finished === counted.length);
-  bar.querySelector(".bar-fill").style.width = `${pct}%`;
+  setBar(bar.querySelector(".bar-fill"), pct);
   bar.setAttribute("aria-valuenow", String(pct));
   const can = {
     pause: uploads.some((u) => u.canPause),

@@ -150,7 +150,8 @@ export class FileUpload {
       this.#set("hashing", t("msg.preparing"));
       if (this.uploadId) await this.#retrying(() => this.#sync(signal, { merge: false }), signal);
       else await this.#open(signal);
-      this.hasher ??= new Hasher(this.file, this.chunkSize);
+      this.hasher ??= new Hasher(this.file, this.chunkSize,
+                                 { workers: this.settings.hash_workers });
       for (let round = 1; ; round++) {
         await this.#transfer(signal);
         if (await this.#complete(signal)) break;
@@ -267,8 +268,7 @@ export class FileUpload {
 
   async #transfer(signal) {
     const hasher = this.hasher;
-    const pending = [...Array(Math.min(hasher.hashedCount, this.total)).keys()]
-      .some((i) => !this.received.has(i));
+    const pending = hasher.md5s.some((md5, i) => md5 && i < this.total && !this.received.has(i));
     if (!pending) this.#set("hashing", t(this.resumed ? "msg.checking" : "msg.hashing"));
     await transferPass({
       hasher, total: this.total, parallel: this.parallel, signal,
