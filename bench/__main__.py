@@ -26,7 +26,7 @@ from .figures import Ctx, Figure, MiB
 from .server import uploader_server
 
 KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "peers",
-         "page", "locks", "s3", "sweep"]
+         "page", "locks", "s3", "sweep", "scale"]
 GiB = 1 << 30
 
 
@@ -37,12 +37,13 @@ def plan(quick: bool) -> dict:
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
                 "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
                 "peer_size": 32 * MiB, "page_size": 32 * MiB, "sweep_rows": 5000,
-                "sweep_probes": 100}
+                "sweep_probes": 100, "scale_sizes": [0, 2_000], "scale_per": 20}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
             "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "peer_size": GiB,
-            "page_size": GiB, "sweep_rows": 100_000, "sweep_probes": 500}
+            "page_size": GiB, "sweep_rows": 100_000, "sweep_probes": 500,
+            "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -74,11 +75,15 @@ def fmt(value: float | None) -> str:
 
 def table(figs: list[Figure]) -> str:
     rows = [("figure", "value", "reference", "ratio", "srv CPU%", "cli CPU%")]
+    scale = any("ratio_vs_healthz" in f.extra for f in figs)
+    if scale:
+        rows[0] += ("ratio vs healthz",)
     for f in figs:
         rows.append((f.name, f"{fmt(f.value)} {f.unit}" if f.value is not None else f.note,
                      f"{fmt(f.ref_value)} {f.ref_name}" if f.ref_value is not None else "-",
                      f"{f.ratio:.2f}" if f.ratio is not None else "-",
-                     fmt(f.extra.get("server_cpu_pct")), fmt(f.extra.get("client_cpu_pct"))))
+                     fmt(f.extra.get("server_cpu_pct")), fmt(f.extra.get("client_cpu_pct")))
+                    + ((fmt(f.extra.get("ratio_vs_healthz")),) if scale else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -89,6 +94,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     p = plan(args.quick)
     if args.ingest_mib:
         p["ingest_size"] = args.ingest_mib * MiB
+    if args.scale_sizes:
+        p["scale_sizes"] = [int(n) for n in args.scale_sizes.split(",")]
     if args.complete_mib:
         p["complete"] = [(f"{n}MiB", n * MiB) for n in args.complete_mib]
     grid = [tuple(int(x) for x in g.split("x")) for g in args.grid.split(",")]
@@ -191,6 +198,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 emit(fig)
         if "sweep" in kinds:
             await sweep()
+        if "scale" in kinds:
+            for fig in await scale_figures(ctx, p, log):
+                emit(fig)
     finally:
         if server is not None:
             server.stop()
@@ -248,6 +258,28 @@ async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, 
     return figures
 
 
+async def scale_figures(ctx: Ctx, p: dict, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Per-request costs as uploads pile up (bench/scale.py): its own servers,
+    SQLite and MySQL (a database of its own, dropped after)."""
+    from .scale import scale_figures as measure
+    db = f"uploader_bench_scale_{os.getpid()}"
+    made: list[str] = []
+
+    def mysql_dsn() -> str | None:
+        try:
+            made.append(create_mysql_db(db))
+        except Exception as exc:  # no MySQL here: the SQLite half still runs
+            log(f"scale: no MySQL ({exc!r})")
+            return None
+        return made[-1]
+    try:
+        return await measure(ctx.tmp, ctx.data, p["scale_sizes"], p["scale_per"], ctx.runs,
+                             mysql_dsn, log)
+    finally:
+        if made:
+            create_mysql_db(db, drop=True)
+
+
 async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]
     """Proxy vs direct through moto, page-like (bench/s3_upload.py)."""
     from .s3_upload import s3_figures as measure
@@ -277,6 +309,8 @@ def main() -> int:
                         help="file sizes of the complete figures, in MiB")
     parser.add_argument("--complete-streams", type=int, default=16,
                         help="streams uploading before each complete (and for peak RSS)")
+    parser.add_argument("--scale-sizes", help="uploads in the database for the scale section, "
+                        "e.g. 0,1000000 (default 0,100000,1000000)")
     parser.add_argument("--tus", action="store_true",
                         help="run the tus peers (server, page) even with --quick")
     parser.add_argument("--page-trace", type=Path, metavar="FILE",

@@ -26,8 +26,8 @@ from .server import ServerProcess, uploader_server
 
 BATCH_ROWS = 5000  # rows per INSERT batch
 # Seconds between looks at /metrics. A scrape counts uploads by status (a scan
-# of the table until issue 21.1's counters land): both phases scrape at this
-# pace, so the latency comparison carries the same extra load on each side.
+# of the table before issue 21.1's counters, schema step 8): both phases scrape
+# at this pace, so the latency comparison carries the same extra load on each side.
 SCRAPE_EVERY = 1.0
 
 

@@ -4,9 +4,12 @@ Checked by the service at init and before every chunk body is read, so a
 client learns it cannot proceed (429 / 507) before bytes are spent, and the
 disk never fills up under the server: ``storage.min_free_bytes`` stays free.
 
-The checks read then act without a lock, so two inits racing each other may
-both pass the last free slot; the reserve absorbs that, and the hard limit
-(ENOSPC while writing) still answers 507 through the storage backend.
+The per-owner limits are checked twice: early from the counters (before any
+backend state is made), then exactly by ``admit`` inside the transaction that
+inserts the row, where an owner's concurrent inits pass one at a time. The
+free-space check reads then acts without a lock, so two inits racing each
+other may both pass the last free bytes; the reserve absorbs that, and the
+hard limit (ENOSPC while writing) still answers 507 through the storage backend.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from .config import Config
 from .errors import UploadError
 from .storage.base import SpaceReporting
-from .store.base import MetadataStore
+from .store.base import Admit, MetadataStore
 
 
 class QuotaGuard:
@@ -27,33 +30,52 @@ class QuotaGuard:
         self.store = store
         self.space = space
 
-    async def check_init(self, owner: str, size: int) -> None:
-        quota = self.config.quota
-        if quota.max_active_uploads or quota.max_reserved_bytes:
+    async def check_init(self, owner: str, size: int, *, early: bool) -> Admit | None:
+        """What can be refused before the row is written; returns what the
+        store calls inside the insert's transaction (``admit``), None when
+        nothing is limited. ``early``: also check the owner's limits now
+        (before backend state, such as an S3 multipart upload, is made)."""
+        if early and self.limited:
             count, reserved = await self.store.active_totals(owner)
-            if quota.max_active_uploads and count >= quota.max_active_uploads:
-                # 429, not 507: the cure is to finish or delete uploads first.
-                raise UploadError("rate_limited", "too many active uploads; complete or "
-                                  "delete some first", retry_after=30,
-                                  max_active_uploads=quota.max_active_uploads)
-            if quota.max_reserved_bytes and reserved + size > quota.max_reserved_bytes:
-                raise UploadError("insufficient_storage", "upload quota exceeded",
-                                  quota_bytes=quota.max_reserved_bytes,
-                                  reserved_bytes=reserved)
+            self._check(count + 1, reserved + size, size)
+        free = None
         if self.space is not None:
-            # The new upload needs twice its size before it completes: all its
-            # chunks and the merged copy (or the incremental fold) coexist
-            # until the file is published. Uploads already running are
-            # counted once: part of their two copies is on the disk already.
-            _, reserved_all = await self.store.active_totals(None)
-            await self._need(reserved_all + 2 * size)
+            free = await self.space.free_bytes()
+            self._need(2 * size, free)  # this upload alone does not fit
+        if not self.limited and free is None:
+            return None
+
+        def admit(count: int, reserved: int, reserved_all: int) -> None:
+            self._check(count, reserved, size)
+            if free is not None:
+                # The new upload needs twice its size before it completes: all
+                # its chunks and the merged copy (or the incremental fold)
+                # coexist until the file is published. Uploads already running
+                # are counted once: part of their two copies is on the disk.
+                self._need(reserved_all + size, free)
+        return admit
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.config.quota.max_active_uploads or self.config.quota.max_reserved_bytes)
+
+    def _check(self, count: int, reserved: int, size: int) -> None:
+        """``count`` and ``reserved`` include the upload being admitted."""
+        quota = self.config.quota
+        if quota.max_active_uploads and count > quota.max_active_uploads:
+            # 429, not 507: the cure is to finish or delete uploads first.
+            raise UploadError("rate_limited", "too many active uploads; complete or "
+                              "delete some first", retry_after=30,
+                              max_active_uploads=quota.max_active_uploads)
+        if quota.max_reserved_bytes and reserved > quota.max_reserved_bytes:
+            raise UploadError("insufficient_storage", "upload quota exceeded",
+                              quota_bytes=quota.max_reserved_bytes,
+                              reserved_bytes=reserved - size)
 
     async def check_chunk(self, length: int) -> None:
         if self.space is not None:
-            await self._need(length)
+            self._need(length, await self.space.free_bytes())
 
-    async def _need(self, length: int) -> None:
-        assert self.space is not None
-        free = await self.space.free_bytes()
+    def _need(self, length: int, free: int) -> None:
         if length > free - self.config.storage.min_free_bytes:
             raise UploadError("insufficient_storage", "not enough storage space")

@@ -179,6 +179,12 @@ class ChunkReceiver:
             raise
         self._state = "finished"
 
+    async def revert(self) -> None:
+        """Take the committed chunk out of place (its record failed)."""
+        if self._state == "finished":
+            self._state = "aborted"
+            await self.writer.revert()
+
     async def abort(self) -> None:
         """Drop the chunk (client gone, refused, shutdown). Idempotent; does
         nothing once the body is being checked or the chunk is in place."""

@@ -163,7 +163,7 @@ class UploadService:
             if decision.max_size is not None and size > decision.max_size:
                 raise UploadError("too_large", "file is larger than this upload may be",
                                   max_file_size=decision.max_size)
-        await self.quota.check_init(owner, size)
+        admit = await self.quota.check_init(owner, size, early=self.features.hooks is not None)
         now = utcnow()
         upload = Upload(upload_id=new_upload_id(), owner=owner,
                         filename=sanitize_filename(filename), size=size, chunk_size=chunk_size,
@@ -177,7 +177,7 @@ class UploadService:
             # backend state without a row, which the orphan sweep removes.
             upload.backend_state = await self.features.hooks.create_upload(upload)
         event = self.events.make(events.CREATED, upload)
-        await self.store.create_upload(upload, event)
+        await self.store.create_upload(upload, event, admit=admit)
         self.events.written(event)
         return upload
 
@@ -265,10 +265,13 @@ class UploadService:
                                       status=current.status)
                 index = receiver.index
                 await receiver.commit(lambda: self.store.delete_chunk(upload_id, index))
-                # The upsert (which checks the status atomically) and the count
-                # in one unit of work.
-                count = await self.store.record_chunk_counted(
-                    upload_id, ChunkRecord(index=receiver.index, size=size, md5=md5))
+                try:  # the upsert (status checked atomically) and the count together
+                    count = await self.store.record_chunk_counted(
+                        upload_id, ChunkRecord(index=index, size=size, md5=md5))
+                except BaseException:
+                    # Not recorded (full database disk, outage): not left marked whole.
+                    await receiver.revert()
+                    raise
         except LockTimeout:
             raise UploadError("conflict", "upload is merging", status=MERGING) from None
         finally:

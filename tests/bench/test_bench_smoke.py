@@ -29,6 +29,10 @@ def test_bench_quick_prints_every_figure() -> None:
     assert [n.split(" (")[0] for n in names if n.startswith("sweep")] == [
         "sweep s per 100k abandoned", "sweep status latency median", "sweep status latency p99"]
     assert sum(n.startswith("puts_per_s") for n in names) == 3
+    for backend in ("sqlite", "mysql"):  # issue 21: per-request costs as uploads pile up
+        for op in ("init", "chunk PUT 64KiB", "status", "list page", "delete"):
+            assert f"scale {backend} {op} @2,000" in names, (backend, op, names)
+    assert "scale layout tmp/ chunk folder @2,000" in names
     locks = [f for f in figures if f["name"].startswith("locks ")]
     assert [f["name"] for f in locks] == [f"locks {b} acquire+release {s}"
                                           for b in ("memory", "redis", "mysql", "etcd")

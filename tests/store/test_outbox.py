@@ -5,6 +5,7 @@ dispatcher at a time, a dead one's to another after its lease."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 
 import pymysql
@@ -137,3 +138,17 @@ async def test_deliveries_retry_fail_and_prune(io_loop, store):
     # Retention: everything finished before the cut goes, the event with it.
     assert await store.prune_events(retry_at + timedelta(seconds=1)) == 1
     assert await store.events_of(upload.upload_id) == []
+
+
+async def test_an_event_with_no_sink_is_written_dispatched(io_loop, store):
+    """No stream and no webhook: the event is in the outbox, already
+    dispatched, so no dispatcher pass (a lease and a mark: two commits)
+    follows the change (issue 21.2)."""
+    upload = new_upload()
+    event = replace(make_event("upload.created", upload, {"upload_id": upload.upload_id}),
+                     dispatched=True)
+    await store.create_upload(upload, event)
+    assert (await store.outbox_stats()).pending_events == 0
+    assert await store.claim_events("t", utcnow(), utcnow(), 10) == []
+    [stored] = await store.events_of(upload.upload_id)
+    assert stored.event_id == event.event_id

@@ -32,6 +32,9 @@ class Event:
     upload_id: str
     occurred_at: datetime
     payload: str  # the JSON document delivered, exactly as signed and sent
+    # Written already dispatched: there is no sink to hand it to (no stream,
+    # no webhook), so no dispatcher pass (two more commits) follows the change.
+    dispatched: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ reports and hand it to the store, which writes it in the same transaction;
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from ..config import Config
@@ -35,9 +36,13 @@ class EventLog:
         doc = upload.to_json(expiry.ttl if expiry.enabled else None)
         if self.features.direct is not None:
             doc["direct"] = True
-        return model.make_event(event_type, upload, doc, upload.updated_at)
+        event = model.make_event(event_type, upload, doc, upload.updated_at)
+        if not (self.config.events.redis_url or self.config.webhooks.endpoints):
+            event = replace(event, dispatched=True)
+        return event
 
     def written(self, event: Event | None) -> None:
         if event is not None:
             self.metrics.events_written.labels(event.type).inc()
-            self.on_event(event)
+            if not event.dispatched:
+                self.on_event(event)

@@ -55,6 +55,11 @@ class ChunkWriter(Protocol):
     async def abort(self) -> None:
         """Drop the partial bytes; never raises."""
 
+    async def revert(self) -> None:
+        """Take a committed chunk out of place again: its record could not be
+        written (a full database disk), and a chunk in place must be a
+        recorded one. Never raises."""
+
 
 @dataclass
 class StagedFile:

@@ -72,6 +72,10 @@ class StagedWriter:
         for piece in pieces:
             self.write(piece)
 
+    async def revert(self) -> None:
+        """Nothing to take back by default: an S3 part that no record names
+        is never used by the merge (it lists the recorded parts)."""
+
     def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

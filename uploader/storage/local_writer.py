@@ -178,6 +178,25 @@ class LocalChunkWriter(StagedWriter):
         if fold is not None:
             fold.chunk_stored(self._upload, self._index, md5)
 
+    def _revert(self) -> None:
+        data_files = self._storage.data_files
+        files = data_files.acquire(self._upload)
+        try:
+            # Written, not whole: a merge takes only STORED chunks, and the
+            # next writer of this chunk rewrites it under the upload's lock.
+            data_files.mark(files, self._index, CLAIMED)
+        finally:
+            data_files.release(files)
+
+    async def revert(self) -> None:
+        try:
+            if self._storage.fold is not None:
+                # The fold may have taken these bytes in: start it over.
+                await self._storage.fold.drop(self._upload.upload_id)
+            await self._storage.run(self._revert)
+        except Exception:  # like abort: runs on a failure path already
+            pass
+
     async def abort(self) -> None:
         try:
             await self._storage.run(self._abort)

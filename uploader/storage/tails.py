@@ -53,6 +53,9 @@ class TailWriter:
     async def abort(self) -> None:
         await self.inner.abort()
 
+    async def revert(self) -> None:
+        await self.inner.revert()
+
     async def save_tail(self) -> None:
         """Publish the synced bytes as the upload's tail for this chunk,
         replacing an older tail atomically."""

@@ -9,11 +9,16 @@ nothing else escapes except programming errors.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from ..events.model import Event, OutboxEvent
 from ..models import ChunkRecord, TusState, Upload
 from .outbox import Delivery, OutboxStats
+
+
+# (active uploads, reserved bytes) of the owner, reserved bytes of everyone
+# -> None, or raises to refuse.
+Admit = Callable[[int, int, int], None]
 
 
 class MetadataStore(Protocol):
@@ -31,8 +36,13 @@ class MetadataStore(Protocol):
         """Bring the schema to the newest version; return that version.
         Safe when several processes run it at once."""
 
-    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
-        """The upload row, its metadata and ``event``, in one unit of work."""
+    async def create_upload(self, upload: Upload, event: Event | None = None, *,
+                            admit: Admit | None = None) -> None:
+        """The upload row, its metadata and ``event``, in one unit of work.
+        ``admit`` is called inside it with the owner's active totals and
+        everyone's reserved bytes, counting this upload (``active_totals``);
+        if it raises, nothing is written and the exception propagates. Concurrent inits of one owner pass through
+        it one at a time, so a quota checked there is exact."""
 
     async def get_upload(self, upload_id: str, *, with_chunks: bool = True) -> Upload | None:
         """The upload, or None. ``with_chunks`` fills ``received`` and
@@ -137,7 +147,8 @@ class MetadataStore(Protocol):
     async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
         """(count, sum of total_size) of uploads ``in_progress`` or ``merging``,
         of one owner or, with None, of everyone: what quotas and the
-        free-space reserve are checked against."""
+        free-space reserve are checked against. Read from counters (schema
+        step 8), never by counting rows."""
 
     # -- the events outbox (store/outbox.py) -----------------------------------
 

@@ -15,7 +15,8 @@ from .dsn import parse_dsn
 from .mysql_pool import DatabaseMissing, MySQLPool, QuietCursor
 from .outbox import OutboxQueries, Tx
 from .rows import dump_error, upload_from_row, upload_params
-from .schema import MYSQL_STEPS, UPLOAD_COLUMNS
+from .base import Admit
+from .schema import ALL_TOTALS, MYSQL_STEPS, OWNER_TOTALS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
 __all__ = ["DatabaseMissing", "MySQLStore", "parse_dsn"]
@@ -133,11 +134,29 @@ class MySQLStore(SharedQueries, OutboxQueries):
             return await work(_MySQLTx(cur))
         return await self._run(run, transaction=True)
 
-    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
+    async def create_upload(self, upload: Upload, event: Event | None = None, *,
+                            admit: Admit | None = None) -> None:
         async def work(cur: aiomysql.Cursor) -> None:
             params = upload_params(upload)
             await cur.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
                               f"({_marks(len(params))})", params)
+            if admit is not None:
+                # The trigger has counted the row and holds the owner's counter
+                # row locked until COMMIT: the owner's other inits wait here,
+                # so each sees the ones before it. A locking read: the newest
+                # committed value, not this transaction's snapshot. Everyone's
+                # total is read unlocked: the free-space reserve is a margin.
+                await cur.execute(OWNER_TOTALS.replace("?", "%s") + " FOR UPDATE",
+                                  (upload.owner,))
+                row = await cur.fetchone()
+                await cur.execute(ALL_TOTALS)
+                everyone = await cur.fetchone()
+                try:
+                    admit(*((int(row[0]), int(row[1])) if row else (0, 0)), int(everyone[1]))
+                except BaseException:
+                    # Rolled back here, the connection goes back to the pool.
+                    await cur.connection.rollback()
+                    raise
             if upload.metadata:
                 await cur.executemany(*self._metadata_rows(upload))
             if event is not None:

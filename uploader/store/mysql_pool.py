@@ -46,6 +46,16 @@ class DatabaseMissing(RuntimeError):
     not an outage, so it is not reported as Unavailable."""
 
 
+class _Deadlock(Exception):
+    """Internal: InnoDB chose this unit of work as a deadlock victim."""
+
+
+# A deadlock victim is rolled back whole, so running it again is safe (and
+# what MySQL asks for); contended counter rows (schema step 8) make it rare,
+# not impossible.
+DEADLOCK_RETRIES = 3
+
+
 class _Disconnected(Exception):
     """Internal: the connection died under a statement (maybe retryable)."""
 
@@ -128,11 +138,24 @@ class MySQLPool:
         connection dies under it (killed, server restarted). Other work is not:
         the first attempt may have been applied before the connection broke;
         the caller gets Unavailable and the next call uses a fresh connection.
+        A deadlock victim is run again (up to ``DEADLOCK_RETRIES`` times) when
+        it is a transaction or idempotent.
         """
-        for attempt in (1, 2):
+        attempt = deadlocks = 0
+        while True:
+            attempt += 1
             try:
                 return await asyncio.wait_for(self._run_once(work, transaction, cursor_class),
                                               timeout or self.query_timeout)
+            except _Deadlock as exc:
+                deadlocks += 1
+                # Work of several autocommit statements may have committed
+                # some before the victim: only a transaction or idempotent
+                # work is known to be safe to run again.
+                if deadlocks > DEADLOCK_RETRIES or not (transaction or idempotent):
+                    raise Unavailable("database unavailable (deadlock)") from exc.__cause__
+                attempt -= 1  # not a lost connection
+                continue
             except _Disconnected as exc:
                 if idempotent and attempt == 1:
                     log.info("database connection lost, retrying once: %s", exc.__cause__)
@@ -140,7 +163,6 @@ class MySQLPool:
                 raise Unavailable("database unavailable") from exc.__cause__
             except asyncio.TimeoutError as exc:
                 raise Unavailable("database unavailable (timed out)") from exc
-        raise AssertionError("unreachable")
 
     async def _run_once(self, work: Work[T], transaction: bool, cursor_class: type) -> T:
         pool = await self._get_pool()
@@ -174,7 +196,9 @@ class MySQLPool:
                 conn.close()
                 raise _Disconnected(str(exc)) from exc
             if isinstance(exc, pymysql.err.OperationalError):
-                # Deadlock, lock wait timeout, too many connections, access
+                if exc.args and exc.args[0] == ER.LOCK_DEADLOCK:
+                    raise _Deadlock(str(exc)) from exc
+                # Lock wait timeout, too many connections, access
                 # denied: the database cannot serve this now; the client retries.
                 raise Unavailable("database unavailable") from exc
             raise

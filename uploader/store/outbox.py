@@ -72,11 +72,15 @@ class OutboxQueries:
     # -- writing (inside the transaction of a state change) -------------------
 
     async def _insert_event(self, tx: Tx, event: Event) -> None:
+        await tx.run(*self._event_insert(event))
+
+    def _event_insert(self, event: Event) -> tuple[str, tuple[Any, ...]]:
         m = self.MARK
-        await tx.run(f"INSERT INTO events (event_id, type, upload_id, occurred_at, payload) "
-                     f"VALUES ({m},{m},{m},{m},{m})",
-                     (event.event_id, event.type, event.upload_id,
-                      self._ts(event.occurred_at), event.payload))
+        at = self._ts(event.occurred_at)
+        return (f"INSERT INTO events (event_id, type, upload_id, occurred_at, payload, "
+                f"dispatched_at) VALUES ({m},{m},{m},{m},{m},{m})",
+                (event.event_id, event.type, event.upload_id, at, event.payload,
+                 at if event.dispatched else None))
 
     def _event(self, row: Sequence[Any]) -> OutboxEvent:
         return OutboxEvent(seq=int(row[0]), event_id=row[1], type=row[2], upload_id=row[3],

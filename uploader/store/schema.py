@@ -6,6 +6,55 @@ last step applied. Append steps, never edit a released one.
 
 from __future__ import annotations
 
+# The statements of one counter change: ``row`` (NEW or OLD) enters (+) or
+# leaves (-) its status's count ('s') and, while active, its owner's ('o').
+# Upserts, so a new owner or status gets its row. MySQL locks counter rows in
+# one order everywhere (status rows by name, then owner rows): a merge going
+# failed -> merging and another going merging -> failed cannot deadlock.
+ACTIVE = "('in_progress', 'merging')"
+STATUSES = ("in_progress", "merging", "completed", "failed", "aborted")
+_MY_STATUS = ("INSERT INTO upload_counts (kind, name, uploads, bytes) "
+              "VALUES ('s', {row}.status, {sign}1, {sign}{row}.total_size) "
+              "ON DUPLICATE KEY UPDATE uploads = uploads {sign} 1, "
+              "bytes = bytes {sign} {row}.total_size;")
+_MY_OWNER = ("IF {row}.status IN " + ACTIVE + " THEN "
+             "INSERT INTO upload_counts (kind, name, uploads, bytes) "
+             "VALUES ('o', {row}.owner, {sign}1, {sign}{row}.total_size) "
+             "ON DUPLICATE KEY UPDATE uploads = uploads {sign} 1, "
+             "bytes = bytes {sign} {row}.total_size; END IF;")
+_MY_ADD = _MY_STATUS + " " + _MY_OWNER
+_MY_MOVE = ("IF OLD.status <= NEW.status THEN "
+            + _MY_STATUS.format(row="OLD", sign="-") + " "
+            + _MY_STATUS.format(row="NEW", sign="+") + " ELSE "
+            + _MY_STATUS.format(row="NEW", sign="+") + " "
+            + _MY_STATUS.format(row="OLD", sign="-") + " END IF; "
+            + _MY_OWNER.format(row="OLD", sign="-") + " "
+            + _MY_OWNER.format(row="NEW", sign="+"))
+_LITE_ADD = (
+    "INSERT INTO upload_counts (kind, name, uploads, bytes) "
+    "VALUES ('s', {row}.status, {sign}1, {sign}{row}.total_size) "
+    "ON CONFLICT (kind, name) DO UPDATE SET uploads = uploads {sign} 1, "
+    "bytes = bytes {sign} {row}.total_size; "
+    "INSERT INTO upload_counts (kind, name, uploads, bytes) "
+    "SELECT 'o', {row}.owner, {sign}1, {sign}{row}.total_size WHERE {row}.status IN " + ACTIVE
+    + " ON CONFLICT (kind, name) DO UPDATE SET uploads = uploads {sign} 1, "
+    "bytes = bytes {sign} {row}.total_size;")
+# Both dialects: the counters from the rows themselves. Every status has its
+# row from the start (a first upsert of a new key is where InnoDB's gap locks
+# deadlock concurrent inserts).
+_RECOUNT = [
+    "DELETE FROM upload_counts",
+    "INSERT INTO upload_counts (kind, name, uploads, bytes) VALUES "
+    + ", ".join(f"('s', '{status}', 0, 0)" for status in STATUSES),
+    "UPDATE upload_counts SET "
+    "uploads = (SELECT COUNT(*) FROM uploads WHERE status = upload_counts.name), "
+    "bytes = (SELECT COALESCE(SUM(total_size), 0) FROM uploads "
+    "WHERE status = upload_counts.name) WHERE kind = 's'",
+    "INSERT INTO upload_counts (kind, name, uploads, bytes) "
+    "SELECT 'o', owner, COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
+    "WHERE status IN " + ACTIVE + " GROUP BY owner",
+]
+
 MYSQL_STEPS: list[list[str]] = [
     [
         """CREATE TABLE IF NOT EXISTS uploads (
@@ -97,6 +146,39 @@ MYSQL_STEPS: list[list[str]] = [
         "CREATE INDEX uploads_owner_status_created ON uploads "
         "(owner, status, created_at, upload_id)",
     ],
+    # 8: counters kept by triggers in the transaction of every row change, so
+    # the quota and the metrics read one row instead of counting uploads:
+    # kind 'o' = an owner's active (in_progress, merging) uploads and their
+    # bytes, kind 's' = every upload in one status. Triggers, not code: every
+    # path that inserts, updates or deletes an upload row (the sweep and
+    # anything added later) keeps them exact. DROP + CREATE because MySQL 8
+    # before 8.0.29 has no CREATE TRIGGER IF NOT EXISTS; the closing
+    # recount makes a re-run (or rows written before the triggers) exact.
+    [
+        """CREATE TABLE IF NOT EXISTS upload_counts (
+          kind    CHAR(1)     CHARACTER SET ascii NOT NULL,
+          name    VARCHAR(64) NOT NULL,
+          uploads BIGINT      NOT NULL,
+          bytes   BIGINT      NOT NULL,
+          PRIMARY KEY (kind, name)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        "DROP TRIGGER IF EXISTS uploads_count_insert",
+        f"""CREATE TRIGGER uploads_count_insert AFTER INSERT ON uploads FOR EACH ROW BEGIN
+          {_MY_ADD.format(row="NEW", sign="+")}
+        END""",
+        "DROP TRIGGER IF EXISTS uploads_count_delete",
+        f"""CREATE TRIGGER uploads_count_delete AFTER DELETE ON uploads FOR EACH ROW BEGIN
+          {_MY_ADD.format(row="OLD", sign="-")}
+        END""",
+        "DROP TRIGGER IF EXISTS uploads_count_update",
+        f"""CREATE TRIGGER uploads_count_update AFTER UPDATE ON uploads FOR EACH ROW BEGIN
+          IF NOT (OLD.status <=> NEW.status AND OLD.total_size <=> NEW.total_size
+                  AND OLD.owner <=> NEW.owner) THEN
+            {_MY_MOVE}
+          END IF;
+        END""",
+        *_RECOUNT,
+    ],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -185,7 +267,39 @@ SQLITE_STEPS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS uploads_owner_status_created ON uploads "
         "(owner, status, created_at, upload_id)",
     ],
+    # 8: the counters of MYSQL_STEPS 8. SQLite runs a step in one
+    # transaction, so the recount and the triggers cannot miss a row.
+    [
+        """CREATE TABLE IF NOT EXISTS upload_counts (
+          kind    TEXT    NOT NULL,
+          name    TEXT    NOT NULL,
+          uploads INTEGER NOT NULL,
+          bytes   INTEGER NOT NULL,
+          PRIMARY KEY (kind, name)
+        )""",
+        f"""CREATE TRIGGER IF NOT EXISTS uploads_count_insert AFTER INSERT ON uploads BEGIN
+          {_LITE_ADD.format(row="NEW", sign="+")}
+        END""",
+        f"""CREATE TRIGGER IF NOT EXISTS uploads_count_delete AFTER DELETE ON uploads BEGIN
+          {_LITE_ADD.format(row="OLD", sign="-")}
+        END""",
+        f"""CREATE TRIGGER IF NOT EXISTS uploads_count_update
+          AFTER UPDATE OF status, total_size, owner ON uploads
+          WHEN OLD.status IS NOT NEW.status OR OLD.total_size IS NOT NEW.total_size
+            OR OLD.owner IS NOT NEW.owner BEGIN
+          {_LITE_ADD.format(row="OLD", sign="-")}
+          {_LITE_ADD.format(row="NEW", sign="+")}
+        END""",
+        *_RECOUNT,
+    ],
 ]
+
+# An owner's (active uploads, reserved bytes) from the step 8 counters; a
+# row exists once the owner has had an active upload.
+OWNER_TOTALS = "SELECT uploads, bytes FROM upload_counts WHERE kind = 'o' AND name = ?"
+# Everyone's: the two active statuses' rows.
+ALL_TOTALS = ("SELECT COALESCE(SUM(uploads), 0), COALESCE(SUM(bytes), 0) FROM upload_counts "
+              "WHERE kind = 's' AND name IN " + ACTIVE)
 
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "

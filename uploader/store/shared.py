@@ -11,7 +11,7 @@ from ..events.model import Event
 from ..models import IN_PROGRESS, TusState, Upload, utcnow
 from .outbox import Tx
 from .rows import dump_tus
-from .schema import UPLOAD_COLUMNS
+from .schema import ALL_TOTALS, OWNER_TOTALS, UPLOAD_COLUMNS
 
 ID_BATCH = 500  # ids per IN (...) list
 CLAIM_BATCH = 500  # uploads per claiming UPDATE
@@ -102,18 +102,19 @@ class SharedQueries:
         return found
 
     async def count_by_status(self) -> dict[str, int]:
-        rows = await self._all("SELECT status, COUNT(*) FROM uploads GROUP BY status")
-        return {r[0]: int(r[1]) for r in rows}
+        # The counters of schema step 8 (kept by triggers): a few rows,
+        # however many uploads there are.
+        rows = await self._all("SELECT name, uploads FROM upload_counts WHERE kind = 's'")
+        return {r[0]: int(r[1]) for r in rows if r[1]}
 
     async def active_totals(self, owner: str | None = None) -> tuple[int, int]:
-        sql = ("SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads "
-               "WHERE status IN ('in_progress', 'merging')")
-        params: tuple[Any, ...] = ()
-        if owner is not None:
-            sql += f" AND owner = {self.MARK}"  # the (owner, status) index serves it
-            params = (owner,)
-        rows = await self._all(sql, params)
-        return int(rows[0][0]), int(rows[0][1])
+        # Counters, not COUNT/SUM over the uploads: an init reads one or two
+        # rows whether the owner has 10 or 1,000,000 uploads.
+        if owner is None:
+            rows = await self._all(ALL_TOTALS)
+        else:
+            rows = await self._all(OWNER_TOTALS.replace("?", self.MARK), (owner,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     # -- the expiry sweep, a batch at a time (cleanup.py) -----------------------
 
@@ -161,10 +162,12 @@ class SharedQueries:
             part = events[start:start + EVENT_ROWS]
             params: list[Any] = []
             for event in part:
-                params += [event.event_id, event.type, event.upload_id,
-                           self._ts(event.occurred_at), event.payload]
-            await tx.run("INSERT INTO events (event_id, type, upload_id, occurred_at, payload) "
-                         "VALUES " + ",".join([f"({m},{m},{m},{m},{m})"] * len(part)), params)
+                at = self._ts(event.occurred_at)
+                params += [event.event_id, event.type, event.upload_id, at, event.payload,
+                           at if event.dispatched else None]  # no sink: see _event_insert
+            await tx.run("INSERT INTO events (event_id, type, upload_id, occurred_at, payload, "
+                         "dispatched_at) VALUES "
+                         + ",".join([f"({m},{m},{m},{m},{m},{m})"] * len(part)), params)
 
     async def delete_uploads(self, upload_ids: Sequence[str]) -> None:
         ids = list(upload_ids)

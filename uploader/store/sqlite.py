@@ -17,28 +17,48 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, T
 
 import aiosqlite
 
-from ..errors import Unavailable
+from ..errors import Unavailable, UploadError
 from ..events.model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .outbox import OutboxQueries, Tx
 from .rows import dump_error, parse_ts, text_to_ts, ts_to_text, upload_from_row, upload_params
-from .schema import SQLITE_STEPS, UPLOAD_COLUMNS
+from .base import Admit
+from .schema import ALL_TOTALS, OWNER_TOTALS, SQLITE_STEPS, UPLOAD_COLUMNS
 from .shared import SharedQueries
 
 T = TypeVar("T")
+SQLITE_FULL = 13  # the result code (sqlite3.SQLITE_FULL from Python 3.11)
+
+
+@asynccontextmanager
+async def _disk_full() -> AsyncIterator[None]:
+    """The database's disk is full (or its quota spent): 507 like a full
+    data disk, not 500. SQLite has rolled the statement back; a transaction
+    is rolled back by its own context manager before this sees the error."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        # sqlite_errorcode is Python 3.11+; 3.10 has only the message.
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == SQLITE_FULL or (code is None and "disk is full" in str(exc)):
+            raise UploadError("insufficient_storage",
+                              "the metadata database is out of disk space") from exc
+        raise
 
 
 class _SQLiteTx:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
 
+    # One trip to aiosqlite's thread per statement: ``async with execute()``
+    # then ``fetchall()`` takes three (execute, fetch, close), and each costs
+    # a thread switch and a wake-up of the event loop. A statement run to its
+    # end leaves nothing open, so its cursor needs no close.
     async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self.db.execute(sql, params) as cur:
-            return cur.rowcount
+        return int((await self.db.execute(sql, params)).rowcount)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self.db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self.db.execute_fetchall(sql, params))
 
 
 class SQLiteStore(SharedQueries, OutboxQueries):
@@ -107,22 +127,22 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         return current
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._lock, self.db.execute(sql, params) as cur:
-            return await cur.fetchone()
+        rows = await self._all(sql, params)
+        return rows[0] if rows else None
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock, self.db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        async with self._lock, _disk_full():
+            return await _SQLiteTx(self.db).rows(sql, params)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock, self.db.execute(sql, params) as cur:
-            return cur.rowcount
+        async with self._lock, _disk_full():
+            return await _SQLiteTx(self.db).run(sql, params)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One unit of work: IMMEDIATE takes the write lock up front, so the
         statements inside see and change one state."""
-        async with self._lock:
+        async with self._lock, _disk_full():
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
             try:
@@ -139,15 +159,42 @@ class SQLiteStore(SharedQueries, OutboxQueries):
     def _parse_ts(self, value: Any) -> Any:
         return text_to_ts(value)
 
-    async def create_upload(self, upload: Upload, event: Event | None = None) -> None:
-        async with self._transaction() as db:
-            params = upload_params(upload, ts_to_text)
-            await db.execute(f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
-                             f"({','.join('?' * len(params))})", params)
-            if upload.metadata:
-                await db.executemany(*self._metadata_rows(upload))
-            if event is not None:
-                await self._insert_event(_SQLiteTx(db), event)
+    async def create_upload(self, upload: Upload, event: Event | None = None, *,
+                            admit: Admit | None = None) -> None:
+        params = upload_params(upload, ts_to_text)
+        insert = (f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES "
+                  f"({','.join('?' * len(params))})", params)
+        metadata = self._metadata_rows(upload) if upload.metadata else None
+        event_insert = self._event_insert(event) if event is not None else None
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(*insert)
+                if metadata is not None:
+                    db.executemany(*metadata)
+                if event_insert is not None:
+                    db.execute(*event_insert)
+                if admit is not None:
+                    # The trigger has counted the row: a refusal rolls it back.
+                    owner = db.execute(OWNER_TOTALS, (upload.owner,)).fetchone() or (0, 0)
+                    everyone = db.execute(ALL_TOTALS).fetchone()
+                    admit(int(owner[0]), int(owner[1]), int(everyone[1]))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        async with self._lock, _disk_full():
+            await self._in_thread(work)
+
+    async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the connection in aiosqlite's own thread, in one trip:
+        an init is one trip there and back instead of five (each a thread
+        switch and a wake-up of the event loop, most of its time on a
+        busy machine). aiosqlite has no public call for it; its version is
+        pinned (pyproject.toml) and every store test runs through here."""
+        db = self.db
+        return await db._execute(work, db._conn)
 
     async def _fill_chunks(self, upload: Upload) -> Upload:
         # One row back instead of one per chunk: the indices come as one
