@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import KiB, Api, chunks_of, md5, require_service
+from support import KiB, Api, chunks_of, md5, small_tmpfs
 
 from uploader.storage.datafile import STORED
 
@@ -22,14 +21,8 @@ CS = 64 * KiB
 
 @pytest.fixture
 def db_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mount = tmp_path / "dbdisk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
-                             str(mount)], capture_output=True, text=True)
-    if result.returncode != 0:
-        require_service("tmpfs mount", result.stderr.strip() or "mount failed (not root?)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "dbdisk", "2m") as mount:
+        yield mount
 
 
 @pytest.fixture

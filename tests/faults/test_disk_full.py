@@ -10,21 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from support import KiB, Api, chunks_of, md5, require_service
+from support import KiB, Api, chunks_of, md5, small_tmpfs
 
 CS = 256 * KiB
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
-                             str(mount)], capture_output=True, text=True)
-    if result.returncode != 0:
-        require_service("tmpfs mount", result.stderr.strip() or "mount failed (not root?)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "small", "1m") as mount:
+        yield mount
 
 
 @pytest.fixture

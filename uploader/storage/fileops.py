@@ -89,26 +89,14 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def copy_range(src: int, dst: int, length: int) -> None:
-    """Kernel-side copy (no bytes through Python) from ``src``'s position to
-    ``dst``'s; read/write where the filesystem pair cannot do it."""
-    done = 0
-    try:
-        while done < length:
-            n = os.copy_file_range(src, dst, length - done)
-            if n == 0:
-                break
-            done += n
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    while done < length:
-        data = os.pread(src, min(READ_PIECE, length - done), done)
-        if not data:
-            break
-        write_all(dst, data)
-        done += len(data)
-    if done != length:
+    """Kernel-side copy of ``length`` bytes from ``src``'s position to ``dst``'s
+    (both advance); a source shorter than that is missing chunk data."""
+    src_off, dst_off = os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR)
+    if os.fstat(src).st_size - src_off < length:
         raise MissingChunkData([])
+    copy_at(src, src_off, dst, dst_off, length)
+    os.lseek(src, src_off + length, os.SEEK_SET)
+    os.lseek(dst, dst_off + length, os.SEEK_SET)
 
 
 SYNC_FILE_RANGE_WRITE = 2
