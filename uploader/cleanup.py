@@ -23,7 +23,7 @@ from typing import Sequence
 from tornado.ioloop import PeriodicCallback
 
 from .config import Config
-from .events import model as events
+from . import event_model as events
 from .locks.base import LockTimeout
 from .metrics import Metrics
 from .models import ABORTED, EXPIRABLE, Upload, utcnow

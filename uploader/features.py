@@ -43,7 +43,7 @@ class Features:
             hooks=storage if isinstance(storage, UploadHooks) else None,
             staged=storage if isinstance(storage, StagedMerges) else None,
             tails=tails_for(storage),
-            # tus/concat.py reads the partials' chunk files: the local disk only.
+            # concat.py reads the partials' chunk files: the local disk only.
             concatenation=isinstance(storage, LocalStorage),
         )
 

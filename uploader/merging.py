@@ -26,8 +26,8 @@ from datetime import datetime
 
 from .config import Config
 from .errors import Unavailable, UploadError, not_found
-from .events import model as events
-from .events.model import Event
+from . import event_model as events
+from .event_model import Event
 from .events.recorder import EventLog
 from .features import Features
 from .locks.names import UploadLocks
@@ -36,7 +36,7 @@ from .metrics import Metrics
 from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload, utcnow
 from .storage.base import MissingChunkData, StagedFile, Storage
 from .store.base import MetadataStore
-from .tus.concat import concat_parts
+from .concat import concat_parts
 
 log = logging.getLogger("uploader.merge")
 MAX_MISSING_LISTED = 1000

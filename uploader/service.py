@@ -19,7 +19,7 @@ from . import paging
 from .activity import ActivityMarks
 from .config import Config
 from .errors import UploadError, not_found
-from .events import model as events
+from . import event_model as events
 from .events.recorder import EventLog
 from .features import Features
 from .hooks import PreCreateHook

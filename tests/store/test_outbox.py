@@ -11,7 +11,7 @@ from datetime import timedelta
 import pymysql
 import pytest
 
-from uploader.events.model import make_event
+from uploader.event_model import make_event
 from uploader.models import ABORTED, COMPLETED, IN_PROGRESS, MERGING, utcnow
 from uploader.store.outbox import DELIVERED, FAILED, PENDING, new_token
 

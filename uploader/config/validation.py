@@ -17,7 +17,7 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from .. import DISTRIBUTION
-from ..events.model import EVENT_TYPES
+from ..event_model import EVENT_TYPES
 from ..store.dsn import parse_dsn
 from ..units import KiB, MiB
 from .errors import ConfigError

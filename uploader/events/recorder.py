@@ -14,8 +14,8 @@ from ..config import Config
 from ..features import Features
 from ..metrics import Metrics
 from ..models import Upload
-from . import model
-from .model import Event
+from .. import event_model as model
+from ..event_model import Event
 
 
 class EventLog:

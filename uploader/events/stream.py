@@ -13,7 +13,7 @@ from typing import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .model import OutboxEvent
+from ..event_model import OutboxEvent
 
 SINK = "stream"
 

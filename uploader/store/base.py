@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Mapping, Protocol, Sequence
 
-from ..events.model import Event, OutboxEvent
+from ..event_model import Event, OutboxEvent
 from ..models import ChunkRecord, TusState, Upload
 from .outbox import Delivery, OutboxStats
 

@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 import aiomysql
 
 from ..errors import Unavailable
-from ..events.model import Event
+from ..event_model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .dsn import parse_dsn
 from .mysql_pool import DatabaseMissing, MySQLPool, QuietCursor

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
-from ..events.model import Event, OutboxEvent
+from ..event_model import Event, OutboxEvent
 
 T = TypeVar("T")
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"

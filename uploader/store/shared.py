@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
-from ..events.model import Event
+from ..event_model import Event
 from ..models import IN_PROGRESS, TusState, Upload, utcnow
 from .outbox import Tx
 from .rows import dump_tus

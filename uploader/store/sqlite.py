@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, T
 import aiosqlite
 
 from ..errors import Unavailable, UploadError
-from ..events.model import Event
+from ..event_model import Event
 from ..models import IN_PROGRESS, ChunkRecord, Upload, utcnow
 from .outbox import OutboxQueries, Tx
 from .rows import dump_error, parse_ts, text_to_ts, ts_to_text, upload_from_row, upload_params

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..models import Upload, isoformat, utcnow
+from .models import Upload, isoformat, utcnow
 
 CREATED = "upload.created"
 COMPLETED = "upload.completed"

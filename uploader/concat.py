@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ..errors import UploadError
-from ..models import IN_PROGRESS, Upload
-from ..storage.base import MissingChunkData, Progress, StagedFile, Storage
-from ..storage.incremental import hash_and_copy
-from ..storage.layout import FILE_MODE
-from ..storage.fileops import unlink_quiet
-from ..storage.local import LocalStorage
-from ..store.base import MetadataStore
+from .errors import UploadError
+from .models import IN_PROGRESS, Upload
+from .storage.base import MissingChunkData, Progress, StagedFile, Storage
+from .storage.incremental import hash_and_copy
+from .storage.layout import FILE_MODE
+from .storage.fileops import unlink_quiet
+from .storage.local import LocalStorage
+from .store.base import MetadataStore
 
 
 async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, version: int,
