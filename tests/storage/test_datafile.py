@@ -174,3 +174,58 @@ async def test_chunks_of_an_earlier_release_are_migrated_and_merge(
                      for i, p in enumerate(parts)]
     staged = await storage.merge(upload, 1)
     assert staged.md5 == hashlib.md5(data).hexdigest()
+
+
+def test_files_closed_by_the_lru_reopen_without_a_second_directory_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More uploads in flight than files kept open: each chunk reopens its
+    upload's files, and must not pay the folder fsyncs again (they were made
+    durable when the files were created). A counting wrapper around the real
+    fsync_dir: the only way to see how often the kernel is asked."""
+    from uploader.storage import datafile
+    from uploader.storage.layout import Layout
+
+    synced: list[Path] = []
+    real = datafile.fsync_dir
+    monkeypatch.setattr(datafile, "fsync_dir", lambda p: (synced.append(p), real(p))[1])
+    layout = Layout(tmp_path / "data")
+    layout.make_dirs()
+    files = datafile.DataFiles(layout, fsync=True, max_open=2)
+    uploads = [new_upload(2 * CS) for _ in range(3)]
+    for _ in range(3):  # three rounds over three uploads: every acquire reopens
+        for upload in uploads:
+            files.release(files.acquire(upload))
+    assert len(synced) == 2 * len(uploads)  # folder + tmp/, once per upload
+    files.forget(uploads[0].upload_id)  # gone (deleted, merged): made anew, synced anew
+    files.release(files.acquire(uploads[0]))
+    assert len(synced) == 2 * len(uploads) + 2
+
+
+def test_one_upload_opened_by_many_threads_at_once_is_one_set_of_files(
+        tmp_path: Path) -> None:
+    from uploader.storage import datafile
+    from uploader.storage.layout import Layout
+
+    layout = Layout(tmp_path / "data")
+    layout.make_dirs()
+    files = datafile.DataFiles(layout, fsync=False)
+    upload = new_upload(4 * CS)
+    start = threading.Barrier(8)
+
+    def open_it() -> datafile.UploadFiles:
+        start.wait(30)
+        return files.acquire(upload)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: open_it(), range(8)))
+    assert len({id(f) for f in got}) == 1 and got[0].users == 8
+
+
+def test_the_files_kept_open_follow_the_descriptor_limit() -> None:
+    import resource
+
+    from uploader.storage.datafile import default_max_open
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    expected = 1024 if soft == resource.RLIM_INFINITY else max(64, min(1024, soft // 8))
+    assert default_max_open() == expected

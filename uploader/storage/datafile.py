@@ -29,6 +29,7 @@ import asyncio
 import errno
 import fcntl
 import os
+import resource
 import secrets
 import threading
 from collections import OrderedDict
@@ -134,11 +135,15 @@ class DataFiles:
     """This process's open ``UploadFiles``; every method runs in a worker
     thread (they open, create and lock files)."""
 
-    def __init__(self, layout: Layout, *, fsync: bool, max_open: int = 128) -> None:
+    def __init__(self, layout: Layout, *, fsync: bool, max_open: int | None = None) -> None:
         self.layout = layout
         self.fsync = fsync
-        self.max_open = max_open
+        self.max_open = max_open if max_open is not None else default_max_open()
         self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(64)]
+        # Uploads whose folder entries this process has made durable: a file
+        # closed by the LRU and opened again needs no second directory fsync.
+        self._durable: set[str] = set()
         self._open: OrderedDict[str, UploadFiles] = OrderedDict()
         self._claimed: set[tuple[str, int]] = set()
         # Writers received aside waiting for a chunk's first writer to finish.
@@ -148,18 +153,35 @@ class DataFiles:
     def acquire(self, upload: Upload) -> UploadFiles:
         """The upload's files, created (with the old per-chunk layout
         migrated in) on first use; release them with :meth:`release`."""
+        upload_id = upload.upload_id
         with self._lock:
-            files = self._open.get(upload.upload_id)
-            if files is None:
-                try:
-                    files = self._open_files(upload)
-                except OSError as exc:
-                    raise storage_error(exc) from exc
-                self._open[upload.upload_id] = files
-            self._open.move_to_end(upload.upload_id)
-            files.users += 1
-            self._trim()
+            files = self._take(upload_id)
+        if files is not None:
             return files
+        # Opening makes folders, files and fsyncs: under the upload's own
+        # stripe, never the global lock every chunk of every upload takes
+        # (with more uploads than max_open, files are reopened all the time).
+        with self._stripes[hash(upload_id) % len(self._stripes)]:
+            with self._lock:
+                files = self._take(upload_id)
+            if files is not None:
+                return files
+            try:
+                files = self._open_files(upload)
+            except OSError as exc:
+                raise storage_error(exc) from exc
+            with self._lock:
+                self._open[upload_id] = files
+                files.users += 1
+                self._trim()
+            return files
+
+    def _take(self, upload_id: str) -> UploadFiles | None:
+        files = self._open.get(upload_id)
+        if files is not None:
+            self._open.move_to_end(upload_id)
+            files.users += 1
+        return files
 
     def release(self, files: UploadFiles) -> None:
         with self._lock:
@@ -171,6 +193,7 @@ class DataFiles:
     def forget(self, upload_id: str) -> None:
         """Close the upload's files (deleted, expired, merged)."""
         with self._lock:
+            self._durable.discard(upload_id)
             files = self._open.pop(upload_id, None)
             if files is not None and files.users <= 0:
                 files.close()
@@ -198,12 +221,14 @@ class DataFiles:
         files = UploadFiles(upload, data_fd, claims_fd, self.fsync)
         try:
             migrate_chunk_files(self.layout, files, upload)
-            if self.fsync:
+            if self.fsync and upload.upload_id not in self._durable:
                 # Once per upload and process (not per chunk): the entries of
                 # both files, and the upload's folder in tmp/, are durable
                 # before any chunk written into them is answered.
                 fsync_dir(folder)
                 fsync_dir(folder.parent)
+                with self._lock:
+                    self._durable.add(upload.upload_id)
         except BaseException:
             files.close()
             raise
@@ -288,6 +313,16 @@ class DataFiles:
             fcntl.lockf(files.claims_fd, fcntl.LOCK_UN, 1, index, os.SEEK_SET)
         except OSError:
             pass  # closing the file frees it anyway
+
+
+def default_max_open() -> int:
+    """Uploads kept open (two descriptors each): an eighth of the process's
+    descriptor limit, between 64 and 1024. Fewer than the uploads in flight
+    and every chunk reopens its files (measured: PUTs/s with 200 uploads)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(64, min(1024, soft // 8))
 
 
 def _wake(fut: "asyncio.Future[None]") -> None:
