@@ -22,8 +22,8 @@ from typing import Sequence
 
 from tornado.ioloop import PeriodicCallback
 
-from .config import Config
 from . import event_model as events
+from .config import Config
 from .locks.base import LockTimeout
 from .metrics import Metrics
 from .models import ABORTED, EXPIRABLE, Upload, utcnow

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 from .errors import UploadError
 from .models import IN_PROGRESS, Upload
 from .storage.base import MissingChunkData, Progress, StagedFile, Storage
-from .storage.incremental import hash_and_copy
+from .storage.fileops import copy_range, unlink_quiet
+from .storage.incremental import hash_region
 from .storage.layout import FILE_MODE
-from .storage.fileops import unlink_quiet
 from .storage.local import LocalStorage
 from .store.base import MetadataStore
 
@@ -74,3 +75,12 @@ def _concat_local(storage: LocalStorage, final: Upload, parts: list[Upload], ver
         raise
     os.close(out)
     return StagedFile(final.upload_id, version, key, md5.hexdigest(), final.size, str(staged))
+
+
+def hash_and_copy(src: int, dst: int, length: int, md5: Any) -> None:
+    """Feed ``length`` bytes of ``src`` (from offset 0) to ``md5`` from the page
+    cache, and append them to ``dst`` at its position with a kernel-side copy.
+    Both read the same open file, so they see the same bytes."""
+    hash_region(src, 0, length, md5)
+    os.lseek(src, 0, os.SEEK_SET)
+    copy_range(src, dst, length)

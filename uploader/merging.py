@@ -24,9 +24,10 @@ import asyncio
 import logging
 from datetime import datetime
 
+from . import event_model as events
+from .concat import concat_parts
 from .config import Config
 from .errors import Unavailable, UploadError, not_found
-from . import event_model as events
 from .event_model import Event
 from .events.recorder import EventLog
 from .features import Features
@@ -36,7 +37,6 @@ from .metrics import Metrics
 from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload, utcnow
 from .storage.base import MissingChunkData, StagedFile, Storage
 from .store.base import MetadataStore
-from .concat import concat_parts
 
 log = logging.getLogger("uploader.merge")
 MAX_MISSING_LISTED = 1000

@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 from . import direct_uploads as direct
+from . import event_model as events
 from . import paging
 from .activity import ActivityMarks
 from .config import Config
 from .errors import UploadError, not_found
-from . import event_model as events
 from .events.recorder import EventLog
 from .features import Features
 from .hooks import PreCreateHook

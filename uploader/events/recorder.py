@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
+from .. import event_model as model
 from ..config import Config
+from ..event_model import Event
 from ..features import Features
 from ..metrics import Metrics
 from ..models import Upload
-from .. import event_model as model
-from ..event_model import Event
 
 
 class EventLog:

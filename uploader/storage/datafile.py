@@ -96,7 +96,7 @@ class UploadFiles:
 
     def __init__(self, upload: Upload, data_fd: int, claims_fd: int, fsync: bool) -> None:
         self.upload_id = upload.upload_id
-        self.size, self.chunk_size = upload.size, upload.chunk_size
+        self.chunk_size = upload.chunk_size
         self.data_fd, self.claims_fd = data_fd, claims_fd
         self.fsync = fsync
         self.users = 0

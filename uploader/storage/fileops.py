@@ -4,8 +4,6 @@ translation of a full disk into the error table's ``insufficient_storage``."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 from pathlib import Path
@@ -99,21 +97,6 @@ def copy_range(src: int, dst: int, length: int) -> None:
     os.lseek(dst, dst_off + length, os.SEEK_SET)
 
 
-SYNC_FILE_RANGE_WRITE = 2
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_sync_file_range = getattr(_libc, "sync_file_range", None)
-if _sync_file_range is not None:
-    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing this range to disk now, without waiting (Linux
-    sync_file_range; Python has no binding), so a later fsync has little left
-    to flush. Best effort: a failure only means the fsync does it all."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
-
-
 def copy_at(src: int, src_off: int, dst: int, dst_off: int, length: int) -> None:
     """Kernel-side copy between offsets (pread/pwrite where it cannot)."""
     done = 0
@@ -127,7 +110,7 @@ def copy_at(src: int, src_off: int, dst: int, dst_off: int, length: int) -> None
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
     while done < length:
-        data = os.pread(src, min(1 << 20, length - done), src_off + done)
+        data = os.pread(src, min(READ_PIECE, length - done), src_off + done)
         if not data:
             raise OSError(errno.EIO, "source shorter than expected")
         pwrite_all(dst, data, dst_off + done)

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from ..models import ChunkRecord, Upload
-from .fileops import copy_range
 from .layout import Layout
 
 log = logging.getLogger("uploader.storage.incremental")
@@ -221,12 +220,3 @@ def hash_region(fd: int, offset: int, length: int, md5: Any) -> None:
             with memoryview(m) as view:
                 md5.update(view[pos - base:])
         pos = base + size
-
-
-def hash_and_copy(src: int, dst: int, length: int, md5: Any) -> None:
-    """Feed ``length`` bytes of ``src`` (from offset 0) to ``md5`` from the page
-    cache, and append them to ``dst`` at its position with a kernel-side copy.
-    Both read the same open file, so they see the same bytes."""
-    hash_region(src, 0, length, md5)
-    os.lseek(src, 0, os.SEEK_SET)
-    copy_range(src, dst, length)

@@ -8,7 +8,8 @@
                                                       local layout of earlier releases, migrated)
     <data_dir>/tmp/<id>/tail_<index>                  a tus upload's tail (storage/tails.py)
     <data_dir>/store/<id>_<name>.<version>.part       merge in progress (version-named)
-    <data_dir>/store/<id>_<name>.inc-<rand>.part      incremental merge (incremental.py)
+    <data_dir>/store/<id>_<name>.inc-<rand>.part      an earlier release's incremental merge
+                                                      (swept; the fold now only hashes)
     <data_dir>/store/<id>_<name>                      finished file (its storage key is
                                                       "store/<id>_<name>")
 
@@ -105,10 +106,6 @@ class Layout:
         final = self.final_path(key)
         return final.with_name(f"{final.name}.{int(version)}{PART}")
 
-    def fold_part(self, key: str) -> Path:
-        final = self.final_path(key)
-        return final.with_name(f"{final.name}{FOLD}{secrets.token_hex(6)}{PART}")
-
     @staticmethod
     def parse_merge_part(name: str) -> tuple[str, int] | None:
         """(upload id, version) of a ``merge_part`` file name, else None."""
@@ -122,7 +119,9 @@ class Layout:
 
     @staticmethod
     def parse_fold_part(name: str) -> str | None:
-        """The upload id of a ``fold_part`` file name, else None."""
+        """The upload id of an incremental merge's file name, else None. The
+        fold has no file since the data-file layout; one an earlier release
+        left behind is swept like a dead merge."""
         head, sep, tail = name.removesuffix(PART).rpartition(FOLD)
         if not (sep and name.endswith(PART) and len(tail) == 12 and tail.isascii()
                 and all(c in "0123456789abcdef" for c in tail)):

@@ -163,17 +163,19 @@ class LocalStorage:
         files = self.data_files.acquire(upload)  # opens it (and migrates old chunks)
         try:
             claims = os.pread(files.claims_fd, upload.total_chunks, 0)
-            size = os.fstat(files.data_fd).st_size
+            whole = os.fstat(files.data_fd).st_size == upload.size
+            # The merge's own descriptor of the file just checked (the
+            # cache's is closed by forget below).
+            fd = os.dup(files.data_fd)
         finally:
             self.data_files.release(files)
             self.data_files.forget(upload.upload_id)
         recorded = _recorded(upload)
-        missing = [i for i in recorded if claims[i:i + 1] != STORED]
-        if size != upload.size:
-            missing = recorded
+        missing = [i for i in recorded if not whole or claims[i:i + 1] != STORED]
         if missing:
+            os.close(fd)
             raise MissingChunkData(missing)
-        return os.open(self.layout.data_path(upload.upload_id), os.O_RDONLY | os.O_CLOEXEC)
+        return fd
 
     async def merge(self, upload: Upload, version: int,
                     progress: Progress | None = None) -> StagedFile:
@@ -202,7 +204,8 @@ class LocalStorage:
     async def partial_merges(self) -> list[PartialMerge]:
         """The StagedMerges capability: the version-named staged files of
         merges (a merge recorded ``completed`` whose process died before the
-        rename leaves the file the row promises) and the incremental folds."""
+        rename leaves the file the row promises) and incremental folds an
+        earlier release left behind."""
         store = self.layout.store
 
         def scan() -> list[PartialMerge]:
