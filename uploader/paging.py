@@ -47,6 +47,11 @@ def parse_limit(text: str | None) -> int:
         value = parsing.parse_ascii_int(text, max_digits=7)
     except ValueError:
         value = 0
+    return check_limit(value)
+
+
+def check_limit(value: int) -> int:
+    """``value`` if it is a page size this server gives (1..MAX_LIMIT)."""
     if not 1 <= value <= MAX_LIMIT:
         raise UploadError("invalid_request", f"limit must be an integer from 1 to {MAX_LIMIT}",
                           max_limit=MAX_LIMIT)

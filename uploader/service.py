@@ -104,9 +104,7 @@ class UploadService:
         wanted = list(dict.fromkeys(statuses))
         if any(status not in STATUSES for status in wanted):
             raise UploadError("invalid_request", "unknown status filter", statuses=list(STATUSES))
-        if not 1 <= limit <= paging.MAX_LIMIT:
-            raise UploadError("invalid_request", "limit out of range",
-                              max_limit=paging.MAX_LIMIT)
+        paging.check_limit(limit)
         before = paging.decode_cursor(cursor) if cursor is not None else None
         # One more than the page: whether another follows, without a count.
         fetch = limit + 1
