@@ -172,8 +172,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "status" in kinds:
             emit(await F.status_latency(ctx, p["status_chunks"], p["gets"]))
         if "puts_per_s" in kinds:
-            for size in (1024, 8192, 65536):
-                emit(await F.puts_per_second(ctx, size, p["put_uploads"], p["put_per"]))
+            await puts_per_s(ctx, p, args.baseline, extra, emit)
         tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
         ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
         if "page" in kinds:
@@ -199,7 +198,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "sweep" in kinds:
             await sweep()
         if "scale" in kinds:
-            for fig in await scale_figures(ctx, p, log):
+            for fig in await scale_figures(ctx, p, log, args.baseline):
                 emit(fig)
     finally:
         if server is not None:
@@ -208,6 +207,27 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if db:
             create_mysql_db(db, drop=True)
     return figs
+
+
+async def puts_per_s(ctx: Ctx, p: dict, baseline: Path | None, extra: dict[str, str],
+                     emit) -> None:  # type: ignore[no-untyped-def]
+    """PUTs/s of ours, and of ``baseline``'s server in the same runs."""
+    other = None
+    if baseline is not None:
+        folder = ctx.tmp / "baseline"
+        folder.mkdir(exist_ok=True)
+        other = uploader_server(folder, mysql_dsn=None, redis_url=None, extra_env=extra,
+                                root=baseline)
+        await other.start()
+    try:
+        base = other and Ctx(ctx.host, other.port, other.pid, ctx.tmp, ctx.data, ctx.runs,
+                             ctx.log)
+        for size in (1024, 8192, 65536):
+            for fig in await F.puts_per_second(ctx, size, p["put_uploads"], p["put_per"], base):
+                emit(fig)
+    finally:
+        if other is not None:
+            other.stop()
 
 
 async def tus_ours(ctx: Ctx, runs: list[tuple[int, int, int]]) -> list[dict]:
@@ -258,26 +278,27 @@ async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, 
     return figures
 
 
-async def scale_figures(ctx: Ctx, p: dict, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+async def scale_figures(ctx: Ctx, p: dict, log,  # type: ignore[no-untyped-def]
+                        baseline: Path | None = None) -> list[Figure]:
     """Per-request costs as uploads pile up (bench/scale.py): its own servers,
     SQLite and MySQL (a database of its own, dropped after)."""
     from .scale import scale_figures as measure
     db = f"uploader_bench_scale_{os.getpid()}"
     made: list[str] = []
 
-    def mysql_dsn() -> str | None:
+    def mysql_dsn(suffix: str) -> str | None:
         try:
-            made.append(create_mysql_db(db))
+            made.append(create_mysql_db(db + suffix))
         except Exception as exc:  # no MySQL here: the SQLite half still runs
             log(f"scale: no MySQL ({exc!r})")
             return None
         return made[-1]
     try:
         return await measure(ctx.tmp, ctx.data, p["scale_sizes"], p["scale_per"], ctx.runs,
-                             mysql_dsn, log)
+                             mysql_dsn, log, baseline)
     finally:
-        if made:
-            create_mysql_db(db, drop=True)
+        for dsn in made:
+            create_mysql_db(dsn.rsplit("/", 1)[1], drop=True)
 
 
 async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]
@@ -317,8 +338,8 @@ def main() -> int:
                         help="after the page runs, one more under Chromium's tracing: the "
                              "trace to FILE (chrome://tracing) and a summary on stderr")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="peers: also measure the server of this checkout (e.g. an "
-                             "export of main) in the same runs")
+                        help="peers, puts_per_s, scale: also measure the server of this "
+                             "checkout (e.g. a worktree of main) in the same runs")
     parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
                         "(default 100,000; --quick 5,000)")
     args = parser.parse_args()

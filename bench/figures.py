@@ -204,42 +204,62 @@ async def _parallel(n: int, job: Callable[[int], Awaitable[None]]) -> float:
     return time.perf_counter() - t0
 
 
-async def puts_per_second(ctx: Ctx, chunk_size: int, uploads: int, per: int) -> Figure:
-    rates, refs, ccpu, scpu = [], [], [], []
+async def puts_per_second(ctx: Ctx, chunk_size: int, uploads: int, per: int,
+                          baseline: Ctx | None = None) -> list[Figure]:
+    """Ours, and with ``baseline`` another build's server measured in the
+    same runs (each run: ours, then the baseline), each against its own
+    healthz from the same connections."""
+    servers = [("", ctx)] + ([(" baseline", baseline)] if baseline else [])
+    got: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {
+        label: ([], [], [], []) for label, _ in servers}
     for _ in range(ctx.runs):
-        conns = [await Conn(ctx.host, ctx.port).open() for _ in range(uploads)]
-        ids = []
-        for k in range(uploads):
-            doc = await conns[k].json("POST", "/upload/init", {
-                "filename": "small.bin", "size": chunk_size * per, "chunk_size": chunk_size},
-                expect=201)
-            ids.append(doc["upload_id"])
-        files = [open(ctx.data, "rb") for _ in range(uploads)]
+        for label, server in servers:
+            rate, ref, ccpu, scpu = await _puts_once(server, chunk_size, uploads, per)
+            for values, value in zip(got[label], (rate, ref, ccpu, scpu)):
+                values.append(value)
+    figures = []
+    for label, _ in servers:
+        rates, refs, ccpus, scpus = got[label]
+        value, ref = _median(rates), _median(refs)
+        figures.append(Figure(f"puts_per_s {chunk_size // 1024}KiB x{uploads} uploads{label}",
+                              "PUT/s", value, "GET /healthz/s", ref, value / ref,
+                              {"server_cpu_pct": _median(scpus), "client_cpu_pct": _median(ccpus),
+                               "runs": rates, "ref_runs": refs}))
+    return figures
 
-        async def put(k: int) -> None:
-            for i in range(per):
-                await conns[k].json("PUT", f"/upload/{ids[k]}/chunk?index={i}", file=files[k],
-                                    offset=(k * per + i) * chunk_size, count=chunk_size)
 
-        async def health(k: int) -> None:
-            for _ in range(per):
-                await conns[k].request("GET", "/healthz")
+async def _puts_once(ctx: Ctx, chunk_size: int, uploads: int,
+                     per: int) -> tuple[float, float, float, float]:
+    """(PUT/s, healthz/s, client CPU%, server CPU%) of one run."""
+    conns = [await Conn(ctx.host, ctx.port).open() for _ in range(uploads)]
+    ids = []
+    for k in range(uploads):
+        doc = await conns[k].json("POST", "/upload/init", {
+            "filename": "small.bin", "size": chunk_size * per, "chunk_size": chunk_size},
+            expect=201)
+        ids.append(doc["upload_id"])
+    files = [open(ctx.data, "rb") for _ in range(uploads)]
 
-        c0, s0 = client_cpu(), cpu_seconds(ctx.pid)
-        seconds = await _parallel(uploads, put)
-        ccpu.append(100 * (client_cpu() - c0) / seconds)
-        scpu.append(100 * (cpu_seconds(ctx.pid) - s0) / seconds)
-        rates.append(uploads * per / seconds)
-        refs.append(uploads * per / await _parallel(uploads, health))
-        for f in files:
-            f.close()
-        for c in conns:
-            await c.close()
-        await delete(ctx, ids)
-    value, ref = _median(rates), _median(refs)
-    return Figure(f"puts_per_s {chunk_size // 1024}KiB x{uploads} uploads", "PUT/s", value,
-                  "GET /healthz/s", ref, value / ref,
-                  {"server_cpu_pct": _median(scpu), "client_cpu_pct": _median(ccpu),
-                   "runs": rates})
+    async def put(k: int) -> None:
+        for i in range(per):
+            await conns[k].json("PUT", f"/upload/{ids[k]}/chunk?index={i}", file=files[k],
+                                offset=(k * per + i) * chunk_size, count=chunk_size)
+
+    async def health(k: int) -> None:
+        for _ in range(per):
+            await conns[k].request("GET", "/healthz")
+
+    c0, s0 = client_cpu(), cpu_seconds(ctx.pid)
+    seconds = await _parallel(uploads, put)
+    ccpu = 100 * (client_cpu() - c0) / seconds
+    scpu = 100 * (cpu_seconds(ctx.pid) - s0) / seconds
+    rate = uploads * per / seconds
+    ref = uploads * per / await _parallel(uploads, health)
+    for f in files:
+        f.close()
+    for c in conns:
+        await c.close()
+    await delete(ctx, ids)
+    return rate, ref, ccpu, scpu
 
 

@@ -176,17 +176,22 @@ def layout_cost(folder: Path, entries: int, per: int) -> float:
 
 
 async def scale_figures(tmp: Path, data: Path, sizes: list[int], per: int, runs: int,
-                        mysql_dsn: Callable[[], str | None], log: Callable[[str], None]
-                        ) -> list[Figure]:
+                        mysql_dsn: Callable[[str], str | None], log: Callable[[str], None],
+                        baseline: Path | None = None) -> list[Figure]:
+    """``mysql_dsn(suffix)``: a fresh database (None without MySQL);
+    ``baseline``: another checkout whose server is measured in the same runs
+    (its figures say "baseline")."""
     figures: list[Figure] = []
+    builds = [("", None)] + ([(" baseline", baseline)] if baseline else [])
     for backend in ("sqlite", "mysql"):
-        dsn = mysql_dsn() if backend == "mysql" else None
-        if backend == "mysql" and dsn is None:
+        dsns = [mysql_dsn(f"{k}") if backend == "mysql" else None for k in range(len(builds))]
+        if backend == "mysql" and None in dsns:
             figures.append(Figure("scale mysql", "ms", None, "-", None,
                                   note="skipped (no MySQL)"))
             continue
-        figures += await _backend(tmp / f"scale-{backend}", data, backend, dsn, sizes, per,
-                                  runs, log)
+        figures += await _backend(tmp / f"scale-{backend}", data, backend,
+                                  [(label, root, dsn) for (label, root), dsn in zip(builds, dsns)],
+                                  sizes, per, runs, log)
     folder = tmp / "scale-layout"
     base = None
     for n in sizes:
@@ -198,46 +203,70 @@ async def scale_figures(tmp: Path, data: Path, sizes: list[int], per: int, runs:
     return figures
 
 
-async def _backend(root: Path, data: Path, backend: str, dsn: str | None, sizes: list[int],
+async def _backend(root: Path, data: Path, backend: str,
+                   builds: list[tuple[str, Path | None, str | None]], sizes: list[int],
                    per: int, runs: int, log: Callable[[str], None]) -> list[Figure]:
-    root.mkdir()
-    server = uploader_server(root, mysql_dsn=dsn, redis_url=None, extra_env={
-        # The quota stays on (its counters are what is measured), out of reach.
-        "UPLOADER_QUOTA_MAX_ACTIVE_UPLOADS": str(10**9)})
+    """``builds``: (label, checkout or None for this one, MySQL DSN); with
+    several, each run measures them in turn, so their figures share minutes."""
+    servers, scale_runs = [], []
+    for k, (_, checkout, dsn) in enumerate(builds):
+        folder = root / f"build{k}"
+        folder.mkdir(parents=True)
+        servers.append(uploader_server(folder, mysql_dsn=dsn, redis_url=None, root=checkout,
+                                       extra_env={
+            # The quota stays on (its counters are what is measured), out of reach.
+            "UPLOADER_QUOTA_MAX_ACTIVE_UPLOADS": str(10**9)}))
     figures: list[Figure] = []
-    base: dict[str, float] = {}
-    await server.start()
+    base: list[dict[str, float]] = [{} for _ in builds]
     try:
-        run = ScaleRun(backend, server.port, server.pid, root / "data",
-                       None if dsn else root / "data" / "uploader.db", dsn, data, log)
-        if run.sqlite_path is not None and not run.sqlite_path.exists():
-            raise RuntimeError(f"no SQLite database at {run.sqlite_path}")
+        for server, (_, _, dsn), folder in zip(servers, builds,
+                                               (root / f"build{k}" for k in range(len(builds)))):
+            await server.start()
+            run = ScaleRun(backend, server.port, server.pid, folder / "data",
+                           None if dsn else folder / "data" / "uploader.db", dsn, data, log)
+            if run.sqlite_path is not None and not run.sqlite_path.exists():
+                raise RuntimeError(f"no SQLite database at {run.sqlite_path}")
+            scale_runs.append(run)
         have = 0
         for n in sizes:
             if n > have:
-                log(f"scale {backend}: inserting uploads {have:,}..{n:,}")
-                t0 = time.perf_counter()
-                await asyncio.to_thread(bulk_insert, run, have, n)
-                log(f"scale {backend}: {n - have:,} rows in {time.perf_counter() - t0:.0f}s")
+                for run in scale_runs:
+                    log(f"scale {backend}: inserting uploads {have:,}..{n:,}")
+                    t0 = time.perf_counter()
+                    await asyncio.to_thread(bulk_insert, run, have, n)
+                    log(f"scale {backend}: {n - have:,} rows in {time.perf_counter() - t0:.0f}s")
                 have = n
-            samples = [await request_costs(run, per) for _ in range(runs)]
-            costs = {op: statistics.median(s[op] for s in samples) for op in OPS}
-            for op in OPS:
-                base.setdefault(op, costs[op])
-                # On a shared machine GET /healthz itself swings 2-3x between
-                # sizes: "vs healthz" divides that out (op/healthz at this
-                # size over op/healthz at 0).
-                same_load = (costs[op] / costs["healthz"]) / (base[op] / base["healthz"])
-                figures.append(Figure(f"scale {backend} {op} @{n:,}", "ms", costs[op],
-                                      "@0 ms", base[op], costs[op] / base[op],
-                                      {"runs": [s[op] for s in samples],
-                                       "ratio_vs_healthz": same_load}))
-            # Issue 21.2: inits per second against healthz per second.
-            figures.append(Figure(f"scale {backend} init/s vs healthz/s @{n:,}", "init/s",
-                                  1000 / costs["init"], "GET /healthz/s",
-                                  1000 / costs["healthz"], costs["healthz"] / costs["init"]))
+            samples: list[list[dict[str, float]]] = [[] for _ in builds]
+            for _ in range(runs):
+                for k, run in enumerate(scale_runs):
+                    samples[k].append(await request_costs(run, per))
+            for k, (label, _, _) in enumerate(builds):
+                figures += _size_figures(f"{backend}{label}", n, samples[k], base[k])
             for extra in AT_SIZE:
-                figures += await extra(run, n)
+                figures += await extra(scale_runs[0], n)
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+    return figures
+
+
+def _size_figures(name: str, n: int, samples: list[dict[str, float]],
+                  base: dict[str, float]) -> list[Figure]:
+    figures = []
+    costs = {op: statistics.median(s[op] for s in samples) for op in OPS}
+    for op in OPS:
+        base.setdefault(op, costs[op])
+        # On a shared machine GET /healthz itself swings 2-3x between
+        # sizes: "vs healthz" divides that out (op/healthz at this
+        # size over op/healthz at 0).
+        same_load = (costs[op] / costs["healthz"]) / (base[op] / base["healthz"])
+        figures.append(Figure(f"scale {name} {op} @{n:,}", "ms", costs[op],
+                              "@0 ms", base[op], costs[op] / base[op],
+                              {"runs": [s[op] for s in samples],
+                               "ratio_vs_healthz": same_load}))
+    # Issue 21.2: inits per second against healthz per second.
+    figures.append(Figure(f"scale {name} init/s vs healthz/s @{n:,}", "init/s",
+                          1000 / costs["init"], "GET /healthz/s",
+                          1000 / costs["healthz"], costs["healthz"] / costs["init"],
+                          {"runs": [s["healthz"] / s["init"] for s in samples]}))
     return figures
