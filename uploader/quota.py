@@ -10,14 +10,57 @@ inserts the row, where an owner's concurrent inits pass one at a time. The
 free-space check reads then acts without a lock, so two inits racing each
 other may both pass the last free bytes; the reserve absorbs that, and the
 hard limit (ENOSPC while writing) still answers 507 through the storage backend.
+
+Free space is read (statvfs, in the I/O pool: on NFS it is a network call)
+at most every ``FREE_SPACE_AGE`` seconds; in between, the chunk bytes passed
+since are taken off the last reading. At hundreds of requests a second the
+thread hop cost more than the rest of the check (issue 21: per-request cost).
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from .config import Config
 from .errors import UploadError
 from .storage.base import SpaceReporting
 from .store.base import Admit, MetadataStore
+
+FREE_SPACE_AGE = 0.5  # seconds a free-space reading is used for
+
+
+class FreeSpace:
+    """The storage's free bytes, read at most every ``max_age`` seconds
+    (one reading at a time), less the chunk bytes admitted since."""
+
+    def __init__(self, space: SpaceReporting, max_age: float = FREE_SPACE_AGE) -> None:
+        self.space = space
+        self.max_age = max_age
+        self._free = 0
+        self._taken = 0
+        self._read_at: float | None = None
+        self._reading: asyncio.Future[int] | None = None
+
+    async def free(self) -> int:
+        if self._read_at is None or time.monotonic() - self._read_at > self.max_age:
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._read())
+            reading = self._reading
+            await asyncio.shield(reading)
+        return self._free - self._taken
+
+    async def _read(self) -> int:
+        try:
+            free = await self.space.free_bytes()
+        finally:
+            self._reading = None
+        self._free, self._taken, self._read_at = free, 0, time.monotonic()
+        return free
+
+    def take(self, length: int) -> None:
+        """``length`` bytes about to be written (until the next reading)."""
+        self._taken += length
 
 
 class QuotaGuard:
@@ -28,7 +71,7 @@ class QuotaGuard:
                  space: SpaceReporting | None) -> None:
         self.config = config
         self.store = store
-        self.space = space
+        self.space = FreeSpace(space) if space is not None else None
 
     async def check_init(self, owner: str, size: int, *, early: bool) -> Admit | None:
         """What can be refused before the row is written; returns what the
@@ -40,7 +83,7 @@ class QuotaGuard:
             self._check(count + 1, reserved + size, size)
         free = None
         if self.space is not None:
-            free = await self.space.free_bytes()
+            free = await self.space.free()
             self._need(2 * size, free)  # this upload alone does not fit
         if not self.limited and free is None:
             return None
@@ -74,7 +117,8 @@ class QuotaGuard:
 
     async def check_chunk(self, length: int) -> None:
         if self.space is not None:
-            self._need(length, await self.space.free_bytes())
+            self._need(length, await self.space.free())
+            self.space.take(length)
 
     def _need(self, length: int, free: int) -> None:
         if length > free - self.config.storage.min_free_bytes:

@@ -88,3 +88,31 @@ async def test_free_space_reserve_at_init_and_on_chunks(alice: TokenApi, config,
 async def test_zero_means_no_cap(api: Api, config_overrides):
     for _ in range(5):
         await api.init(1, CS)
+
+
+class CountedSpace:
+    """A SpaceReporting that counts its readings (each a statvfs in the pool)."""
+
+    def __init__(self, free: int) -> None:
+        self.free, self.reads = free, 0
+
+    async def free_bytes(self) -> int:
+        self.reads += 1
+        return self.free
+
+
+async def test_free_space_is_read_once_per_age_less_the_chunk_bytes_since(io_loop) -> None:
+    """Per-request cost (issue 21): not a statvfs per init and per chunk.
+    One reading serves every check within FREE_SPACE_AGE (concurrent ones
+    share it); the chunk bytes admitted since are taken off it."""
+    from uploader.quota import FreeSpace
+
+    space = CountedSpace(10 * GiB)
+    free = FreeSpace(space, max_age=3600)
+    assert [await f for f in [free.free() for _ in range(5)]] == [10 * GiB] * 5
+    free.take(GiB)
+    space.free = 0  # what a new reading would see
+    assert await free.free() == 9 * GiB and space.reads == 1
+    stale = FreeSpace(space, max_age=-1)  # every reading is too old at once
+    stale.take(GiB)
+    assert await stale.free() == 0 and space.reads == 2
