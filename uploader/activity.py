@@ -56,8 +56,16 @@ class ActivityMarks:
             return
         at = utcnow()
         await self.store.touch(due, at, at - timedelta(seconds=self.interval / 2))
-        for upload_id in due:
-            self._marked[upload_id] = now
+        self._remember(due, now)
+
+    def marked_now(self, upload_id: str) -> None:
+        """The row's ``updated_at`` was just set to now by a change made here
+        (its init): a mark like any other, so its first chunk writes none."""
+        self._remember((upload_id,), time.monotonic())
+
+    def _remember(self, upload_ids: Iterable[str], at: float) -> None:
+        for upload_id in upload_ids:
+            self._marked[upload_id] = at
             self._marked.move_to_end(upload_id)
         while len(self._marked) > REMEMBERED:
             self._marked.popitem(last=False)

@@ -177,6 +177,7 @@ class UploadService:
         event = self.events.make(events.CREATED, upload)
         await self.store.create_upload(upload, event, admit=admit)
         self.events.written(event)
+        self.activity.marked_now(upload.upload_id)  # updated_at = now: no mark at chunk 0
         return upload
 
     def _check_part_limits(self, size: int, chunk_size: int, total: int) -> None:
