@@ -70,9 +70,10 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         self._sync = "FULL" if synchronous_full else "NORMAL"
         self._db: aiosqlite.Connection | None = None
         # One connection is shared by every task: while one runs a
-        # multi-statement transaction, a statement of another task would join
-        # it (and vanish with its rollback). Every statement takes this lock;
-        # a transaction holds it from BEGIN to COMMIT.
+        # transaction of several trips, a statement of another task would
+        # join it (and vanish with its rollback). Such a transaction holds
+        # this lock from BEGIN to COMMIT; anything else waits until it is
+        # free (``_idle``), then queues without taking it.
         self._lock = asyncio.Lock()
 
     @property
@@ -130,12 +131,27 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         rows = await self._all(sql, params)
         return rows[0] if rows else None
 
+    async def _idle(self) -> None:
+        """Return once no transaction of several trips is open on the
+        connection. The caller then queues one trip (a statement, or a
+        function run in aiosqlite's thread) before it awaits anything else:
+        aiosqlite runs its queue in order, so that trip runs before any
+        transaction begun after it, and cannot be split by one. Not holding
+        the lock for it lets many tasks' statements queue at once: under
+        load the thread no longer waits for the event loop between them
+        (each hand-over of the lock took a turn of the loop)."""
+        while self._lock.locked():
+            async with self._lock:
+                pass
+
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock, _disk_full():
+        async with _disk_full():
+            await self._idle()
             return await _SQLiteTx(self.db).rows(sql, params)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock, _disk_full():
+        async with _disk_full():
+            await self._idle()
             return await _SQLiteTx(self.db).run(sql, params)
 
     @asynccontextmanager
@@ -184,7 +200,8 @@ class SQLiteStore(SharedQueries, OutboxQueries):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        async with self._lock, _disk_full():
+        async with _disk_full():
+            await self._idle()  # one trip: the whole transaction runs in the thread
             await self._in_thread(work)
 
     async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -234,25 +251,25 @@ class SQLiteStore(SharedQueries, OutboxQueries):
     async def record_chunk(self, upload_id: str, chunk: ChunkRecord) -> bool:
         # One statement: the status check and the upsert cannot be split by
         # a merge starting in between.
-        count = await self._write(
-            "INSERT INTO upload_chunks (upload_id, chunk_index, size, md5, received_at) "
-            "SELECT upload_id, ?, ?, ?, ? FROM uploads WHERE upload_id = ? AND status = ? "
-            "ON CONFLICT (upload_id, chunk_index) DO UPDATE SET size = excluded.size, "
-            "md5 = excluded.md5, received_at = excluded.received_at",
-            (chunk.index, chunk.size, chunk.md5, ts_to_text(chunk.received_at), upload_id,
-             IN_PROGRESS))
+        count = await self._write(_RECORD_CHUNK, _record_params(upload_id, chunk))
         return count > 0
 
     async def count_chunks(self, upload_id: str) -> int:
-        row = await self._one("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = ?",
-                              (upload_id,))
+        row = await self._one(_COUNT_CHUNKS, (upload_id,))
         return int(row[0])
 
     async def record_chunk_counted(self, upload_id: str, chunk: ChunkRecord) -> int | None:
-        # One connection already; the count is a covering-index range count.
-        if not await self.record_chunk(upload_id, chunk):
-            return None
-        return await self.count_chunks(upload_id)
+        # One trip to aiosqlite's thread for both (the upsert commits on its
+        # own, as record_chunk; the count is a covering-index range count).
+        params = _record_params(upload_id, chunk)
+
+        def work(db: sqlite3.Connection) -> int | None:
+            if db.execute(_RECORD_CHUNK, params).rowcount <= 0:
+                return None
+            return int(db.execute(_COUNT_CHUNKS, (upload_id,)).fetchone()[0])
+        async with _disk_full():
+            await self._idle()
+            return await self._in_thread(work)
 
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         await self._write("DELETE FROM upload_chunks WHERE upload_id = ? AND chunk_index = ?",
@@ -322,3 +339,16 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         rows = await self._all(f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE status = ? LIMIT ?",
                                (status, limit))
         return [upload_from_row(r, text_to_ts) for r in rows]
+
+
+_RECORD_CHUNK = (
+    "INSERT INTO upload_chunks (upload_id, chunk_index, size, md5, received_at) "
+    "SELECT upload_id, ?, ?, ?, ? FROM uploads WHERE upload_id = ? AND status = ? "
+    "ON CONFLICT (upload_id, chunk_index) DO UPDATE SET size = excluded.size, "
+    "md5 = excluded.md5, received_at = excluded.received_at")
+_COUNT_CHUNKS = "SELECT COUNT(*) FROM upload_chunks WHERE upload_id = ?"
+
+
+def _record_params(upload_id: str, chunk: ChunkRecord) -> tuple[Any, ...]:
+    return (chunk.index, chunk.size, chunk.md5, ts_to_text(chunk.received_at), upload_id,
+            IN_PROGRESS)
