@@ -229,3 +229,36 @@ def test_the_files_kept_open_follow_the_descriptor_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     expected = 1024 if soft == resource.RLIM_INFINITY else max(64, min(1024, soft // 8))
     assert default_max_open() == expected
+
+
+async def test_a_rewrite_flushes_the_chunks_claim_before_it_changes_stored_bytes(
+        io_loop, storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Different bytes for a stored chunk are copied in place under its
+    lock: the byte leaves STORED on disk first, so a power cut mid-copy
+    cannot leave STORED over mixed bytes."""
+    from uploader.storage import local_writer
+
+    upload = new_upload(2 * CS)
+    old, new = os.urandom(CS), os.urandom(CS)
+    first = await storage.open_chunk(upload, 0)
+    first.write(old)
+    await first.sync()
+    await first.commit(hashlib.md5(old).hexdigest())
+    events: list[tuple[str, int]] = []
+    real_sync, real_copy = os.fdatasync, local_writer.copy_at
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (events.append(("flush", fd)), real_sync(fd))[1])
+    monkeypatch.setattr(local_writer, "copy_at",
+                        lambda *args: (events.append(("copy", args[2])), real_copy(*args))[1])
+    second = await storage.open_chunk(upload, 0)
+    assert not second.in_place
+    files = second._files
+    assert files is not None
+    second.write(new)
+    await second.sync()
+
+    async def forget() -> None:
+        pass
+    await second.commit(hashlib.md5(new).hexdigest(), forget)
+    assert events.index(("flush", files.claims_fd)) < events.index(("copy", files.data_fd))
+    with open(storage.layout.data_path(upload.upload_id), "rb") as f:
+        assert f.read(CS) == new

@@ -111,6 +111,12 @@ class LocalChunkWriter(StagedWriter):
         assert self._part is not None and self._files is not None
         marks = self._storage.data_files
         marks.mark(self._files, self._index, CLAIMED)  # not whole while we copy
+        if self._storage.fsync:
+            # On disk before any stored byte changes: a power cut mid-copy must
+            # not leave the old STORED byte over mixed bytes (a merge trusts
+            # STORED). Only this rewrite path pays it; claims are otherwise
+            # never flushed (datafile.UploadFiles._flush).
+            os.fdatasync(self._files.claims_fd)
         src = os.open(self._part, os.O_RDONLY | os.O_CLOEXEC)
         try:
             copy_at(src, 0, self._files.data_fd, self._offset, os.fstat(src).st_size)
