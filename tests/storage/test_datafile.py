@@ -231,6 +231,34 @@ def test_the_files_kept_open_follow_the_descriptor_limit() -> None:
     assert default_max_open() == expected
 
 
+async def test_a_whole_chunk_is_flushed_by_its_last_write_and_its_claim_never(
+        io_loop, storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-request cost (issue 19): the job writing a chunk's last bytes
+    flushes them, so sync() needs no second trip to the pool; and only the
+    data file is flushed: a merge trusts a chunk only once its byte says
+    STORED, written after that flush (datafile.UploadFiles._flush)."""
+    flushed: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed.append(fd), real(fd))[1])
+    upload = new_upload(2 * CS)
+    data = os.urandom(CS)
+    writer = await storage.open_chunk(upload, 0)
+    assert writer.in_place
+    files = writer._files
+    assert files is not None
+    writer.writev([data[:100]])
+    assert flushed == []  # not whole yet
+    writer.writev([data[100:]])
+    assert flushed == [files.data_fd]  # in the call that wrote the last bytes
+    trips: list[object] = []
+    real_run = storage.run
+    monkeypatch.setattr(storage, "run", lambda fn, *args: (trips.append(fn), real_run(fn, *args))[1])
+    await writer.sync()
+    assert trips == []
+    await writer.commit(hashlib.md5(data).hexdigest())
+    assert flushed == [files.data_fd]
+
+
 async def test_a_rewrite_flushes_the_chunks_claim_before_it_changes_stored_bytes(
         io_loop, storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     """Different bytes for a stored chunk are copied in place under its
