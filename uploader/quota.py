@@ -46,6 +46,10 @@ class FreeSpace:
         if self._read_at is None or time.monotonic() - self._read_at > self.max_age:
             if self._reading is None:
                 self._reading = asyncio.ensure_future(self._read())
+                # Its waiters may all be gone (clients hung up): never an
+                # unretrieved exception.
+                self._reading.add_done_callback(
+                    lambda task: task.cancelled() or task.exception())
             reading = self._reading
             await asyncio.shield(reading)
         return self._free - self._taken
