@@ -16,8 +16,8 @@ matches the part S3 holds. The Storage split maps to S3 like this:
   instance received the chunk) the parts cannot be read before completion,
   so merge completes the upload and hashes the object once, server-side.
 - publish: ``CompleteMultipartUpload`` (nothing left when merge completed).
-- discard: nothing; the multipart upload stays open for a retry. A stale
-  merger (fenced out by merge_version) thus never aborts or completes it.
+- discard: nothing; the multipart upload stays open for a retry (a stale
+  merger never aborts or completes it), except a tus concat's own: aborted.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from .fileops import create_exclusive
 from .layout import FILE_MODE, Layout
 from .local import LocalStorage
 from .s3_checks import check_bucket, check_bucket_cors
-from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
+from .s3_util import (GONE, S3ChunkWriter, abort_upload, b64, client_kwargs, error_code,
+                      translate)
 
 MiB, GiB = 1 << 20, 1 << 30
 S3_LIMITS = PartLimits(min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000)
@@ -297,6 +298,8 @@ class S3Storage:
             if open_upload["Key"] != staged.key:
                 continue
             listed = await self._list_parts(staged.key, open_upload["UploadId"]) or []
+            if sum(p.size for p in listed) != staged.size:
+                continue  # a stale tus concat's unfinished one (concat_s3.py)
             parts = [{"PartNumber": p.index + 1, "ETag": f'"{p.etag}"'}
                      for p in sorted(listed, key=lambda p: p.index)]
             await self._complete(staged.key, open_upload["UploadId"], parts)
@@ -305,7 +308,9 @@ class S3Storage:
             raise UploadError("internal", "nothing to publish: the multipart upload is gone")
 
     async def discard(self, staged: StagedFile) -> None:
-        pass  # the multipart upload stays open (or completed) for a retry
+        handle = staged.handle if isinstance(staged.handle, dict) else {}
+        if handle.get("concat"):  # concat_s3.py's own: the next merge builds anew
+            await abort_upload(self._call, staged.key, handle["s3_upload_id"])
 
     async def staged_exists(self, staged: StagedFile) -> bool:
         return any(u["Key"] == staged.key for u in await self._open_uploads(staged.key))
@@ -319,12 +324,7 @@ class S3Storage:
         # A tus upload's tail (storage/tails.py); deleting a missing key is fine.
         await self._call("delete_object", Key=f"{self.cfg.prefix}{upload_id}.tail")
         for open_upload in await self._open_uploads(f"{self.cfg.prefix}{upload_id}_"):
-            try:
-                await self._call("abort_multipart_upload", Key=open_upload["Key"],
-                                 UploadId=open_upload["UploadId"])
-            except ClientError as exc:
-                if error_code(exc) not in GONE:
-                    raise
+            await abort_upload(self._call, open_upload["Key"], open_upload["UploadId"])
 
     async def delete_upload(self, upload: Upload) -> None:
         await self.delete_chunks(upload.upload_id)

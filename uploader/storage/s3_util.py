@@ -49,6 +49,15 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+async def abort_upload(call: Run, key: str, upload_id: str) -> None:
+    """AbortMultipartUpload; one already gone (completed or aborted) is fine."""
+    try:
+        await call("abort_multipart_upload", Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if error_code(exc) not in GONE:
+            raise
+
+
 def b64(md5_hex: str) -> str:
     return base64.b64encode(bytes.fromhex(md5_hex)).decode()
 
