@@ -3,6 +3,9 @@ into the final's staged file (docs/tus.md, "Concatenation").
 
 Called by the merge saga (``merging.py``) under the final's lock and fence,
 in place of ``Storage.merge``; what follows (record, publish) is the same.
+Local disk: here (a kernel copy and a page-cache MD5). S3: ``concat_s3.py``
+(the partials sealed into objects, the final's parts copied inside S3),
+imported only when the storage is S3.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from .storage.local import LocalStorage
 from .store.base import MetadataStore
 
 
+def concatenates(storage: object) -> bool:
+    """Whether tus final uploads can be built on this storage (Features)."""
+    # By name: the S3 module (and its client) is loaded only where it is used.
+    return isinstance(storage, LocalStorage) or type(storage).__name__ == "S3Storage"
+
+
 async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, version: int,
                        progress: Progress | None = None) -> StagedFile:
     assert final.tus is not None
@@ -33,8 +42,11 @@ async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, ve
         parts.append(part)
     if sum(p.size for p in parts) != final.size:
         raise UploadError("conflict", "the partial uploads changed")
-    if not isinstance(storage, LocalStorage):
+    if not concatenates(storage):
         raise UploadError("invalid_request", "concatenation is not offered by this storage")
+    if not isinstance(storage, LocalStorage):
+        from .concat_s3 import concat_s3
+        return await concat_s3(storage, final, parts, version, progress)
     staged: StagedFile = await storage.run(_concat_local, storage, final, parts, version,
                                            progress)
     return staged
