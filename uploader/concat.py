@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from .errors import UploadError
+from .locks.names import UploadLocks
 from .models import IN_PROGRESS, Upload
 from .storage.base import MissingChunkData, Progress, StagedFile, Storage
 from .storage.fileops import copy_range, unlink_quiet
@@ -30,8 +31,10 @@ def concatenates(storage: object) -> bool:
     return isinstance(storage, LocalStorage) or type(storage).__name__ == "S3Storage"
 
 
-async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, version: int,
+async def concat_parts(store: MetadataStore, storage: Storage, locks: UploadLocks,
+                       final: Upload, version: int,
                        progress: Progress | None = None) -> StagedFile:
+    """``locks``: a partial's own lock (S3 seals each partial under it)."""
     assert final.tus is not None
     parts: list[Upload] = []
     for upload_id in final.tus.parts:
@@ -46,7 +49,7 @@ async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, ve
         raise UploadError("invalid_request", "concatenation is not offered by this storage")
     if not isinstance(storage, LocalStorage):
         from .concat_s3 import concat_s3
-        return await concat_s3(storage, final, parts, version, progress)
+        return await concat_s3(storage, locks, final, parts, version, progress)
     staged: StagedFile = await storage.run(_concat_local, storage, final, parts, version,
                                            progress)
     return staged

@@ -7,15 +7,20 @@ Parts of an unfinished multipart upload can be neither read nor copied, so:
 1. **seal**: each partial's multipart upload is completed from the parts S3
    holds (every one there with its exact size, as a merge checks) into the
    partial's own object; one an earlier attempt sealed is taken as it is;
-2. **plan** (:func:`plan_parts`): the final's parts are ranges of those
+2. **plan** (``concat_plan.py``): the final's parts are ranges of those
    objects copied inside S3 (``UploadPartCopy`` with ``CopySourceRange``),
    each at least 5 MiB except the last; where a piece would be smaller (a
    short partial) it is joined with the bytes after it into a part this
    server reads and sends (``UploadPart``);
-3. **one read** of the partial objects in order (``GetObject``) hashes the
-   final's MD5 and, on the way, collects the bytes of the parts it sends,
-   while the copies run inside S3. Reads and copies name the ETag just seen
-   (``If-Match``): the bytes hashed are the bytes copied;
+3. **one read** of the partials in order hashes the final's MD5 and, on the
+   way, collects the bytes of the parts it sends, while the copies run inside
+   S3. It reads a partial's staged chunk copies when they are all on this
+   disk (proxy mode): sealed under the partial's lock, which a chunk commit
+   holds across its UploadPart and its copy's rename, and with no part open
+   after it, they are the sealed bytes. Otherwise (direct mode, chunks
+   received by another instance) it reads the object back from S3; reads and
+   copies name the ETag seen at the seal (``If-Match``), so the bytes hashed
+   are the bytes copied;
 4. the staged file is the final's own multipart upload holding every part:
    ``publish`` completes it after the merge's fence, ``discard`` aborts it.
 
@@ -31,13 +36,18 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncGenerator, Sequence
 
 from botocore.exceptions import ClientError
 
+from .concat_plan import Part, plan_parts
 from .errors import Unavailable, UploadError
+from .locks.base import LockTimeout
+from .locks.names import UploadLocks
 from .models import Upload
 from .storage.base import MissingChunkData, Progress, StagedFile, Storage
 from .storage.fileops import create_exclusive, storage_error, unlink_quiet, write_all
@@ -47,83 +57,12 @@ from .storage.s3_util import GONE, abort_upload, error_code, translate
 
 log = logging.getLogger("uploader.merge")
 MiB = 1 << 20
-# The most one UploadPartCopy copies: a request of seconds inside S3, well
-# within the client's read timeout (10,000 such parts are S3's 5 TiB object).
-COPY_PIECE = 512 * MiB
 AT_ONCE = 4  # part requests (copies, sends) in flight per concat
-READ_PIECE = MiB
+READ_PIECE = MiB  # from S3 (aiohttp's pieces)
+FILE_PIECE = 4 * MiB  # from a staged chunk copy
 # The source object is not the one sealed (gone, or replaced): the partial's
 # bytes are not there. A stale merger meets this after a newer one consumed them.
 SOURCE_GONE = (*GONE, "PreconditionFailed", "412")
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Bytes ``[start, end)`` of source (partial) number ``source``."""
-
-    source: int
-    start: int
-    end: int
-
-
-@dataclass
-class Part:
-    number: int  # S3's part number, from 1
-    pieces: list[Piece]
-    copied: bool  # one piece copied inside S3; else read here and sent
-
-    @property
-    def size(self) -> int:
-        return sum(p.end - p.start for p in self.pieces)
-
-
-def plan_parts(sizes: Sequence[int], *, min_part: int = S3_LIMITS.min_part_size,
-               copy_piece: int = COPY_PIECE,
-               max_parts: int = S3_LIMITS.max_parts) -> list[Part]:
-    """The final's parts over sources of these sizes, in order: every part
-    but the last at least ``min_part``; copies of at most ``copy_piece``.
-
-    A source of ``min_part`` or more is copied (in even pieces when larger
-    than ``copy_piece``). A shorter one starts a part that is read and sent:
-    it takes the sources after it until it reaches ``min_part``, whole when
-    what would stay of the next source is itself too short to copy, else
-    just the bytes it lacks. So at most ``2 * min_part`` bytes are read per
-    short source, and a sent part is below ``2 * min_part``."""
-    parts: list[Part] = []
-    pending: list[Piece] = []
-
-    def add(pieces: list[Piece], copied: bool) -> None:
-        parts.append(Part(len(parts) + 1, pieces, copied))
-
-    for source, size in enumerate(sizes):
-        if size <= 0:
-            continue
-        start = 0
-        if pending:
-            need = min_part - sum(p.end - p.start for p in pending)
-            if size - need < min_part:  # the rest could not be copied: all of it joins
-                pending.append(Piece(source, 0, size))
-                if sum(p.end - p.start for p in pending) >= min_part:
-                    add(pending, False)
-                    pending = []
-                continue
-            pending.append(Piece(source, 0, need))
-            add(pending, False)
-            pending, start = [], need
-        rest = size - start
-        if rest < min_part:
-            pending = [Piece(source, start, size)]
-            continue
-        count = -(-rest // copy_piece)
-        for k in range(count):
-            add([Piece(source, start + rest * k // count, start + rest * (k + 1) // count)],
-                True)
-    if pending:
-        add(pending, False)  # the last part: any size
-    if len(parts) > max_parts:
-        raise UploadError("too_large", "the partial uploads need more parts than the object "
-                          "storage allows in one file", max_parts=max_parts)
-    return parts
 
 
 @dataclass
@@ -133,17 +72,24 @@ class Source:
     key: str
     etag: str  # quoted, as S3 gives it
     size: int
+    # Its staged chunk copies, in order, when all are on this disk (proxy mode).
+    staged: list[Path] | None = None
 
 
-async def concat_s3(storage: Storage, final: Upload, partials: list[Upload], version: int,
+async def concat_s3(storage: Storage, locks: UploadLocks, final: Upload,
+                    partials: list[Upload], version: int,
                     progress: Progress | None = None) -> StagedFile:
     assert isinstance(storage, S3Storage)
     key = storage.key_for(final)
-    sources = list(await asyncio.gather(*(seal(storage, p) for p in partials if p.size)))
+    started = time.monotonic()
+    sources = list(await asyncio.gather(*(seal(storage, locks, p)
+                                           for p in partials if p.size)))
     if final.size == 0:  # no part at all: publish writes the empty object
         return StagedFile(final.upload_id, version, key, hashlib.md5(b"").hexdigest(), 0,
                           {"empty": True})
-    plan = plan_parts([s.size for s in sources])
+    plan = plan_parts([s.size for s in sources], min_part=S3_LIMITS.min_part_size,
+                      max_parts=S3_LIMITS.max_parts)
+    sealed = time.monotonic()
     await abort_open(storage, key)
     created = await storage._call("create_multipart_upload", Key=key,
                                   ContentType="application/octet-stream")
@@ -154,16 +100,45 @@ async def concat_s3(storage: Storage, final: Upload, partials: list[Upload], ver
         await asyncio.shield(build.abort())
         raise
     log.info("concat of %s version %d: %d parts, %d copied inside the object storage; "
-             "%d bytes read, %d of them sent", final.upload_id, version, len(plan),
+             "%d bytes read (%d of them back from it), %d sent; %.2f s sealing the partials, "
+             "%.2f s building (the read alone %.2f s)", final.upload_id, version, len(plan),
              sum(p.copied for p in plan), final.size,
-             sum(p.size for p in plan if not p.copied))
+             sum(s.size for s in sources if s.staged is None),
+             sum(p.size for p in plan if not p.copied), sealed - started,
+             time.monotonic() - sealed, build.read_seconds)
     return StagedFile(final.upload_id, version, key, md5, final.size,
                       {"parts": etags, "s3_upload_id": build.mpu, "concat": True})
 
 
-async def seal(storage: S3Storage, partial: Upload) -> Source:
+async def seal(storage: S3Storage, locks: UploadLocks, partial: Upload) -> Source:
     """The partial as one object: its multipart upload completed from the
-    parts S3 holds; raises MissingChunkData when they are not all there."""
+    parts S3 holds, under the partial's lock (no chunk commit between a part
+    and its staged copy); raises MissingChunkData when they are not all there."""
+    try:
+        async with locks.upload(partial.upload_id, wait=locks.ttl):
+            source = await _seal(storage, partial)
+    except LockTimeout:
+        raise UploadError("conflict", "a partial upload is busy; try again",
+                          upload_id=partial.upload_id) from None
+    # After the seal no part of it can change: its staged copies stay its bytes.
+    source.staged = None if storage.cfg.direct else await storage.local.run(
+        staged_copies, storage, partial)
+    return source
+
+
+def staged_copies(storage: S3Storage, partial: Upload) -> list[Path] | None:
+    """(I/O thread) The partial's staged chunk copies, None unless every one
+    is on this disk with its size."""
+    paths = [storage.local.chunk_path(partial.upload_id, i) for i in range(partial.total_chunks)]
+    try:
+        if all(os.stat(p).st_size == partial.chunk_length(i) for i, p in enumerate(paths)):
+            return paths
+    except FileNotFoundError:
+        pass
+    return None
+
+
+async def _seal(storage: S3Storage, partial: Upload) -> Source:
     key = storage.key_for(partial)
     listed = await storage.list_parts(partial)
     if listed is not None:  # None: sealed by an earlier attempt
@@ -223,6 +198,7 @@ class Build:
         self.captures: dict[int, Capture] = {}
         self.tasks: list[asyncio.Task[tuple[int, str]]] = []
         self.slots = asyncio.Semaphore(AT_ONCE)
+        self.read_seconds = 0.0
 
     async def run(self, plan: list[Part]) -> tuple[str, list[dict[str, Any]]]:
         try:
@@ -280,31 +256,47 @@ class Build:
                 offset += p.end - p.start
         md5, before = hashlib.md5(usedforsecurity=False), 0
         run = self.storage.local.run
+        began = time.monotonic()
         for index, source in enumerate(self.sources):
             got = 0
-            resp = await self._request("get_object", Key=source.key, IfMatch=source.etag)
-            async with resp["Body"] as body:
-                try:
-                    async for piece in body.iter_chunks(READ_PIECE):
-                        filled = await run(self._take, wanted.get(index, ()), got, piece, md5)
-                        got += len(piece)
-                        for part in filled:
-                            self.tasks.append(asyncio.create_task(
-                                self._send(part, self.captures[part.number])))
-                        if self.progress:
-                            self.progress(before + got)
-                        self._raise_failed()
-                except (UploadError, MissingChunkData):
-                    raise
-                except Exception as exc:  # the body cut off: an outage at our edge
-                    translated = translate(exc)
-                    if translated is exc:
-                        raise
-                    raise translated from exc
+            async with aclosing(self._pieces(source)) as pieces:  # closed on any error
+                async for piece in pieces:
+                    filled = await run(self._take, wanted.get(index, ()), got, piece, md5)
+                    got += len(piece)
+                    for part in filled:
+                        self.tasks.append(asyncio.create_task(
+                            self._send(part, self.captures[part.number])))
+                    if self.progress:
+                        self.progress(before + got)
+                    self._raise_failed()
             if got != source.size:
                 raise Unavailable("object storage returned a partial upload cut short")
             before += got
+        self.read_seconds = time.monotonic() - began
         return md5.hexdigest()
+
+    async def _pieces(self, source: Source) -> AsyncGenerator[bytes, None]:
+        """The partial's bytes in order: its staged copies, or its object."""
+        run = self.storage.local.run
+        if source.staged is not None:
+            for path in source.staged:
+                f = await run(open, path, "rb", 0)
+                try:
+                    while piece := await run(f.read, FILE_PIECE):
+                        yield piece
+                finally:
+                    await run(f.close)
+            return
+        resp = await self._request("get_object", Key=source.key, IfMatch=source.etag)
+        async with resp["Body"] as body:
+            try:
+                async for piece in body.iter_chunks(READ_PIECE):
+                    yield piece
+            except Exception as exc:  # the body cut off: an outage at our edge
+                translated = translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
 
     def _take(self, wanted: Sequence[tuple[int, int, Part, int]], at: int, piece: bytes,
               md5: Any) -> list[Part]:

@@ -246,7 +246,8 @@ class Merges:
         try:
             if upload.tus is not None and upload.tus.parts:
                 # A tus final upload: its bytes are its partial uploads' chunks.
-                staged = await concat_parts(self.store, self.storage, upload, version, progress)
+                staged = await concat_parts(self.store, self.storage, self.locks, upload,
+                                            version, progress)
             else:
                 staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:

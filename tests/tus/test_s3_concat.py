@@ -26,8 +26,9 @@ from support import Api
 from support.s3 import MotoS3
 from uploader.auth import hash_token
 from uploader.cleanup import Expirer
-from uploader.concat_s3 import plan_parts
+from uploader.concat_plan import plan_parts
 from uploader.errors import Unavailable, UploadError
+from uploader.locks.base import LockTimeout
 from uploader.models import COMPLETED, IN_PROGRESS, utcnow
 from uploader.recovery import return_interrupted_merges
 from uploader.store.rows import ts_to_text
@@ -39,10 +40,16 @@ TOKENS = {"alice": "alice-token-1234", "bob": "bob-token-5678"}
 
 
 @pytest.fixture
-def config_overrides(s3_server: MotoS3, s3_bucket: str) -> dict[str, dict[str, Any]]:
-    return {"storage": {"backend": "s3"}, "s3": s3_server.config(s3_bucket, prefix="u/"),
+def config_overrides(request: Any, s3_server: MotoS3,
+                     s3_bucket: str) -> dict[str, dict[str, Any]]:
+    s3 = s3_server.config(s3_bucket, prefix="u/")
+    s3["direct"] = getattr(request, "param", False)  # DIRECT below
+    return {"storage": {"backend": "s3"}, "s3": s3,
             "auth": {"enabled": True,
                      "tokens": {o: hash_token(t) for o, t in TOKENS.items()}}}
+
+
+DIRECT = pytest.mark.parametrize("config_overrides", [True], indirect=True, ids=["direct"])
 
 
 def as_(owner: str, **headers: str) -> dict[str, str]:
@@ -342,3 +349,71 @@ async def test_republish_after_a_crash_skips_a_stale_unfinished_attempt(
     assert resp.code == 200 and resp.headers["Content-Length"] == str(11 * MiB)
     assert s3_server.get(s3_bucket, f"u/{row.upload_id}_file") == b"".join(datas)
     assert s3_server.open_uploads(s3_bucket) == []
+
+
+def read_back(caplog: Any) -> int:
+    """Bytes the last concat read back from the object storage (its log line)."""
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("concat of")]
+    return int(line.split(" of them back from it")[0].rsplit("(", 1)[1])
+
+
+async def test_staged_copies_are_read_and_the_rest_read_back(
+        api: Api, data_dir: Path, s3_server: MotoS3, s3_bucket: str, caplog) -> None:
+    """Partials whose chunks this instance staged are hashed from disk; one
+    whose chunks another instance received (its copies are not here) is read
+    back from S3, once."""
+    caplog.set_level("INFO", logger="uploader.merge")
+    datas = [os.urandom(n) for n in (6 * MiB, 2 * MiB, 7 * MiB)]
+    paths = [await partial(api, d) for d in datas]
+    for copy in (data_dir / "tmp" / uid_of(paths[1])).glob("chunk_*"):
+        copy.unlink()
+    resp = await final(api, paths)
+    assert resp.code == 201, resp.body
+    fid = uid_of(resp.headers["Location"])
+    whole = b"".join(datas)
+    assert (await status(api, fid))["md5"] == hashlib.md5(whole).hexdigest()
+    assert s3_server.get(s3_bucket, f"u/{fid}_file") == whole
+    assert read_back(caplog) == 2 * MiB
+
+
+@DIRECT
+async def test_direct_mode_reads_every_partial_back(api: Api, s3_server: MotoS3,
+                                                     s3_bucket: str, caplog) -> None:
+    """In direct mode a part may have come from the client, not through this
+    server: the staged copies are no proof of the bytes, the objects are."""
+    caplog.set_level("INFO", logger="uploader.merge")
+    datas = [os.urandom(n) for n in (5 * MiB, MiB, 6 * MiB)]
+    paths = [await partial(api, d) for d in datas]
+    resp = await final(api, paths)
+    assert resp.code == 201, resp.body
+    fid = uid_of(resp.headers["Location"])
+    whole = b"".join(datas)
+    assert (await status(api, fid))["md5"] == hashlib.md5(whole).hexdigest()
+    assert s3_server.get(s3_bucket, f"u/{fid}_file") == whole
+    assert read_back(caplog) == len(whole)
+    assert s3_server.keys(s3_bucket) == [f"u/{fid}_file"]
+
+
+async def test_a_partial_is_sealed_under_its_own_lock(api: Api, runtime) -> None:
+    """A chunk commit holds the upload's lock across its UploadPart and its
+    staged copy's rename: the seal holds it too, so the copies it then reads
+    are the sealed parts."""
+    datas = [os.urandom(n) for n in (5 * MiB, MiB)]
+    paths = [await partial(api, d) for d in datas]
+    real_seal, held = concat_s3._seal, []
+
+    async def checking(storage: Any, upload: Any) -> Any:
+        try:
+            async with runtime.merges.locks.upload(upload.upload_id, wait=0):
+                held.append(False)
+        except LockTimeout:
+            held.append(True)
+        return await real_seal(storage, upload)
+
+    concat_s3._seal = checking  # type: ignore[assignment]
+    try:
+        resp = await final(api, paths)
+    finally:
+        concat_s3._seal = real_seal  # type: ignore[assignment]
+    assert resp.code == 201, resp.body
+    assert held == [True, True]
