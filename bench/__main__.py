@@ -27,6 +27,8 @@ from .server import uploader_server
 
 KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "peers",
          "page", "locks", "s3", "sweep", "scale"]
+# Measured only when asked for (--only): not part of `make bench`.
+OPT_IN = ["s3concat"]
 GiB = 1 << 30
 
 
@@ -37,13 +39,15 @@ def plan(quick: bool) -> dict:
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
                 "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
                 "peer_size": 32 * MiB, "page_size": 32 * MiB, "sweep_rows": 5000,
-                "sweep_probes": 100, "scale_sizes": [0, 2_000], "scale_per": 20}
+                "sweep_probes": 100, "scale_sizes": [0, 2_000], "scale_per": 20,
+                "s3concat_part": 8 * MiB}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
             "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "peer_size": GiB,
             "page_size": GiB, "sweep_rows": 100_000, "sweep_probes": 500,
-            "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200}
+            "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200,
+            "s3concat_part": 32 * MiB}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -195,6 +199,11 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "s3" in kinds:
             for fig in await s3_figures(ctx, p["s3_size"], log):
                 emit(fig)
+        if "s3concat" in kinds:
+            from .s3_concat import s3_concat_figures
+            for fig in await s3_concat_figures(ctx.tmp, ctx.data, p["s3concat_part"], 4,
+                                               ctx.runs, log, args.baseline):
+                emit(fig)
         if "sweep" in kinds:
             await sweep()
         if "scale" in kinds:
@@ -289,7 +298,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--mysql-redis", action="store_true",
                         help="MySQL (a bench database it creates) + Redis db 14")
-    parser.add_argument("--only", nargs="*", choices=KINDS, help="measure only these kinds")
+    parser.add_argument("--only", nargs="*", choices=KINDS + OPT_IN,
+                        help="measure only these kinds")
     parser.add_argument("--env", action="append", default=[], metavar="UPLOADER_X_Y=V",
                         help="extra server setting (repeatable), e.g. UPLOADER_STORAGE_FSYNC=false")
     parser.add_argument("--grid", default="1x1,1x8,1x32,4x1,4x8,4x32,16x1,16x8,16x32",
@@ -307,8 +317,8 @@ def main() -> int:
                         help="after the page runs, one more under Chromium's tracing: the "
                              "trace to FILE (chrome://tracing) and a summary on stderr")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="peers: also measure the server of this checkout (e.g. an "
-                             "export of main) in the same runs")
+                        help="peers, s3concat: also measure the server of this checkout "
+                             "(e.g. an export of main) in the same runs")
     parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
                         "(default 100,000; --quick 5,000)")
     args = parser.parse_args()

@@ -71,9 +71,12 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError(f"moto_server exited ({proc.poll()}) before it listened")
 
 
-def uploader_s3_server(tmp: Path, endpoint: str, bucket: str, direct: bool) -> ServerProcess:
+def uploader_s3_server(tmp: Path, endpoint: str, bucket: str, direct: bool,
+                       root: Path | None = None,
+                       extra_env: dict[str, str] | None = None) -> ServerProcess:
+    """``root``: the checkout whose server runs (default: this one)."""
     port = free_port()
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
     env.update({
         "UPLOADER_STORAGE_BACKEND": "s3", "UPLOADER_STORAGE_DATA_DIR": str(tmp / "data"),
@@ -85,6 +88,7 @@ def uploader_s3_server(tmp: Path, endpoint: str, bucket: str, direct: bool) -> S
         "UPLOADER_S3_SECRET_ACCESS_KEY": "bench",
         "UPLOADER_S3_DIRECT": "true" if direct else "false",
         "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root) + os.pathsep + env.get("PYTHONPATH", ""),
+        **(extra_env or {}),
     })
     argv = [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(root / "config.yaml")]
