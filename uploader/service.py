@@ -291,7 +291,7 @@ class UploadService:
         upload = await self.get(owner, upload_id, with_chunks=False)
         if self.merges.running(upload_id):
             upload = upload.replace(status=MERGING)  # merging here, not yet recorded
-        return await direct.presign_parts(self.features.direct, upload, parts)
+        return await direct.presign_parts(self.store, self.features.direct, upload, parts)
 
     # -- complete ----------------------------------------------------------
 

@@ -68,9 +68,12 @@ class StagedFile:
     upload_id: str
     version: int
     key: str
-    md5: str
+    # The whole file's MD5 as the storage computed it; None when it did not
+    # hash the file (a direct upload verified by its parts: ``verified``).
+    md5: str | None
     size: int
     handle: object = None  # backend-private (a temp path, a multipart id, ...)
+    verified: str | None = None  # Upload.verified of the result
 
 
 @dataclass(frozen=True)
