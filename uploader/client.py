@@ -543,7 +543,11 @@ class UploadClient:
             raise UploadClientError("incomplete", 409, "chunks keep going missing on the server")
         if progress:
             progress(size, size)
-        note(f"upload {upload['upload_id']} completed, md5 {upload['md5']}")
+        if upload.get("verified") == "parts":
+            note(f"upload {upload['upload_id']} completed, verified part by part "
+                 f"(md5 {upload.get('md5_claimed')} not read back)")
+        else:
+            note(f"upload {upload['upload_id']} completed, md5 {upload['md5']}")
         return upload
 
     def _open(self, path: str, size: int, resume_state: Union[ResumeState, str, None],
@@ -566,7 +570,9 @@ class UploadClient:
                     upload = self._wait_merge(old_id)
                 if upload["status"] == "completed":
                     hasher.join()  # completed earlier: ours only if the bytes match
-                    if upload.get("md5") == md5_box.get("md5"):
+                    # Verified by parts, it holds the MD5 its client claimed
+                    # (ours, if it is ours): as good a test of "same bytes".
+                    if (upload.get("md5") or upload.get("md5_claimed")) == md5_box.get("md5"):
                         return upload
                     note(f"upload {old_id} completed with other bytes: starting afresh")
                 else:
