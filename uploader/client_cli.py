@@ -190,9 +190,11 @@ def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
         # A direct upload verified by its parts has no server-computed MD5:
         # the line shows the MD5 this client computed and claimed instead.
         md5 = upload["md5"] or upload.get("md5_claimed")
-        _emit(args, {"path": path, "upload_id": upload["upload_id"], "size": upload["size"],
-                     "md5": md5, "verified": upload.get("verified", "md5"), "url": url},
-              f"{path}\t{upload['upload_id']}\t{md5}\t{url}")
+        doc = {"path": path, "upload_id": upload["upload_id"], "size": upload["size"],
+               "md5": md5, "url": url}
+        if upload.get("verified"):
+            doc["verified"] = upload["verified"]
+        _emit(args, doc, f"{path}\t{upload['upload_id']}\t{md5}\t{url}")
     return code
 
 
