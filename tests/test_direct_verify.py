@@ -75,6 +75,9 @@ async def test_parts_mode_completes_without_reading_the_object(
     assert head["ETag"].strip('"') == multipart_etag([md5(p) for p in parts])
     assert s3_server.get(s3_bucket, f"{uid}_f.bin") == data
     assert runtime.metrics.bytes_received._value.get() == 0
+    # Nor is the claim the download's validator: the id is (the file never changes).
+    head = await api.call("HEAD", f"/files/{uid}")
+    assert head.code == 200 and head.headers["ETag"] == f'"{uid}"'
     # Status shows the same; a repeated complete with the same claim is 200,
     # with another one 422 (two claims never both pass).
     assert (await api.status(uid))["md5_claimed"] == md5(data)
