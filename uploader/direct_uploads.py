@@ -12,7 +12,6 @@ from typing import Any, Sequence
 from .errors import UploadError
 from .models import IN_PROGRESS, ChunkRecord, Upload
 from .storage.base import PresignedUploads
-from .storage.s3_verify import verifies_by_parts
 from .store.base import MetadataStore
 
 _MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -33,7 +32,7 @@ async def presign_parts(store: MetadataStore, storage: PresignedUploads, upload:
     and recorded, and complete checks the part S3 holds against it."""
     if upload.status != IN_PROGRESS:
         raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
-    by_parts = verifies_by_parts(upload)
+    by_parts = storage.verifies_parts(upload)
     for index, md5 in parts:
         if not 0 <= index < upload.total_chunks:
             raise UploadError("invalid_request", "index out of range", index=index,

@@ -201,6 +201,11 @@ class PresignedUploads(Protocol):
         """Whether the object store still takes parts of this upload (one
         cheap request; False once it was completed or aborted)."""
 
+    def verifies_parts(self, upload: Upload) -> bool:
+        """Whether complete checks this upload by its parts' signed MD5s
+        (nothing read back): each part URL then needs its MD5, and the
+        caller records it (``MetadataStore.record_signed_parts``)."""
+
 
 @runtime_checkable
 class PresignedDownloads(Protocol):

@@ -171,6 +171,11 @@ class S3Storage:
             return []
         return await self._list_parts(self.key_for(upload), self._upload_id(upload))
 
+    def verifies_parts(self, upload: Upload) -> bool:
+        # Chosen at init (its backend_state) and still configured.
+        return self.cfg.direct and self.cfg.direct_verify == PARTS_VERIFIED \
+            and verifies_by_parts(upload)
+
     async def parts_open(self, upload: Upload) -> bool:
         if upload.total_chunks == 0:
             return False
@@ -215,10 +220,8 @@ class S3Storage:
                 i for i in range(upload.total_chunks)
                 if i not in by_index or by_index[i].size != upload.chunk_length(i)]):
             raise MissingChunkData(missing)
-        if self.cfg.direct and self.cfg.direct_verify == PARTS_VERIFIED \
-                and verifies_by_parts(upload) and (staged := await merge_by_parts(
-                    upload, version, key, by_index, self._completer(upload),
-                    self._head_etag(key))):
+        if self.verifies_parts(upload) and (staged := await merge_by_parts(
+                upload, version, key, by_index, self._completer(upload), self._head_etag(key))):
             return staged
         if by_index is None:
             # An earlier merge completed it (a superseded merger, or a
