@@ -174,8 +174,10 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "puts_per_s" in kinds:
             for size in (1024, 8192, 65536):
                 emit(await F.puts_per_second(ctx, size, p["put_uploads"], p["put_per"]))
-        tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
-        ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
+        if "tus_ingest" in kinds:
+            tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
+            for fig in await tus_figures(ctx, args, tus_runs, log):
+                emit(fig)
         if "page" in kinds:
             from .page import page_figures
             for fig in await page_figures(ctx, p["page_size"], log, lambda: clean_uploads(ctx),
@@ -190,9 +192,6 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 emit(fig)
         if "locks" in kinds:
             await locks()
-        if "tus_ingest" in kinds:
-            for fig in await tus_figures(ctx, args, tus_runs, ours_tus, log):
-                emit(fig)
         if "s3" in kinds:
             for fig in await s3_figures(ctx, p["s3_size"], log, args.baseline):
                 emit(fig)
@@ -210,15 +209,6 @@ async def run(args: argparse.Namespace) -> list[Figure]:
     return figs
 
 
-async def tus_ours(ctx: Ctx, runs: list[tuple[int, int, int]]) -> list[dict]:
-    """Our /files/ endpoint (every chunk MD5-recorded, the whole file merged
-    and MD5-verified before the last PATCH is answered)."""
-    from . import tus
-    return [await tus.tus_rate(ctx, ctx.port, ctx.pid, size, streams, patch,
-                               lambda: clean_uploads(ctx))
-            for size, streams, patch in runs]
-
-
 async def clean_uploads(ctx: Ctx) -> None:
     """Every upload of our server removed (after a run that made some)."""
     conn = Conn(ctx.host, ctx.port)
@@ -228,22 +218,22 @@ async def clean_uploads(ctx: Ctx) -> None:
 
 
 async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, int, int]],
-                      ours: list[dict], log) -> list[Figure]:  # type: ignore[no-untyped-def]
-    """Ours next to @tus/server 2 + file-store (no checksums at all), same
-    client, same run; the peer is skipped with --quick (unless --tus)."""
+                      log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Our /files/ endpoint (every chunk MD5-recorded, the whole file merged
+    and MD5-verified before the last PATCH is answered) next to @tus/server 2
+    + file-store (no checksums at all): same client, runs taking turns; the
+    peer is skipped with --quick (unless --tus)."""
     from . import tus
-    peer: list[dict] | None = None
     note = "ratio = ours / @tus/server"
+    folder = None
     if args.quick and not args.tus:
         note = "peer skipped (--quick)"
     elif (folder := tus.install(ctx.tmp, log)) is None:
         note = "peer skipped (no npm)"
-    else:
-        try:
-            peer = await tus.peer_rates(ctx, folder, runs)
-        except Exception as exc:  # the peer is optional: never fail the run for it
-            log(f"tus peer failed: {exc!r}")
-            note = "peer skipped (failed)"
+    ours, peer = await tus.side_by_side(ctx, runs, ctx.port, ctx.pid,
+                                        lambda: clean_uploads(ctx), folder, log)
+    if folder is not None and peer is None:
+        note = "peer skipped (failed)"
     figures = []
     for i, ((size, streams, patch), mine) in enumerate(zip(runs, ours)):
         other = peer[i] if peer else None

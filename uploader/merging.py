@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from . import event_model as events
 from .concat import concat_parts
@@ -33,11 +34,14 @@ from .event_model import Event
 from .events.recorder import EventLog
 from .features import Features
 from .locks.names import UploadLocks
-from .merge_queue import RedisMergeQueue, await_outcome
+from .merge_outcome import await_outcome
 from .metrics import Metrics
 from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload, utcnow
 from .storage.base import MissingChunkData, StagedFile, Storage
 from .store.base import MetadataStore
+
+if TYPE_CHECKING:  # the Redis client is imported only where the queue is on
+    from .merge_queue import RedisMergeQueue
 
 log = logging.getLogger("uploader.merge")
 MAX_MISSING_LISTED = 1000
