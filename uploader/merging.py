@@ -21,7 +21,6 @@ publishes it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -280,16 +279,14 @@ class Merges:
             await asyncio.shield(self._merge_failed(
                 upload, version, UploadError("internal", "merge failed")))
             raise
-        # staged.md5 None: verified by its parts, the whole file never
-        # hashed; a client's MD5 is then kept as its claim, unchecked.
+        # staged.md5 None: verified by its parts, never hashed whole (with_claim).
         if expected and staged.md5 is not None and staged.md5 != expected:
             await self.storage.discard(staged)
             error = UploadError("checksum_mismatch", "file MD5 differs from the one given",
                                 expected=expected, actual=staged.md5)
             await self._merge_failed(upload, version, error)
             raise error
-        if staged.md5 is None:
-            staged = dataclasses.replace(staged, md5=expected)
+        staged = staged.with_claim(expected)
         now = utcnow()
         done_event = self.events.make(events.COMPLETED, upload.replace(
             status=COMPLETED, md5=staged.md5, storage_key=staged.key, error=None,

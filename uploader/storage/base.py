@@ -8,7 +8,7 @@ in ``uploads.storage_key``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, runtime_checkable
 
 from ..models import Upload
@@ -74,6 +74,11 @@ class StagedFile:
     size: int
     handle: object = None  # backend-private (a temp path, a multipart id, ...)
     verified: str | None = None  # Upload.verified of the result
+
+    def with_claim(self, md5: str | None) -> "StagedFile":
+        """Not hashed whole (md5 None): record the client's MD5 as md5, a
+        claim that ``verified`` qualifies, never checked."""
+        return self if self.md5 is not None else replace(self, md5=md5)
 
 
 @dataclass(frozen=True)
