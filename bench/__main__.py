@@ -197,7 +197,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         if "locks" in kinds:
             await locks()
         if "s3" in kinds:
-            for fig in await s3_figures(ctx, p["s3_size"], log):
+            for fig in await s3_figures(ctx, p["s3_size"], log, args.baseline):
                 emit(fig)
         if "s3concat" in kinds:
             from .s3_concat import s3_concat_figures
@@ -279,11 +279,12 @@ async def scale_figures(ctx: Ctx, p: dict, log) -> list[Figure]:  # type: ignore
             create_mysql_db(db, drop=True)
 
 
-async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+async def s3_figures(ctx: Ctx, size: int, log,  # type: ignore[no-untyped-def]
+                     baseline: Path | None = None) -> list[Figure]:
     """Proxy vs direct through moto, page-like (bench/s3_upload.py)."""
     from .s3_upload import s3_figures as measure
     try:
-        return await measure(ctx.tmp, ctx.data, size, 8 * MiB, 4, ctx.runs, log)
+        return await measure(ctx.tmp, ctx.data, size, 8 * MiB, 4, ctx.runs, log, baseline)
     except FileNotFoundError as exc:  # moto is in the test extra only
         log(f"s3 figures skipped: {exc}")
         label = f"4x8MiB {size // MiB}MiB"
@@ -317,7 +318,7 @@ def main() -> int:
                         help="after the page runs, one more under Chromium's tracing: the "
                              "trace to FILE (chrome://tracing) and a summary on stderr")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="peers, s3concat: also measure the server of this checkout "
+                        help="peers, s3, s3concat: also measure the server of this checkout "
                              "(e.g. an export of main) in the same runs")
     parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
                         "(default 100,000; --quick 5,000)")

@@ -53,7 +53,7 @@ from .storage.base import MissingChunkData, Progress, StagedFile, Storage
 from .storage.fileops import create_exclusive, storage_error, unlink_quiet, write_all
 from .storage.layout import FILE_MODE, Layout
 from .storage.s3 import S3_LIMITS, S3Storage
-from .storage.s3_util import GONE, abort_upload, error_code, translate
+from .storage.s3_util import GONE, abort_upload, error_code, open_uploads, translate
 
 log = logging.getLogger("uploader.merge")
 MiB = 1 << 20
@@ -162,15 +162,9 @@ async def _seal(storage: S3Storage, partial: Upload) -> Source:
 
 async def abort_open(storage: S3Storage, key: str) -> None:
     """Abort every multipart upload open at exactly ``key``."""
-    params: dict[str, Any] = {"Prefix": key}
-    while True:
-        resp = await storage._call("list_multipart_uploads", **params)
-        for found in resp.get("Uploads", []):
-            if found["Key"] == key:
-                await abort_upload(storage._call, key, found["UploadId"])
-        if not resp.get("IsTruncated"):
-            return
-        params.update(KeyMarker=resp["NextKeyMarker"], UploadIdMarker=resp["NextUploadIdMarker"])
+    for found in await open_uploads(storage._call, key):
+        if found["Key"] == key:
+            await abort_upload(storage._call, key, found["UploadId"])
 
 
 @dataclass

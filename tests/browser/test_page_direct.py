@@ -174,6 +174,12 @@ def test_100mib_go_straight_to_the_store_and_resume_after_a_reload(
     assert sorted(set(parts.stored())) == list(range(6, 13))
     assert completes[-1] == {"md5": f.md5}
     assert object_md5(s3, bucket, srv, upload_id) == f.md5
+    # Checked part by part (s3.direct_verify: parts): the card does not say
+    # the server confirmed the page's whole-file MD5, which it never hashed.
+    done = srv.status(upload_id)
+    assert (done["verified"], done["md5"], done["md5_claimed"]) == ("parts", None, f.md5)
+    expect(card).to_contain_text("every part's MD5 verified by the object store")
+    expect(card).not_to_contain_text("verified by the server")
     # Not one chunk byte through the uploader server; URLs came in batches.
     assert srv.metric(BYTES_IN) == 0
     assert srv.metric("uploader_part_urls_signed_total") >= 13
