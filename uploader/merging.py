@@ -246,8 +246,7 @@ class Merges:
             self._progress[upload_id] = merged
 
         try:
-            if upload.tus is not None and upload.tus.parts:
-                # A tus final upload: its bytes are its partial uploads' chunks.
+            if upload.tus is not None and upload.tus.parts:  # a tus final: its partials' bytes
                 staged = await concat_parts(self.store, self.storage, self.locks, upload,
                                             version, progress)
             else:
