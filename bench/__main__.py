@@ -27,6 +27,8 @@ from .server import uploader_server
 
 KINDS = ["ingest", "complete", "peak_rss", "status", "puts_per_s", "tus_ingest", "peers",
          "page", "locks", "s3", "sweep", "scale"]
+# Measured only when asked for (--only): not part of `make bench`.
+OPT_IN = ["s3concat"]
 GiB = 1 << 30
 
 
@@ -37,13 +39,15 @@ def plan(quick: bool) -> dict:
                 "status_chunks": 2000, "gets": 50, "put_uploads": 50, "put_per": 4,
                 "tus_size": 32 * MiB, "lock_pairs": 100, "s3_size": 32 * MiB,
                 "peer_size": 32 * MiB, "page_size": 32 * MiB, "sweep_rows": 5000,
-                "sweep_probes": 100, "scale_sizes": [0, 2_000], "scale_per": 20}
+                "sweep_probes": 100, "scale_sizes": [0, 2_000], "scale_per": 20,
+                "s3concat_part": 8 * MiB}
     return {"ingest_size": 512 * MiB, "complete": [("64MiB", 64 * MiB), ("1GiB", GiB),
                                              ("4GiB", 4 * GiB)],
             "status_chunks": 10_000, "gets": 200, "put_uploads": 200, "put_per": 20,
             "tus_size": GiB, "lock_pairs": 1000, "s3_size": GiB, "peer_size": GiB,
             "page_size": GiB, "sweep_rows": 100_000, "sweep_probes": 500,
-            "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200}
+            "scale_sizes": [0, 100_000, 1_000_000], "scale_per": 200,
+            "s3concat_part": 32 * MiB}
 
 
 def make_data(path: Path, size: int) -> None:
@@ -173,8 +177,10 @@ async def run(args: argparse.Namespace) -> list[Figure]:
             emit(await F.status_latency(ctx, p["status_chunks"], p["gets"]))
         if "puts_per_s" in kinds:
             await puts_per_s(ctx, p, args.baseline, extra, emit)
-        tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
-        ours_tus = await tus_ours(ctx, tus_runs) if "tus_ingest" in kinds else []
+        if "tus_ingest" in kinds:
+            tus_runs = [(p["tus_size"], 1, 8 * MiB), (p["tus_size"], 4, 8 * MiB)]
+            for fig in await tus_figures(ctx, args, tus_runs, log):
+                emit(fig)
         if "page" in kinds:
             from .page import page_figures
             for fig in await page_figures(ctx, p["page_size"], log, lambda: clean_uploads(ctx),
@@ -189,11 +195,13 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 emit(fig)
         if "locks" in kinds:
             await locks()
-        if "tus_ingest" in kinds:
-            for fig in await tus_figures(ctx, args, tus_runs, ours_tus, log):
-                emit(fig)
         if "s3" in kinds:
-            for fig in await s3_figures(ctx, p["s3_size"], log):
+            for fig in await s3_figures(ctx, p["s3_size"], log, args.baseline):
+                emit(fig)
+        if "s3concat" in kinds:
+            from .s3_concat import s3_concat_figures
+            for fig in await s3_concat_figures(ctx.tmp, ctx.data, p["s3concat_part"], 4,
+                                               ctx.runs, log, args.baseline):
                 emit(fig)
         if "sweep" in kinds:
             await sweep()
@@ -230,15 +238,6 @@ async def puts_per_s(ctx: Ctx, p: dict, baseline: Path | None, extra: dict[str, 
             other.stop()
 
 
-async def tus_ours(ctx: Ctx, runs: list[tuple[int, int, int]]) -> list[dict]:
-    """Our /files/ endpoint (every chunk MD5-recorded, the whole file merged
-    and MD5-verified before the last PATCH is answered)."""
-    from . import tus
-    return [await tus.tus_rate(ctx, ctx.port, ctx.pid, size, streams, patch,
-                               lambda: clean_uploads(ctx))
-            for size, streams, patch in runs]
-
-
 async def clean_uploads(ctx: Ctx) -> None:
     """Every upload of our server removed (after a run that made some)."""
     conn = Conn(ctx.host, ctx.port)
@@ -248,22 +247,22 @@ async def clean_uploads(ctx: Ctx) -> None:
 
 
 async def tus_figures(ctx: Ctx, args: argparse.Namespace, runs: list[tuple[int, int, int]],
-                      ours: list[dict], log) -> list[Figure]:  # type: ignore[no-untyped-def]
-    """Ours next to @tus/server 2 + file-store (no checksums at all), same
-    client, same run; the peer is skipped with --quick (unless --tus)."""
+                      log) -> list[Figure]:  # type: ignore[no-untyped-def]
+    """Our /files/ endpoint (every chunk MD5-recorded, the whole file merged
+    and MD5-verified before the last PATCH is answered) next to @tus/server 2
+    + file-store (no checksums at all): same client, runs taking turns; the
+    peer is skipped with --quick (unless --tus)."""
     from . import tus
-    peer: list[dict] | None = None
     note = "ratio = ours / @tus/server"
+    folder = None
     if args.quick and not args.tus:
         note = "peer skipped (--quick)"
     elif (folder := tus.install(ctx.tmp, log)) is None:
         note = "peer skipped (no npm)"
-    else:
-        try:
-            peer = await tus.peer_rates(ctx, folder, runs)
-        except Exception as exc:  # the peer is optional: never fail the run for it
-            log(f"tus peer failed: {exc!r}")
-            note = "peer skipped (failed)"
+    ours, peer = await tus.side_by_side(ctx, runs, ctx.port, ctx.pid,
+                                        lambda: clean_uploads(ctx), folder, log)
+    if folder is not None and peer is None:
+        note = "peer skipped (failed)"
     figures = []
     for i, ((size, streams, patch), mine) in enumerate(zip(runs, ours)):
         other = peer[i] if peer else None
@@ -301,11 +300,12 @@ async def scale_figures(ctx: Ctx, p: dict, log,  # type: ignore[no-untyped-def]
             create_mysql_db(dsn.rsplit("/", 1)[1], drop=True)
 
 
-async def s3_figures(ctx: Ctx, size: int, log) -> list[Figure]:  # type: ignore[no-untyped-def]
+async def s3_figures(ctx: Ctx, size: int, log,  # type: ignore[no-untyped-def]
+                     baseline: Path | None = None) -> list[Figure]:
     """Proxy vs direct through moto, page-like (bench/s3_upload.py)."""
     from .s3_upload import s3_figures as measure
     try:
-        return await measure(ctx.tmp, ctx.data, size, 8 * MiB, 4, ctx.runs, log)
+        return await measure(ctx.tmp, ctx.data, size, 8 * MiB, 4, ctx.runs, log, baseline)
     except FileNotFoundError as exc:  # moto is in the test extra only
         log(f"s3 figures skipped: {exc}")
         label = f"4x8MiB {size // MiB}MiB"
@@ -320,7 +320,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--mysql-redis", action="store_true",
                         help="MySQL (a bench database it creates) + Redis db 14")
-    parser.add_argument("--only", nargs="*", choices=KINDS, help="measure only these kinds")
+    parser.add_argument("--only", nargs="*", choices=KINDS + OPT_IN,
+                        help="measure only these kinds")
     parser.add_argument("--env", action="append", default=[], metavar="UPLOADER_X_Y=V",
                         help="extra server setting (repeatable), e.g. UPLOADER_STORAGE_FSYNC=false")
     parser.add_argument("--grid", default="1x1,1x8,1x32,4x1,4x8,4x32,16x1,16x8,16x32",
@@ -338,8 +339,8 @@ def main() -> int:
                         help="after the page runs, one more under Chromium's tracing: the "
                              "trace to FILE (chrome://tracing) and a summary on stderr")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="peers, puts_per_s, scale: also measure the server of this "
-                             "checkout (e.g. a worktree of main) in the same runs")
+                        help="peers, s3, s3concat, puts_per_s, scale: also measure the "
+                             "server of this checkout (e.g. a worktree of main) in the same runs")
     parser.add_argument("--sweep-rows", type=int, help="abandoned uploads the sweep figure removes "
                         "(default 100,000; --quick 5,000)")
     args = parser.parse_args()

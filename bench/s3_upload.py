@@ -3,15 +3,21 @@ page-like client: 4 chunks in flight, 8 MiB chunks, each chunk's MD5 hashed
 by the client before it is sent (the page's hashing worker), the whole-file
 MD5 given at init and checked by the server at complete.
 
-    python -m bench --only s3          # part of `make bench` (--quick: 32 MiB)
+    python -m bench --only s3 [--baseline CHECKOUT]   # part of `make bench` (--quick: 32 MiB)
     python bench/s3_upload.py [--size-mib 1024] [--chunk-mib 8] [--parallel 4] [--runs 3]
+                              [--baseline CHECKOUT]
 
 Proxy: each chunk is PUT to the server, which stages it on disk and sends it
 on to S3 (UploadPart); complete hashes the staged copies. Direct: the client
 hashes the chunks in order a window ahead of the senders and asks
 ``POST /upload/{id}/urls`` for the URLs of the chunk needed plus those
 waiting (as the page does), then PUTs each chunk to S3 with its Content-MD5;
-complete assembles the object and reads it back once for the MD5.
+complete assembles the object and checks it by its parts (``s3.direct_verify:
+parts``, the default: nothing read back) or reads it back once for the MD5
+(``direct readback``). With ``--baseline CHECKOUT`` that checkout's server
+runs direct mode too ("baseline direct", its defaults): the before column.
+Every server is started once and each run uploads through all of them in
+turn, so run k of each mode lies in the same minutes.
 
 Timed: init to completed. Beside each mode's MB/s: the uploader server's CPU
 seconds per GiB over the same span (/proc), which direct mode should nearly
@@ -71,9 +77,12 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError(f"moto_server exited ({proc.poll()}) before it listened")
 
 
-def uploader_s3_server(tmp: Path, endpoint: str, bucket: str, direct: bool) -> ServerProcess:
+def uploader_s3_server(tmp: Path, endpoint: str, bucket: str, direct: bool,
+                       root: Path | None = None,
+                       extra_env: dict[str, str] | None = None) -> ServerProcess:
+    """``root``: the checkout whose server runs (default: this one)."""
     port = free_port()
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPLOADER_")}
     env.update({
         "UPLOADER_STORAGE_BACKEND": "s3", "UPLOADER_STORAGE_DATA_DIR": str(tmp / "data"),
@@ -85,6 +94,7 @@ def uploader_s3_server(tmp: Path, endpoint: str, bucket: str, direct: bool) -> S
         "UPLOADER_S3_SECRET_ACCESS_KEY": "bench",
         "UPLOADER_S3_DIRECT": "true" if direct else "false",
         "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root) + os.pathsep + env.get("PYTHONPATH", ""),
+        **(extra_env or {}),
     })
     argv = [sys.executable, "-m", "uploader", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(root / "config.yaml")]
@@ -195,52 +205,66 @@ async def page_like_upload(port: int, pid: int, data: Path, size: int, md5: str,
     t1, c1 = time.perf_counter(), cpu_seconds(pid)
     done = await json_call(api, "POST", f"/upload/{uid}/complete", {"md5": md5})
     t2, c2 = time.perf_counter(), cpu_seconds(pid)
-    assert done["status"] == "completed" and done["md5"] == md5, done
+    # Verified by parts, the server never hashed the file: md5 is null and
+    # ours is kept as the claim it is.
+    shown = done["md5_claimed"] if done.get("verified") == "parts" else done["md5"]
+    assert done["status"] == "completed" and shown == md5, done
     await api.close()
     return uid, [t1 - t0, t2 - t1], [c1 - c0, c2 - c1]
 
 
+# (name, direct mode, extra server env, from the baseline checkout)
+MODES = [("proxy", False, {}, False), ("direct", True, {}, False),
+         ("direct readback", True, {"UPLOADER_S3_DIRECT_VERIFY": "readback"}, False),
+         ("baseline direct", True, {}, True)]
+
+
 async def s3_figures(tmp: Path, data: Path, size: int, chunk: int, parallel: int, runs: int,
-                     log: Callable[[str], None]) -> list[Figure]:
-    """Both modes against one moto_server; two figures: MB/s (direct, next to
-    proxy) and the uploader server's CPU seconds per GiB (direct, next to proxy)."""
+                     log: Callable[[str], None], baseline: Path | None = None) -> list[Figure]:
+    """Every mode against one moto_server, interleaved run by run; figures:
+    MB/s (direct, next to proxy), the uploader server's CPU seconds per GiB
+    (direct, next to proxy), and direct readback's (and the baseline's, with
+    ``baseline``) CPU next to direct's, the before and after of the same run."""
     import botocore.session
     work = tmp / "s3"
     work.mkdir(parents=True, exist_ok=True)
     md5 = await asyncio.to_thread(chunk_md5, data, 0, size)
     moto, endpoint = start_moto(work / "moto.log")
-    rates: dict[str, list[float]] = {"proxy": [], "direct": []}
-    cpu: dict[str, list[float]] = {"proxy": [], "direct": []}  # server s/GiB, init to completed
+    modes = [m for m in MODES if baseline is not None or not m[3]]
+    rates: dict[str, list[float]] = {m[0]: [] for m in modes}
+    cpu: dict[str, list[float]] = {m[0]: [] for m in modes}  # server s/GiB, init to completed
     # [sending, completing] per run: seconds, and server CPU s/GiB
-    phases: dict[str, list[list[float]]] = {"proxy": [], "direct": []}
-    phase_cpu: dict[str, list[list[float]]] = {"proxy": [], "direct": []}
+    phases: dict[str, list[list[float]]] = {m[0]: [] for m in modes}
+    phase_cpu: dict[str, list[list[float]]] = {m[0]: [] for m in modes}
+    servers: dict[str, ServerProcess] = {}
     try:
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         botocore.session.get_session().create_client(
             "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
             aws_secret_access_key="bench").create_bucket(Bucket=bucket)
-        for mode in ("proxy", "direct"):
-            server = await uploader_s3_server(work / mode, endpoint, bucket,
-                                              mode == "direct").start()
-            try:
-                for _ in range(runs):
-                    warm(work / "scratch", 2 * size)
-                    uid, times, used = await page_like_upload(
-                        server.port, server.pid, data, size, md5, chunk, parallel,
-                        mode == "direct")
-                    per_gib = [round(c / (size / GiB), 2) for c in used]
-                    cpu[mode].append(sum(per_gib))
-                    rates[mode].append(size / sum(times) / 1e6)
-                    phases[mode].append([round(t, 2) for t in times])
-                    phase_cpu[mode].append(per_gib)
-                    log(f"s3 {mode}: {sum(times):.2f} s ({times[0]:.2f} sending, {times[1]:.2f} "
-                        f"completing); server CPU {per_gib[0]:.2f} + {per_gib[1]:.2f} s/GiB")
-                    conn = Conn("127.0.0.1", server.port)  # frees moto's memory
-                    await conn.json("DELETE", f"/upload/{uid}", expect=204)
-                    await conn.close()
-            finally:
-                server.stop()
+        for name, direct, env, from_baseline in modes:
+            servers[name] = await uploader_s3_server(
+                work / name.replace(" ", "-"), endpoint, bucket, direct,
+                baseline if from_baseline else None, env).start()
+        for _ in range(runs):
+            for name, direct, _env, _base in modes:
+                server = servers[name]
+                warm(work / "scratch", 2 * size)
+                uid, times, used = await page_like_upload(
+                    server.port, server.pid, data, size, md5, chunk, parallel, direct)
+                per_gib = [round(c / (size / GiB), 2) for c in used]
+                cpu[name].append(sum(per_gib))
+                rates[name].append(size / sum(times) / 1e6)
+                phases[name].append([round(t, 2) for t in times])
+                phase_cpu[name].append(per_gib)
+                log(f"s3 {name}: {sum(times):.2f} s ({times[0]:.2f} sending, {times[1]:.2f} "
+                    f"completing); server CPU {per_gib[0]:.2f} + {per_gib[1]:.2f} s/GiB")
+                conn = Conn("127.0.0.1", server.port)  # frees moto's memory
+                await conn.json("DELETE", f"/upload/{uid}", expect=204)
+                await conn.close()
     finally:
+        for server in servers.values():
+            server.stop()
         moto.terminate()
         moto.wait(30)
     med = {m: statistics.median(v) for m, v in rates.items()}
@@ -248,11 +272,20 @@ async def s3_figures(tmp: Path, data: Path, size: int, chunk: int, parallel: int
     label = f"{parallel}x{chunk // MiB}MiB {size // MiB}MiB"
     extra = {"runs": rates, "server_cpu_s_per_gib": cpu, "send_complete_s": phases,
              "send_complete_server_cpu_s_per_gib": phase_cpu}
-    return [Figure(f"s3_direct {label}", "MB/s", med["direct"], "proxy MB/s", med["proxy"],
-                   med["direct"] / med["proxy"], extra, note="moto on this machine"),
-            Figure(f"s3_server_cpu direct {label}", "s/GiB", cpu_med["direct"],
-                   "proxy s/GiB", cpu_med["proxy"],
-                   cpu_med["direct"] / cpu_med["proxy"] if cpu_med["proxy"] else None, extra)]
+
+    def ratio(a: float, b: float) -> float | None:
+        return a / b if b else None
+    figures = [Figure(f"s3_direct {label}", "MB/s", med["direct"], "proxy MB/s", med["proxy"],
+                      med["direct"] / med["proxy"], extra, note="moto on this machine"),
+               Figure(f"s3_server_cpu direct {label}", "s/GiB", cpu_med["direct"],
+                      "proxy s/GiB", cpu_med["proxy"],
+                      ratio(cpu_med["direct"], cpu_med["proxy"]), extra)]
+    for before in ("direct readback", "baseline direct"):
+        if before in cpu_med:
+            figures.append(Figure(f"s3_server_cpu {before} {label}", "s/GiB", cpu_med[before],
+                                  "proxy s/GiB", cpu_med["proxy"],
+                                  ratio(cpu_med[before], cpu_med["proxy"]), extra))
+    return figures
 
 
 def main() -> int:
@@ -261,6 +294,8 @@ def main() -> int:
     ap.add_argument("--chunk-mib", type=int, default=8)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="another checkout whose server runs direct mode too (the before)")
     args = ap.parse_args()
     size = args.size_mib * MiB
     tmp = Path(tempfile.mkdtemp(prefix="uploader-s3-bench-", dir="/tmp"))
@@ -270,7 +305,8 @@ def main() -> int:
             for _ in range(0, size, 64 * MiB):
                 f.write(os.urandom(min(64 * MiB, size - f.tell())))
         figs = asyncio.run(s3_figures(tmp, data, size, args.chunk_mib * MiB, args.parallel,
-                                      args.runs, lambda m: print(f"# {m}", flush=True)))
+                                      args.runs, lambda m: print(f"# {m}", flush=True),
+                                      args.baseline))
         for fig in figs:
             print(json.dumps(fig.__dict__), flush=True)
     finally:

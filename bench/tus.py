@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from .client import Conn
 from .figures import Ctx, scratch
@@ -101,44 +103,87 @@ async def _req(conn: Conn, method: str, path: str, headers: dict[str, str], f=No
     return status, body
 
 
-async def tus_rate(ctx: Ctx, port: int, pid: int, size: int, streams: int, patch: int,
-                   clean: "callable") -> dict:  # type: ignore[valid-type]
-    """Median MB/s of ``streams`` parallel tus uploads of size/streams bytes
-    each, in ``patch``-byte PATCHes, against the tus server on ``port``: the
-    same client for ours and the peer. ``clean`` runs after each run."""
-    import statistics
-    rates, cpu = [], []
+async def tus_run(ctx: Ctx, port: int, pid: int, size: int, streams: int,
+                  patch: int) -> tuple[float, float]:
+    """One run: ``streams`` parallel tus uploads of size/streams bytes each,
+    in ``patch``-byte PATCHes, against the tus server on ``port`` (the same
+    client for ours and the peer). Returns (MB/s, server CPU %)."""
     part = size // streams
-    for _ in range(ctx.runs):
-        scratch(ctx, 2 * size)
-        s0 = cpu_seconds(pid)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(tus_upload(ctx.host, port, ctx.data, k * part, part, patch)
-                               for k in range(streams)))
-        seconds = time.perf_counter() - t0
-        rates.append(part * streams / seconds / 1e6)
-        cpu.append(100 * (cpu_seconds(pid) - s0) / seconds)
-        await clean()
-    return {"value": statistics.median(rates), "server_cpu_pct": statistics.median(cpu),
-            "runs": rates}
+    scratch(ctx, 2 * size)
+    s0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(tus_upload(ctx.host, port, ctx.data, k * part, part, patch)
+                           for k in range(streams)))
+    seconds = time.perf_counter() - t0
+    return part * streams / seconds / 1e6, 100 * (cpu_seconds(pid) - s0) / seconds
 
 
-async def peer_rates(ctx: Ctx, folder: Path, runs: list[tuple[int, int, int]]) -> list[dict]:
-    """@tus/server + file-store on its own port: one ``tus_rate`` per
-    (size, streams, patch), the server stopped afterwards."""
+class Side:
+    """One server's runs of every shape, summarised as medians."""
+
+    def __init__(self, port: int, pid: int, clean: Callable[[], Awaitable[None]]) -> None:
+        self.port, self.pid, self.clean = port, pid, clean
+        self.rates: dict[int, list[float]] = {}
+        self.cpu: dict[int, list[float]] = {}
+
+    async def once(self, ctx: Ctx, shape: int, size: int, streams: int, patch: int) -> None:
+        rate, cpu = await tus_run(ctx, self.port, self.pid, size, streams, patch)
+        self.rates.setdefault(shape, []).append(rate)
+        self.cpu.setdefault(shape, []).append(cpu)
+        await self.clean()
+
+    def result(self, shape: int) -> dict:
+        return {"value": statistics.median(self.rates[shape]),
+                "server_cpu_pct": statistics.median(self.cpu[shape]),
+                "runs": self.rates[shape]}
+
+
+def start_peer(ctx: Ctx, folder: Path) -> tuple[ServerProcess, Path]:
+    """@tus/server + file-store on its own port."""
     port = free_port()
     store = ctx.tmp / "tus-files"
     store.mkdir(exist_ok=True)
     proc = ServerProcess(["node", str(folder / "server.mjs"), str(port), str(store)], None,
                          folder, port, "/files", ctx.tmp / "tus.log")
     proc.env = None  # type: ignore[assignment]
-    await proc.start()
+    return proc, store
 
-    async def clean() -> None:
-        shutil.rmtree(store, ignore_errors=True)
-        store.mkdir()
+
+async def side_by_side(ctx: Ctx, runs: list[tuple[int, int, int]], ours_port: int,
+                       ours_pid: int, clean_ours: Callable[[], Awaitable[None]],
+                       folder: Path | None, log: Callable[[str], None]
+                       ) -> tuple[list[dict], list[dict] | None]:
+    """Ours and the peer (when ``folder`` holds it) run by run, taking turns:
+    a busy machine slows both alike instead of whichever ran in the bad minute."""
+    sides = {"ours": Side(ours_port, ours_pid, clean_ours)}
+    peer: ServerProcess | None = None
+    if folder is not None:
+        peer, store = start_peer(ctx, folder)
+
+        async def clean_peer() -> None:
+            shutil.rmtree(store, ignore_errors=True)
+            store.mkdir()
+        try:
+            await peer.start()
+            sides["peer"] = Side(peer.port, peer.pid, clean_peer)
+        except Exception as exc:  # the peer is optional: never fail the run for it
+            log(f"tus peer failed to start: {exc!r}")
+            peer = None
     try:
-        return [await tus_rate(ctx, port, proc.pid, size, streams, patch, clean)
-                for size, streams, patch in runs]
+        for run in range(ctx.runs):
+            for shape, (size, streams, patch) in enumerate(runs):
+                for name, side in list(sides.items()):
+                    log(f"tus: run {run + 1}, {streams} stream(s), {name}")
+                    try:
+                        await side.once(ctx, shape, size, streams, patch)
+                    except Exception as exc:
+                        if name == "ours":
+                            raise
+                        log(f"tus peer failed: {exc!r}")
+                        del sides[name]
     finally:
-        proc.stop()
+        if peer is not None:
+            peer.stop()
+    ours = [sides["ours"].result(i) for i in range(len(runs))]
+    other = sides.get("peer")
+    return ours, ([other.result(i) for i in range(len(runs))] if other else None)

@@ -35,17 +35,24 @@ def direct(request: Any) -> bool:
 
 
 @pytest.fixture
+def direct_verify(request: Any) -> str:
+    return getattr(request, "param", "parts")
+
+
+@pytest.fixture
 def more_config(request: Any) -> dict[str, dict[str, Any]]:
     return getattr(request, "param", {})
 
 
 @pytest.fixture
 def config_overrides(s3_server: MotoS3, s3_bucket: str, bucket_cors: Any, direct: bool,
+                     direct_verify: str,
                      more_config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     if bucket_cors is not None:
         s3_server.client.put_bucket_cors(Bucket=s3_bucket,
                                          CORSConfiguration={"CORSRules": bucket_cors})
-    return {"storage": {"backend": "s3"}, "s3": s3_server.config(s3_bucket, direct=direct),
+    return {"storage": {"backend": "s3"},
+            "s3": s3_server.config(s3_bucket, direct=direct, direct_verify=direct_verify),
             **more_config}
 
 
@@ -59,6 +66,9 @@ async def sign(api: Api, uid: str, parts: list[dict[str, Any]]) -> tuple[int, An
     return await api.json("POST", f"/upload/{uid}/urls", {"parts": parts})
 
 
+# Readback: parts without an MD5 may be signed (parts mode needs them all:
+# tests/test_direct_verify.py), complete reads the object once for its MD5.
+@pytest.mark.parametrize("direct_verify", ["readback"], indirect=True)
 async def test_a_batch_of_part_urls_uploads_the_file(api: Api, runtime, s3_server: MotoS3,
                                                      s3_bucket: str) -> None:
     data = random.randbytes(3 * CS + 99)
@@ -106,6 +116,7 @@ async def test_bad_batches_are_refused_by_name(api: Api, parts: Any, message: st
     assert err["error"]["retryable"] is False
 
 
+@pytest.mark.parametrize("direct_verify", ["readback"], indirect=True)
 async def test_part_urls_are_refused_once_the_upload_takes_no_chunks(api: Api, runtime) -> None:
     data = random.randbytes(CS + 10)
     parts = chunks_of(data, CS)
@@ -160,9 +171,9 @@ async def test_part_urls_are_refused_once_the_upload_takes_no_chunks(api: Api, r
                          indirect=True)
 async def test_part_urls_share_the_chunk_puts_rate_limit(api: Api) -> None:
     uid = (await api.init(2 * CS, CS))["upload_id"]  # one token
-    assert (await sign(api, uid, [{"index": 0}]))[0] == 200
-    assert (await api.json("POST", f"/upload/{uid}/chunk/1/url"))[0] == 200
-    resp = await api.call("POST", f"/upload/{uid}/urls", {"parts": [{"index": 1}]})
+    assert (await sign(api, uid, [{"index": 0, "md5": "0" * 32}]))[0] == 200
+    assert (await api.json("POST", f"/upload/{uid}/chunk/1/url", {"md5": "1" * 32}))[0] == 200
+    resp = await api.call("POST", f"/upload/{uid}/urls", {"parts": [{"index": 1, "md5": "1" * 32}]})
     assert resp.code == 429 and int(resp.headers["Retry-After"]) >= 1
 
 

@@ -31,6 +31,9 @@ def config_overrides(request: Any, s3_server: MotoS3,
                      s3_bucket: str) -> dict[str, dict[str, Any]]:
     s3 = s3_server.config(s3_bucket, prefix="u/")
     s3["direct"] = getattr(request, "param", False)  # DIRECT below
+    # Direct uploads here are read back at complete; verified by their parts
+    # (the default): tests/test_direct_verify.py.
+    s3["direct_verify"] = "readback"
     return {"storage": {"backend": "s3"}, "s3": s3, "limits": {"max_chunks": 20_000}}
 
 

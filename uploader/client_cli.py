@@ -187,9 +187,14 @@ def _upload_all(client: UploadClient, args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         url = f"{args.url.rstrip('/')}{upload.get('location', '')}"
-        _emit(args, {"path": path, "upload_id": upload["upload_id"], "size": upload["size"],
-                     "md5": upload["md5"], "url": url},
-              f"{path}\t{upload['upload_id']}\t{upload['md5']}\t{url}")
+        # A direct upload verified by its parts has no server-computed MD5:
+        # the line shows the MD5 this client computed and claimed instead.
+        md5 = upload["md5"] or upload.get("md5_claimed")
+        doc = {"path": path, "upload_id": upload["upload_id"], "size": upload["size"],
+               "md5": md5, "url": url}
+        if upload.get("verified"):
+            doc["verified"] = upload["verified"]
+        _emit(args, doc, f"{path}\t{upload['upload_id']}\t{md5}\t{url}")
     return code
 
 

@@ -3,6 +3,9 @@ into the final's staged file (docs/tus.md, "Concatenation").
 
 Called by the merge saga (``merging.py``) under the final's lock and fence,
 in place of ``Storage.merge``; what follows (record, publish) is the same.
+Local disk: here (a kernel copy and a page-cache MD5). S3: ``concat_s3.py``
+(the partials sealed into objects, the final's parts copied inside S3),
+imported only when the storage is S3.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 from typing import Any
 
 from .errors import UploadError
+from .locks.names import UploadLocks
 from .models import IN_PROGRESS, Upload
 from .storage.base import MissingChunkData, Progress, StagedFile, Storage
 from .storage.fileops import copy_range, unlink_quiet
@@ -21,8 +25,16 @@ from .storage.local import LocalStorage
 from .store.base import MetadataStore
 
 
-async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, version: int,
+def concatenates(storage: object) -> bool:
+    """Whether tus final uploads can be built on this storage (Features)."""
+    # By name: the S3 module (and its client) is loaded only where it is used.
+    return isinstance(storage, LocalStorage) or type(storage).__name__ == "S3Storage"
+
+
+async def concat_parts(store: MetadataStore, storage: Storage, locks: UploadLocks,
+                       final: Upload, version: int,
                        progress: Progress | None = None) -> StagedFile:
+    """``locks``: a partial's own lock (S3 seals each partial under it)."""
     assert final.tus is not None
     parts: list[Upload] = []
     for upload_id in final.tus.parts:
@@ -33,8 +45,11 @@ async def concat_parts(store: MetadataStore, storage: Storage, final: Upload, ve
         parts.append(part)
     if sum(p.size for p in parts) != final.size:
         raise UploadError("conflict", "the partial uploads changed")
-    if not isinstance(storage, LocalStorage):
+    if not concatenates(storage):
         raise UploadError("invalid_request", "concatenation is not offered by this storage")
+    if not isinstance(storage, LocalStorage):
+        from .concat_s3 import concat_s3
+        return await concat_s3(storage, locks, final, parts, version, progress)
     staged: StagedFile = await storage.run(_concat_local, storage, final, parts, version,
                                            progress)
     return staged

@@ -22,26 +22,35 @@ _MD5_RE = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_PART_URLS = 100
 
 
-async def presign_parts(storage: PresignedUploads, upload: Upload,
+async def presign_parts(store: MetadataStore, storage: PresignedUploads, upload: Upload,
                         parts: Sequence[tuple[int, str | None]]) -> list[dict[str, Any]]:
     """One ``{"index", "size", "url", "method", "headers", "expires_in"}`` per
     (index, md5). Refused once the upload no longer takes chunks: merging
     (409, retryable: the merge may fail and reopen it), completed or aborted,
-    or its multipart upload already assembled or gone (409, final)."""
+    or its multipart upload already assembled or gone (409, final). An
+    upload verified by its parts needs every MD5: it is signed into the URL
+    and recorded, and complete checks the part S3 holds against it."""
     if upload.status != IN_PROGRESS:
         raise UploadError("conflict", f"upload is {upload.status}", status=upload.status)
-    for index, _ in parts:
+    by_parts = storage.verifies_parts(upload)
+    for index, md5 in parts:
         if not 0 <= index < upload.total_chunks:
             raise UploadError("invalid_request", "index out of range", index=index,
                               total_chunks=upload.total_chunks)
+        if by_parts and md5 is None:
+            raise UploadError("invalid_request", "md5 is required: this upload is verified by "
+                              "its parts' MD5s", index=index)
     # A direct merge assembles the object before it can hash it: after a
     # refused MD5 the upload is in_progress again but takes no more parts.
     if not await storage.parts_open(upload):
         raise UploadError("conflict", "the object store no longer takes parts for this upload "
                           "(already assembled or removed): start a new upload",
                           status=upload.status, retryable=False)
-    return [{"index": index, "size": upload.chunk_length(index),
-             **await storage.presign_part(upload, index, md5)} for index, md5 in parts]
+    signed = [{"index": index, "size": upload.chunk_length(index),
+               **await storage.presign_part(upload, index, md5)} for index, md5 in parts]
+    if by_parts:  # recorded before any URL is handed out
+        await store.record_signed_parts(upload.upload_id, [(i, m) for i, m in parts if m])
+    return signed
 
 
 async def sync_parts(store: MetadataStore, storage: PresignedUploads, upload: Upload) -> Upload:

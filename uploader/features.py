@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .concat import concatenates
 from .storage.base import (IncrementalMerge, PartLimits, PresignedDownloads, PresignedUploads,
                            SpaceReporting, StagedMerges, Storage, UploadHooks)
-from .storage.local import LocalStorage
 from .storage.tails import Tails, tails_for
 
 
@@ -27,7 +27,7 @@ class Features:
     hooks: UploadHooks | None = None               # per-upload preparation and part limits
     staged: StagedMerges | None = None             # staged merge files recovery can find
     tails: Tails | None = None                     # a tus upload's durable tail (tails.py)
-    concatenation: bool = False                    # tus final uploads from partials' chunks
+    concatenation: bool = False                    # tus final uploads from partials' bytes
 
     @classmethod
     def of(cls, storage: Storage, *, incremental: bool = True) -> "Features":
@@ -43,8 +43,8 @@ class Features:
             hooks=storage if isinstance(storage, UploadHooks) else None,
             staged=storage if isinstance(storage, StagedMerges) else None,
             tails=tails_for(storage),
-            # concat.py reads the partials' chunk files: the local disk only.
-            concatenation=isinstance(storage, LocalStorage),
+            # concat.py: local disk, and S3 (concat_s3.py: parts copied inside S3).
+            concatenation=concatenates(storage),
         )
 
     @property

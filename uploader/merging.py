@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from . import event_model as events
 from .concat import concat_parts
@@ -32,11 +33,14 @@ from .event_model import Event
 from .events.recorder import EventLog
 from .features import Features
 from .locks.names import UploadLocks
-from .merge_queue import RedisMergeQueue, await_outcome
+from .merge_outcome import await_outcome
 from .metrics import Metrics
 from .models import ABORTED, COMPLETED, FAILED, IN_PROGRESS, MERGING, Upload, utcnow
 from .storage.base import MissingChunkData, StagedFile, Storage
 from .store.base import MetadataStore
+
+if TYPE_CHECKING:  # the Redis client is imported only where the queue is on
+    from .merge_queue import RedisMergeQueue
 
 log = logging.getLogger("uploader.merge")
 MAX_MISSING_LISTED = 1000
@@ -223,6 +227,8 @@ class Merges:
                 await self.store.finish_merge(upload_id, version, status=IN_PROGRESS)
                 check_complete(upload)
             upload.chunks = await self.store.get_chunks(upload_id)
+            if self.features.direct is not None:  # what each part URL was signed for
+                upload.signed_parts = await self.store.signed_parts(upload_id)
             return await self._merge_locked(upload, version, md5 or upload.md5, held.token)
 
     async def _merge_locked(self, upload: Upload, version: int, expected: str | None,
@@ -240,9 +246,9 @@ class Merges:
             self._progress[upload_id] = merged
 
         try:
-            if upload.tus is not None and upload.tus.parts:
-                # A tus final upload: its bytes are its partial uploads' chunks.
-                staged = await concat_parts(self.store, self.storage, upload, version, progress)
+            if upload.tus is not None and upload.tus.parts:  # a tus final: its partials' bytes
+                staged = await concat_parts(self.store, self.storage, self.locks, upload,
+                                            version, progress)
             else:
                 staged = await self.storage.merge(upload, version, progress)
         except MissingChunkData as exc:
@@ -273,16 +279,18 @@ class Merges:
             await asyncio.shield(self._merge_failed(
                 upload, version, UploadError("internal", "merge failed")))
             raise
-        if expected and staged.md5 != expected:
+        # staged.md5 None: verified by its parts, never hashed whole (with_claim).
+        if expected and staged.md5 is not None and staged.md5 != expected:
             await self.storage.discard(staged)
             error = UploadError("checksum_mismatch", "file MD5 differs from the one given",
                                 expected=expected, actual=staged.md5)
             await self._merge_failed(upload, version, error)
             raise error
+        staged = staged.with_claim(expected)
         now = utcnow()
         done_event = self.events.make(events.COMPLETED, upload.replace(
             status=COMPLETED, md5=staged.md5, storage_key=staged.key, error=None,
-            updated_at=now))
+            updated_at=now, verified=staged.verified))
         if not await self._record_completed(upload_id, version, staged, done_event, now):
             # A newer merger took over while we were paused: its result wins.
             # Only our own version-named staged file goes; the rest is theirs.
@@ -330,7 +338,7 @@ class Merges:
         try:
             return await store.finish_merge(upload_id, version, status=COMPLETED,
                                             md5=staged.md5, storage_key=staged.key,
-                                            event=event, at=at)
+                                            event=event, at=at, verified=staged.verified)
         except Unavailable:
             log.warning("finish_merge of %s version %d: outcome unknown, re-reading",
                         upload_id, version)
@@ -347,7 +355,7 @@ class Merges:
                 # event); fenced, so retry it.
                 return await store.finish_merge(upload_id, version, status=COMPLETED,
                                                 md5=staged.md5, storage_key=staged.key,
-                                                event=event, at=at)
+                                                event=event, at=at, verified=staged.verified)
             except Unavailable:
                 if attempt == SETTLE_ATTEMPTS - 1:
                     raise

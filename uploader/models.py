@@ -18,6 +18,8 @@ ABORTED = "aborted"
 STATUSES = (IN_PROGRESS, MERGING, COMPLETED, FAILED, ABORTED)
 # Uploads the expiry sweep may remove once idle past the TTL.
 EXPIRABLE = (IN_PROGRESS, FAILED)
+# Upload.verified of a direct upload completed without reading it back.
+PARTS_VERIFIED = "parts"
 
 
 def utcnow() -> datetime:
@@ -87,6 +89,9 @@ class Upload:
     # The chunk records themselves, when a caller loaded them (a merge does:
     # the storage checks what it folded ahead against them).
     chunks: list[ChunkRecord] | None = None
+    # index -> the MD5 its direct part URL was last signed for, when a
+    # caller loaded them (a merge of a direct upload does).
+    signed_parts: dict[int, str] | None = None
     # Newest chunk arrival: activity that counts for expiry besides updated_at.
     last_chunk_at: datetime | None = None
     # Last merge failure, e.g. a whole-file checksum mismatch (JSON-able).
@@ -101,6 +106,11 @@ class Upload:
     # Bytes a running merge got through, as last reported by whichever
     # process runs it (the merge queue); shown while merging, never stored.
     merged_bytes: int | None = None
+    # How the completed file was verified: None when the server hashed all
+    # of it (md5 is then the file's), PARTS_VERIFIED for a direct upload
+    # checked part by part (docs/s3.md): the server never saw the whole
+    # file, so md5 holds only what the client claimed.
+    verified: str | None = None
 
     @property
     def size_known(self) -> bool:
@@ -143,6 +153,12 @@ class Upload:
             doc["expires_at"] = isoformat(self.last_activity + timedelta(seconds=ttl_seconds))
         if self.status == COMPLETED:
             doc["location"] = f"/files/{self.upload_id}"
+            if self.verified == PARTS_VERIFIED:
+                # md5 stays what the server computed itself: nothing, here.
+                doc["md5"] = None
+                doc["verified"] = PARTS_VERIFIED
+                if self.md5:
+                    doc["md5_claimed"] = self.md5
         if self.error:
             doc["error"] = with_retryable(self.error)
         return doc

@@ -8,7 +8,9 @@ here rather than by the storage alone:
   published (and must not be swept away as a stray ``.part``);
 - an upload left ``merging`` by a dead process: back to ``in_progress``, so
   the client's next complete merges again. A merge alive on another instance
-  holds the upload's lock and is left alone;
+  holds the upload's lock and is left alone. A tus final upload holds no
+  chunks of its own: what the storage holds of it then is its dead merge's
+  (S3: the multipart upload its concat was building), removed with it;
 - merged files in the making that can never be published (up to the
   upload's size each): removed at once rather than after
   ``storage.stale_part_age``, see :func:`remove_dead_merges`;
@@ -62,9 +64,20 @@ async def return_interrupted_merges(service: "UploadService") -> int:
             async with service.locks.upload(upload.upload_id, wait=0):
                 if await service.store.set_status(upload.upload_id, IN_PROGRESS, (MERGING,)):
                     returned += 1
+                    if upload.tus is not None and upload.tus.parts:
+                        await _drop_dead_concat(service, upload.upload_id)
         except LockTimeout:
             continue
     return returned
+
+
+async def _drop_dead_concat(service: "UploadService", upload_id: str) -> None:
+    try:
+        await service.storage.delete_chunks(upload_id)
+    except Unavailable:
+        raise
+    except Exception:  # left to the final's removal (delete, expiry) or its next merge
+        log.exception("could not remove what the interrupted merge of %s left", upload_id)
 
 
 async def remove_dead_merges(service: "UploadService", *, at_start: bool) -> int:

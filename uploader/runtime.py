@@ -12,6 +12,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import redis_keys
 from .auth import Authenticator
@@ -25,7 +26,6 @@ from .health import Health
 from .hooks import PreCreateHook
 from .locks.base import Locks
 from .locks.names import UploadLocks
-from .merge_queue import RedisMergeQueue
 from .merging import Merges
 from .metrics import Metrics, TimedLocks
 from .ratelimit import RateLimiter
@@ -36,6 +36,9 @@ from .shutdown import Drain
 from .storage.base import Storage
 from .store.base import MetadataStore
 from .tus.service import TusService
+
+if TYPE_CHECKING:  # the Redis client is imported only where the queue is on
+    from .merge_queue import RedisMergeQueue
 
 log = logging.getLogger("uploader")
 
@@ -188,6 +191,7 @@ class Runtime:
 def make_merge_queue(config: Config) -> RedisMergeQueue | None:
     if config.merge.queue != "redis":
         return None
+    from .merge_queue import RedisMergeQueue
     # On locks.redis_url, whatever the lock backend: the stream needs Redis.
     stream = redis_keys.key_prefix(config.locks, redis_keys.MERGES)
     return RedisMergeQueue(config.locks.redis_url, stream, config.locks.ttl,

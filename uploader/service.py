@@ -292,7 +292,7 @@ class UploadService:
         upload = await self.get(owner, upload_id, with_chunks=False)
         if self.merges.running(upload_id):
             upload = upload.replace(status=MERGING)  # merging here, not yet recorded
-        return await direct.presign_parts(self.features.direct, upload, parts)
+        return await direct.presign_parts(self.store, self.features.direct, upload, parts)
 
     # -- complete ----------------------------------------------------------
 
@@ -326,8 +326,9 @@ class UploadService:
 
     @staticmethod
     def _same_md5(upload: Upload, md5: str | None) -> Upload:
-        if md5 and upload.md5 and md5 != upload.md5:
-            raise UploadError("checksum_mismatch", "the completed file has a different MD5",
+        if md5 and upload.md5 and md5 != upload.md5:  # verified by parts: md5 is a claim
+            what = "was claimed with another MD5" if upload.verified else "has a different MD5"
+            raise UploadError("checksum_mismatch", f"the completed file {what}",
                               expected=md5, actual=upload.md5)
         return upload
 

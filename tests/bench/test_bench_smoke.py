@@ -48,3 +48,19 @@ def test_bench_quick_prints_every_figure() -> None:
     # The table is printed too, one row per figure.
     for name in names:
         assert f"\n{name} " in out
+
+
+@pytest.mark.timeout(120)
+def test_bench_s3concat_prints_its_figures() -> None:
+    """The opt-in S3 concatenation figures (not part of `make bench`)."""
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "s3concat"],
+                         cwd=REPO_ROOT, check=True, capture_output=True, text=True,
+                         timeout=110).stdout
+    figures = {f["name"]: f for f in (json.loads(line) for line in out.splitlines()
+                                      if line.startswith("{"))}
+    assert sorted(figures) == ["s3_concat final of 4x8MiB",
+                               "s3_concat_server_cpu final of 4x8MiB"]
+    timed = figures["s3_concat final of 4x8MiB"]
+    assert timed["value"] and timed["ref_value"], timed
+    # CPU is counted in clock ticks: a short complete may show 0 on a quick run.
+    assert figures["s3_concat_server_cpu final of 4x8MiB"]["value"] is not None

@@ -5,6 +5,7 @@ hold them, or refuse an expired URL as S3 would: moto checks no expiry)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -13,12 +14,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
 from support import REPO_ROOT, MiB, ServerProcess, file_md5, md5, wait_until, write_random
 from support.s3 import MotoS3
-from uploader.client import UploadClient, _PartUrls
+from uploader.client import UploadClient, UploadClientError, _PartUrls
 
 from .proxy import ChunkProxy
 from .test_client_cli_e2e import CLI, _env
@@ -98,7 +100,8 @@ def test_python_client_stopped_midway_resumes_sending_only_missing_parts(
     seen: list[int] = []
     client = make_client(d.server.url, parallel=2, chunk_size=CS)
     done = client.upload(src, resume_state=box, progress=lambda s, t: seen.append(s))
-    assert done["upload_id"] == upload_id and done["md5"] == whole and box.cleared
+    assert done["upload_id"] == upload_id and box.cleared
+    assert done["md5_claimed"] == whole and done["verified"] == "parts"
     again = d.part_puts()[len(first):]
     assert sorted(again) == sorted(set(range(7)) - set(before["received"]))
     assert seen[0] == sum(min(CS, src.stat().st_size - i * CS) for i in before["received"])
@@ -151,7 +154,7 @@ def test_expired_urls_are_renewed_mid_upload(
 
     client = make_client(d.server.url, parallel=1, chunk_size=CS, backoff=0.01)
     done = client.upload(src, progress=hold_after_first_chunk)
-    assert done["md5"] == whole and d.object_md5(done) == whole
+    assert done["md5_claimed"] == whole and d.object_md5(done) == whole
     after = [e for e in d.store.puts("200") if e.chunk_index != 0]
     assert sorted(e.chunk_index for e in after) == [1, 2, 3]
     # X-Amz-Date has whole seconds: signed after the pause began, renewed.
@@ -217,3 +220,37 @@ def test_cli_direct_killed_midway_resumes_then_downloads_and_links(
     assert url.startswith(f"{d.server.url}/files/{upload_id}?expires=")
     with urllib.request.urlopen(url, timeout=60) as resp:  # no token; follows to the store
         assert resp.url.startswith(d.store.url) and md5(resp.read()) == whole
+
+
+def test_download_checks_the_claimed_md5_of_an_upload_verified_by_parts(
+        direct: Callable[..., Direct], make_client: Callable[..., UploadClient],
+        tmp_path: Path) -> None:
+    """The server never hashed a file verified by its parts: the client's
+    download checks the uploader's claimed MD5 end to end instead, so a claim
+    that is not the file (a mislabelled chunk, say) is caught there."""
+    d = direct()
+    data = bytes(range(256)) * (CS // 256) + b"tail"
+    client = make_client(d.server.url)
+    for claim, ok in ((md5(data), True), ("0" * 32, False)):
+        _, up = client._json("POST", "/upload/init", {"filename": "c.bin", "size": len(data),
+                                                      "chunk_size": CS, "md5": claim}, ok=(201,))
+        parts = [data[:CS], data[CS:]]
+        _, doc = client._json("POST", f"/upload/{up['upload_id']}/urls", {
+            "parts": [{"index": i, "md5": md5(p)} for i, p in enumerate(parts)]})
+        for signed in doc["parts"]:
+            url = urlsplit(signed["url"])
+            conn = http.client.HTTPConnection(url.netloc, timeout=60)
+            conn.request("PUT", f"{url.path}?{url.query}", body=parts[signed["index"]],
+                         headers=signed["headers"])
+            assert conn.getresponse().status == 200
+            conn.close()
+        _, done = client._json("POST", f"/upload/{up['upload_id']}/complete", {})
+        assert (done["verified"], done["md5"], done["md5_claimed"]) == ("parts", None, claim)
+        dest = tmp_path / f"{claim[:4]}.bin"
+        if ok:
+            client.download(up["upload_id"], dest)
+            assert dest.read_bytes() == data
+        else:
+            with pytest.raises(UploadClientError) as info:
+                client.download(up["upload_id"], dest)
+            assert info.value.code == "checksum_mismatch" and not dest.exists()

@@ -257,6 +257,30 @@ async def test_delete_upload_removes_chunks(io_loop, store):
     await store.delete_upload(gone.upload_id)  # again: no error
 
 
+async def test_signed_parts_and_parts_verification(io_loop, store):
+    """Direct uploads verified by parts: the MD5 each part URL was signed for
+    (the latest signing of an index wins), and a completion that records
+    ``verified`` next to the client's claimed MD5; both go with the upload."""
+    upload, other = new_upload(md5=MD5_A), new_upload()
+    for u in (upload, other):
+        await store.create_upload(u)
+    assert await store.signed_parts(upload.upload_id) == {}
+    await store.record_signed_parts(upload.upload_id, [(0, MD5_A), (2, MD5_B)])
+    await store.record_signed_parts(upload.upload_id, [(2, MD5_A), (1, MD5_B), (1, MD5_A)])
+    await store.record_signed_parts(other.upload_id, [(0, MD5_B)])
+    assert await store.signed_parts(upload.upload_id) == {0: MD5_A, 1: MD5_A, 2: MD5_A}
+    version = await store.begin_merge(upload.upload_id, [IN_PROGRESS])
+    assert await store.finish_merge(upload.upload_id, version, status=COMPLETED,
+                                    storage_key="k", verified="parts")
+    done = await store.get_upload(upload.upload_id)
+    assert (done.md5, done.verified) == (MD5_A, "parts")
+    assert (done.to_json()["md5"], done.to_json()["md5_claimed"]) == (None, MD5_A)
+    await store.delete_upload(upload.upload_id)
+    await store.delete_uploads([other.upload_id])
+    assert await store.signed_parts(upload.upload_id) == {}
+    assert await store.signed_parts(other.upload_id) == {}
+
+
 async def test_find_expired_counts_last_activity(io_loop, store):
     now = utcnow()
     cutoff = now - timedelta(days=7)

@@ -115,8 +115,11 @@ async def test_migration_recounts_rows_written_before_the_counters(io_loop,
     await store.open()
     for status in (IN_PROGRESS, IN_PROGRESS, MERGING, COMPLETED, ABORTED):
         await store.create_upload(new_upload("alice", status=status, created_at=utcnow()))
-    # Back to step 7 as an older version left it: no counters at all.
+    # Back to step 7 as an older version left it: no counters at all, and
+    # nothing of the later steps (step 9's column and table).
     await store._write("DELETE FROM upload_counts")
+    await store._write("ALTER TABLE uploads DROP COLUMN verified")
+    await store._write("DROP TABLE signed_parts")
     await store._write("DELETE FROM schema_version WHERE version >= 8")
     assert await store.count_by_status() == {}
     await store.migrate()

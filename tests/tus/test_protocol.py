@@ -104,6 +104,29 @@ async def test_create_head_patch_complete(api: Api) -> None:
     assert resp.headers["Upload-Offset"] == str(len(data))
 
 
+async def test_patches_write_the_chunks_they_fill_in_place(api: Api, runtime: Any) -> None:
+    """A PATCH costs what chunk PUTs cost: every chunk it writes from its
+    start goes in place into the upload's data file (nothing received aside,
+    nothing copied at commit). Only the chunk a PATCH continues from a tail
+    is received aside: its first bytes were written, and claimed, before."""
+    data = os.urandom(200 * KiB)  # chunks 0-2 of 64 KiB and 8 KiB of chunk 3
+    location = await create(api, len(data))
+    stats = runtime.storage.write_stats
+    start = dict(stats)
+
+    def writes() -> tuple[int, int]:
+        return stats["in_place"] - start["in_place"], stats["aside"] - start["aside"]
+    assert (await patch(api, location, 0, data[:128 * KiB])).code == 204
+    assert writes() == (2, 0)
+    assert (await patch(api, location, 128 * KiB, data[128 * KiB:150 * KiB])).code == 204
+    assert writes() == (3, 0)  # chunk 2 in place, its 22 KiB copied out as the tail
+    resp = await patch(api, location, 150 * KiB, data[150 * KiB:])
+    assert resp.code == 204 and writes() == (4, 1)  # chunk 2 again (aside), chunk 3
+    status = await api.status(location.rsplit("/", 1)[1])
+    assert status["status"] == "completed" and status["md5"] == hashlib.md5(data).hexdigest()
+    assert (await api.call("GET", path_of(location))).body == data
+
+
 async def test_refusals(api: Api) -> None:
     location = await create(api, 1000)
     resp = await api.call("POST", "/files/", raw=b"", headers={"Upload-Length": "5"})
@@ -219,14 +242,18 @@ async def test_checksum_mismatch_is_460_and_drops_the_bytes(api: Api) -> None:
     assert (await api.status(location.rsplit("/", 1)[1]))["status"] == "completed"
 
 
-async def test_deferred_length(api: Api) -> None:
+async def test_deferred_length(api: Api, runtime: Any) -> None:
     data = os.urandom(100 * KiB)
+    in_place = runtime.storage.write_stats["in_place"]
     location = await create(api, None, **{"Upload-Defer-Length": "1"})
     resp = await head(api, location)
     assert resp.headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in resp.headers
     uid = location.rsplit("/", 1)[1]
     assert (await api.status(uid))["size"] is None
     assert (await patch(api, location, 0, data[:70 * KiB])).code == 204
+    # Received aside while the length is unknown: a dropped PATCH's bytes
+    # must not lie past the length declared later, in the file merge links.
+    assert runtime.storage.write_stats["in_place"] == in_place
     resp = await patch(api, location, 70 * KiB, data[70 * KiB:],
                        **{"Upload-Length": str(len(data))})
     assert resp.code == 204 and resp.headers["Upload-Offset"] == str(len(data))

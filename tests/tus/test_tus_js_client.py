@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from support import ServerProcess, file_md5
 from support.node import NodeUpload
+from support.s3 import MotoS3
 
 from .helpers import TUS, MiB, get_json, make_file
 
@@ -61,6 +63,35 @@ def test_parallel_uploads_concatenate_into_one_file(server: ServerProcess, tus_j
     assert len(partial_urls) == 4
     for url in partial_urls:
         assert server.call("HEAD", path_of(url), headers=TUS).code == 404
+    assert [u["upload_id"] for u in get_json(server, "/uploads")["uploads"]] == [uid]
+
+
+@pytest.mark.parametrize("size", [24 * MiB + 7, 9 * MiB + 7], ids=["copied", "short-joined"])
+def test_parallel_uploads_on_s3(start_server: Callable[..., ServerProcess], s3_server: MotoS3,
+                                s3_bucket: str, tus_js_client: Path, tmp_path: Path,
+                                size: int) -> None:
+    """Four partials in the bucket, one final built from them inside S3: 6 MiB
+    partials are copied part for part; 2.25 MiB ones are read and joined into
+    parts of at least 5 MiB (docs/tus.md, "Concatenation")."""
+    server = start_server({"storage.backend": "s3", "s3.download": "stream",
+                           **{f"s3.{k}": v for k, v in s3_server.config(
+                               s3_bucket, prefix="u/").items()}})
+    data = make_file(tmp_path / "parallel.bin", size)
+    client = NodeUpload(tus_js_client, endpoint=server.url + "/files/", file=str(data),
+                        parallelUploads=4)
+    outcome = client.finish()
+    assert outcome["e"] == "success", client.events
+    posts = client.responses("POST")
+    assert len(posts) == 5 and all(p["status"] == 201 for p in posts)  # 4 partials + final
+    uid = upload_id(outcome["url"])
+    status = get_json(server, f"/upload/{uid}/status")
+    assert status["status"] == "completed" and status["md5"] == file_md5(data)
+    assert server.download_md5(f"/files/{uid}") == file_md5(data)
+    for url in {p["url"] for p in client.responses("PATCH")}:
+        assert server.call("HEAD", path_of(url), headers=TUS).code == 404
+    # Only the final object is left: no partial object, tail or multipart upload.
+    assert s3_server.keys(s3_bucket) == [f"u/{uid}_parallel.bin"]
+    assert s3_server.open_uploads(s3_bucket) == []
     assert [u["upload_id"] for u in get_json(server, "/uploads")["uploads"]] == [uid]
 
 

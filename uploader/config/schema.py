@@ -90,6 +90,11 @@ class S3Config:
     addressing_style: str = "auto"
     # Clients PUT chunk bytes straight to S3 through presigned URLs.
     direct: bool = False
+    # How complete verifies a direct upload: parts (each part's Content-MD5 is
+    # signed into its URL, the object's ETag must be the multipart ETag of the
+    # recorded part MD5s; nothing read back) or readback (the whole object is
+    # read once and its MD5 computed). docs/s3.md says what parts cannot prove.
+    direct_verify: str = "parts"
     # Seconds a presigned URL (part upload or download) stays valid.
     presign_expiry: int = 300
     # redirect: 302 to a presigned GET; stream: the server relays the bytes.

@@ -144,6 +144,8 @@ def _s3_checks(c: Config) -> Iterable[Check]:
     s3 = c.s3
     yield (s3.download in ("redirect", "stream"), "s3.download must be one of: redirect, stream",
            ("s3.download",))
+    yield (s3.direct_verify in ("parts", "readback"),
+           "s3.direct_verify must be one of: parts, readback", ("s3.direct_verify",))
     yield (s3.addressing_style in ("auto", "path", "virtual"),
            "s3.addressing_style must be one of: auto, path, virtual", ("s3.addressing_style",))
     # SigV4 presigned URLs live at most 7 days.

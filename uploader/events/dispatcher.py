@@ -15,14 +15,17 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from ..config import EventsConfig, WebhooksConfig
 from ..metrics import Metrics
 from ..models import utcnow
 from ..store.base import MetadataStore
 from ..store.outbox import new_token
-from .stream import StreamSink
-from .webhooks import WebhookSender
+
+if TYPE_CHECKING:  # their clients are imported only where they are configured
+    from .stream import StreamSink
+    from .webhooks import WebhookSender
 
 log = logging.getLogger("uploader.events")
 PRUNE_EVERY = 300.0  # seconds between removals of events past retention
@@ -34,11 +37,15 @@ class Dispatcher:
         self.config = config
         self.store = store
         self.metrics = metrics
-        self.stream = (StreamSink(config.redis_url, config.stream, config.stream_maxlen)
-                       if config.redis_url else None)
+        self.stream: StreamSink | None = None
+        if config.redis_url:
+            from .stream import StreamSink
+            self.stream = StreamSink(config.redis_url, config.stream, config.stream_maxlen)
         self.endpoints = list(webhooks.endpoints)
-        self.sender = (WebhookSender(webhooks, store, metrics, config.poll_interval)
-                       if self.endpoints else None)
+        self.sender: WebhookSender | None = None
+        if self.endpoints:
+            from .webhooks import WebhookSender
+            self.sender = WebhookSender(webhooks, store, metrics, config.poll_interval)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False

@@ -94,7 +94,10 @@ class FileHandler(BaseHandler):
                 self.redirect(url, status=302)
                 return
         self.set_header("Accept-Ranges", "bytes")
-        etag = f'"{upload.md5}"' if upload.md5 else None
+        # Verified by parts, md5 is a client's unchecked claim: not shown as
+        # the validator. The file never changes once completed, so its id is.
+        etag = f'"{upload.upload_id}"' if upload.verified else \
+            f'"{upload.md5}"' if upload.md5 else None
         range_header = self.request.headers.get("Range")
         if_range = self.request.headers.get("If-Range")
         if if_range is not None and (etag is None or if_range.strip() != etag):

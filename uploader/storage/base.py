@@ -8,7 +8,7 @@ in ``uploads.storage_key``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, runtime_checkable
 
 from ..models import Upload
@@ -68,9 +68,17 @@ class StagedFile:
     upload_id: str
     version: int
     key: str
-    md5: str
+    # The whole file's MD5 as the storage computed it; None when it did not
+    # hash the file (a direct upload verified by its parts: ``verified``).
+    md5: str | None
     size: int
     handle: object = None  # backend-private (a temp path, a multipart id, ...)
+    verified: str | None = None  # Upload.verified of the result
+
+    def with_claim(self, md5: str | None) -> "StagedFile":
+        """Not hashed whole (md5 None): record the client's MD5 as md5, a
+        claim that ``verified`` qualifies, never checked."""
+        return self if self.md5 is not None else replace(self, md5=md5)
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,11 @@ class PresignedUploads(Protocol):
     async def parts_open(self, upload: Upload) -> bool:
         """Whether the object store still takes parts of this upload (one
         cheap request; False once it was completed or aborted)."""
+
+    def verifies_parts(self, upload: Upload) -> bool:
+        """Whether complete checks this upload by its parts' signed MD5s
+        (nothing read back): each part URL then needs its MD5, and the
+        caller records it (``MetadataStore.record_signed_parts``)."""
 
 
 @runtime_checkable

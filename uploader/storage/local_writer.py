@@ -5,8 +5,8 @@ each piece is written at its offset of the upload's data file as it streams
 in; ``sync`` joins the upload's flush barrier; ``commit`` only tells the
 incremental fold and lets the claim go. Nothing is copied afterwards.
 
-**Aside** (the chunk was written or claimed before, or a tus tail needs a
-file of its own): the body streams into ``chunk_<index>.<rand>.part``. At
+**Aside** (the chunk was written or claimed before, or a tus upload whose
+length is still deferred): the body streams into ``chunk_<index>.<rand>.part``. At
 ``commit``, under the upload's lock, its MD5 is compared with the bytes in
 place: the same, and nothing is written (a re-send changes nothing);
 different, and the chunk's record is cleared first, then the bytes are
@@ -109,6 +109,12 @@ class LocalChunkWriter(StagedWriter):
         # upload of deferred length has none yet.
         assert self._part is not None
         return os.stat(self._part).st_size
+
+    def copy_written(self, dst: int) -> None:
+        """Copy what this in-place writer wrote to the start of ``dst`` (a
+        tus tail taken out of the data file)."""
+        assert self._part is None and self._files is not None
+        copy_at(self._files.data_fd, self._offset, dst, 0, self._written)
 
     def _same_in_place(self, md5: str) -> bool:
         assert self._files is not None

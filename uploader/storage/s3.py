@@ -14,16 +14,17 @@ matches the part S3 holds. The Storage split maps to S3 like this:
   with its exact size; the whole-file MD5 is hashed from the staged copies in
   order. When some copies are not on this disk (direct mode, or another
   instance received the chunk) the parts cannot be read before completion,
-  so merge completes the upload and hashes the object once, server-side.
+  so merge completes the upload and hashes the object once, server-side;
+  or, in direct mode with ``direct_verify: parts``, checks the parts' ETags
+  against the MD5s their URLs were signed for instead (s3_verify.py).
 - publish: ``CompleteMultipartUpload`` (nothing left when merge completed).
-- discard: nothing; the multipart upload stays open for a retry. A stale
-  merger (fenced out by merge_version) thus never aborts or completes it.
+- discard: nothing; the multipart upload stays open for a retry (a stale
+  merger never aborts or completes it), except a tus concat's own: aborted.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
@@ -36,18 +37,19 @@ from botocore.exceptions import ClientError
 
 from ..config import ConfigError, S3Config
 from ..errors import Unavailable, UploadError
-from ..models import Upload
+from ..models import PARTS_VERIFIED, Upload
 from ..naming import is_upload_id
 from .base import MissingChunkData, PartLimits, Progress, StagedFile, StoredPart
 from .fileops import create_exclusive
 from .layout import FILE_MODE, Layout
 from .local import LocalStorage
 from .s3_checks import check_bucket, check_bucket_cors
-from .s3_util import GONE, S3ChunkWriter, b64, client_kwargs, error_code, translate
+from .s3_util import (GONE, S3ChunkWriter, abort_upload, b64, client_kwargs, error_code,
+                      hash_files, open_uploads, translate)
+from .s3_verify import Complete, HeadEtag, merge_by_parts, verifies_by_parts
 
 MiB, GiB = 1 << 20, 1 << 30
 S3_LIMITS = PartLimits(min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000)
-HASH_PIECE = 4 * MiB
 
 
 class S3Storage:
@@ -121,7 +123,11 @@ class S3Storage:
             return None  # S3 needs >= 1 part: an empty file is one PutObject
         resp = await self._call("create_multipart_upload", Key=self.key_for(upload),
                                 ContentType="application/octet-stream")
-        return {"s3_upload_id": resp["UploadId"]}
+        state = {"s3_upload_id": resp["UploadId"]}
+        if self.cfg.direct and self.cfg.direct_verify == PARTS_VERIFIED:
+            # Decided once per upload: its part URLs then need an MD5 to sign.
+            state["verify"] = PARTS_VERIFIED
+        return state
 
     def _upload_id(self, upload: Upload) -> str:
         state = upload.backend_state or {}
@@ -165,6 +171,11 @@ class S3Storage:
             return []
         return await self._list_parts(self.key_for(upload), self._upload_id(upload))
 
+    def verifies_parts(self, upload: Upload) -> bool:
+        # Chosen at init (its backend_state) and still configured.
+        return self.cfg.direct and self.cfg.direct_verify == PARTS_VERIFIED \
+            and verifies_by_parts(upload)
+
     async def parts_open(self, upload: Upload) -> bool:
         if upload.total_chunks == 0:
             return False
@@ -204,7 +215,15 @@ class S3Storage:
             return StagedFile(upload.upload_id, version, key, hashlib.md5(b"").hexdigest(), 0,
                               {"empty": True})
         parts = await self.list_parts(upload)
-        if parts is None:
+        by_index = None if parts is None else {p.index: p for p in parts}
+        if by_index is not None and (missing := [
+                i for i in range(upload.total_chunks)
+                if i not in by_index or by_index[i].size != upload.chunk_length(i)]):
+            raise MissingChunkData(missing)
+        if self.verifies_parts(upload) and (staged := await merge_by_parts(
+                upload, version, key, by_index, self._completer(upload), self._head_etag(key))):
+            return staged
+        if by_index is None:
             # An earlier merge completed it (a superseded merger, or a
             # checksum mismatch): hash what it built.
             size = await self.file_size(key)
@@ -212,11 +231,6 @@ class S3Storage:
                 raise UploadError("conflict", "the upload's parts are gone; start a new upload")
             md5 = await self._hash_object(key, upload.size, progress)
             return StagedFile(upload.upload_id, version, key, md5, upload.size, {"completed": True})
-        by_index = {p.index: p for p in parts}
-        missing = [i for i in range(upload.total_chunks)
-                   if i not in by_index or by_index[i].size != upload.chunk_length(i)]
-        if missing:
-            raise MissingChunkData(missing)
         etags = [{"PartNumber": i + 1, "ETag": f'"{by_index[i].etag}"'}
                  for i in range(upload.total_chunks)]
         staged_md5: str | None = None if self.cfg.direct else await self.local.run(
@@ -231,21 +245,8 @@ class S3Storage:
 
     def _hash_staged(self, upload: Upload, progress: Progress | None) -> str | None:
         """MD5 of the staged copies in order; None unless all are here."""
-        paths = [self.local.chunk_path(upload.upload_id, i) for i in range(upload.total_chunks)]
-        try:
-            if any(os.stat(p).st_size != upload.chunk_length(i) for i, p in enumerate(paths)):
-                return None
-        except FileNotFoundError:
-            return None
-        md5, merged = hashlib.md5(usedforsecurity=False), 0
-        for path in paths:
-            with open(path, "rb", buffering=0) as f:
-                while piece := f.read(HASH_PIECE):
-                    md5.update(piece)
-                    merged += len(piece)
-            if progress:
-                progress(merged)
-        return md5.hexdigest()
+        return hash_files([(self.local.chunk_path(upload.upload_id, i), upload.chunk_length(i))
+                           for i in range(upload.total_chunks)], progress)
 
     async def _hash_object(self, key: str, size: int, progress: Progress | None) -> str:
         md5, merged = hashlib.md5(usedforsecurity=False), 0
@@ -256,30 +257,34 @@ class S3Storage:
                 progress(merged)
         return md5.hexdigest()
 
-    async def _complete(self, key: str, s3_upload_id: str, parts: list[dict[str, Any]]) -> None:
+    async def _complete(self, key: str, s3_upload_id: str, parts: list[dict[str, Any]]) -> str:
+        """The completed object's ETag."""
         try:
             resp = await self._call("complete_multipart_upload", Key=key, UploadId=s3_upload_id,
                                     MultipartUpload={"Parts": parts})
         except ClientError as exc:
             # Completed by an earlier call whose answer was lost: done.
-            if error_code(exc) in GONE and await self.file_size(key) is not None:
-                return
+            if error_code(exc) in GONE and (etag := await self._head_etag(key)()) is not None:
+                return etag
+            if error_code(exc) == "InvalidPart":  # a part changed since ListParts
+                raise UploadError("checksum_mismatch", "a part changed in the object store "
+                                  "while completing: send it again") from exc
             raise
         # S3 may answer 200 with an <Error> body; botocore turns that into a
         # retried 500, and this catches any reply that still lacks a result.
         if not resp.get("ETag"):
             raise Unavailable("object storage did not confirm the completed upload")
+        return str(resp["ETag"]).strip('"')
 
-    async def _open_uploads(self, prefix: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"Prefix": prefix}
-        while True:
-            resp = await self._call("list_multipart_uploads", **params)
-            found.extend(resp.get("Uploads", []))
-            if not resp.get("IsTruncated"):
-                return found
-            params.update(KeyMarker=resp["NextKeyMarker"],
-                          UploadIdMarker=resp["NextUploadIdMarker"])
+    def _completer(self, upload: Upload) -> Complete:
+        key, s3_upload_id = self.key_for(upload), self._upload_id(upload)
+        return lambda parts: self._complete(key, s3_upload_id, parts)
+
+    def _head_etag(self, key: str) -> HeadEtag:
+        async def head() -> str | None:
+            found = await self._head(key)
+            return None if found is None else str(found["ETag"]).strip('"')
+        return head
 
     async def publish(self, staged: StagedFile) -> None:
         handle = staged.handle if isinstance(staged.handle, dict) else {}
@@ -293,10 +298,12 @@ class S3Storage:
             return
         # Without the merge's handle (a republish after a crash), find the
         # multipart upload by its key and take the parts from S3 again.
-        for open_upload in await self._open_uploads(staged.key):
+        for open_upload in await open_uploads(self._call, staged.key):
             if open_upload["Key"] != staged.key:
                 continue
             listed = await self._list_parts(staged.key, open_upload["UploadId"]) or []
+            if sum(p.size for p in listed) != staged.size:
+                continue  # a stale tus concat's unfinished one (concat_s3.py)
             parts = [{"PartNumber": p.index + 1, "ETag": f'"{p.etag}"'}
                      for p in sorted(listed, key=lambda p: p.index)]
             await self._complete(staged.key, open_upload["UploadId"], parts)
@@ -305,10 +312,12 @@ class S3Storage:
             raise UploadError("internal", "nothing to publish: the multipart upload is gone")
 
     async def discard(self, staged: StagedFile) -> None:
-        pass  # the multipart upload stays open (or completed) for a retry
+        handle = staged.handle if isinstance(staged.handle, dict) else {}
+        if handle.get("concat"):  # concat_s3.py's own: the next merge builds anew
+            await abort_upload(self._call, staged.key, handle["s3_upload_id"])
 
     async def staged_exists(self, staged: StagedFile) -> bool:
-        return any(u["Key"] == staged.key for u in await self._open_uploads(staged.key))
+        return any(u["Key"] == staged.key for u in await open_uploads(self._call, staged.key))
 
     # -- removal, reads, housekeeping -----------------------------------------
 
@@ -318,13 +327,8 @@ class S3Storage:
             return
         # A tus upload's tail (storage/tails.py); deleting a missing key is fine.
         await self._call("delete_object", Key=f"{self.cfg.prefix}{upload_id}.tail")
-        for open_upload in await self._open_uploads(f"{self.cfg.prefix}{upload_id}_"):
-            try:
-                await self._call("abort_multipart_upload", Key=open_upload["Key"],
-                                 UploadId=open_upload["UploadId"])
-            except ClientError as exc:
-                if error_code(exc) not in GONE:
-                    raise
+        for open_upload in await open_uploads(self._call, f"{self.cfg.prefix}{upload_id}_"):
+            await abort_upload(self._call, open_upload["Key"], open_upload["UploadId"])
 
     async def delete_upload(self, upload: Upload) -> None:
         await self.delete_chunks(upload.upload_id)
@@ -333,8 +337,12 @@ class S3Storage:
         await self._call("delete_object", Key=upload.storage_key or self.key_for(upload))
 
     async def file_size(self, key: str) -> int | None:
+        found = await self._head(key)
+        return None if found is None else int(found["ContentLength"])
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            return int((await self._call("head_object", Key=key))["ContentLength"])
+            return dict(await self._call("head_object", Key=key))
         except ClientError as exc:
             if error_code(exc) in GONE:
                 return None
@@ -378,7 +386,7 @@ class S3Storage:
         ids = set(await self.local.temp_upload_ids())
         cutoff = time.time() - self.orphan_age
         start = len(self.cfg.prefix)
-        for open_upload in await self._open_uploads(self.cfg.prefix):
+        for open_upload in await open_uploads(self._call, self.cfg.prefix):
             key, initiated = open_upload["Key"], open_upload.get("Initiated")
             candidate = key[start:start + 32]
             if (key[start + 32:start + 33] == "_" and is_upload_id(candidate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -16,13 +17,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config import S3Config
 from ..errors import Unavailable, UploadError
 from ..models import Upload
-from .base import Forget
+from .base import Forget, Progress
 from .fileops import StagedWriter, storage_error, unlink_quiet
 
 # UploadPart of one staged chunk file: (upload, index, path, size, md5) -> ETag.
 PartUploader = Callable[[Upload, int, Path, int, "str | None"], Awaitable[str]]
 Run = Callable[..., Awaitable[Any]]
 
+HASH_PIECE = 4 << 20  # bytes read and hashed at a time
 GONE = ("NoSuchUpload", "NoSuchKey", "404", "NotFound")
 
 
@@ -47,6 +49,47 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)):
         return Unavailable("object storage unreachable")
     return exc
+
+
+async def abort_upload(call: Run, key: str, upload_id: str) -> None:
+    """AbortMultipartUpload; one already gone (completed or aborted) is fine."""
+    try:
+        await call("abort_multipart_upload", Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if error_code(exc) not in GONE:
+            raise
+
+
+def hash_files(files: list[tuple[Path, int]], progress: Progress | None) -> str | None:
+    """MD5 of these (path, size) files in order; None unless each is there
+    with its size (a staged chunk copy another instance never made)."""
+    try:
+        if any(os.stat(path).st_size != size for path, size in files):
+            return None
+    except FileNotFoundError:
+        return None
+    md5, merged = hashlib.md5(usedforsecurity=False), 0
+    for path, _ in files:
+        with open(path, "rb", buffering=0) as f:
+            while piece := f.read(HASH_PIECE):
+                md5.update(piece)
+                merged += len(piece)
+        if progress:
+            progress(merged)
+    return md5.hexdigest()
+
+
+async def open_uploads(call: Run, prefix: str) -> list[dict[str, Any]]:
+    """Every open multipart upload under ``prefix`` (all pages of
+    ListMultipartUploads); ``call`` is the storage's S3 call."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"Prefix": prefix}
+    while True:
+        resp = await call("list_multipart_uploads", **params)
+        found.extend(resp.get("Uploads", []))
+        if not resp.get("IsTruncated"):
+            return found
+        params.update(KeyMarker=resp["NextKeyMarker"], UploadIdMarker=resp["NextUploadIdMarker"])
 
 
 def b64(md5_hex: str) -> str:

@@ -7,8 +7,10 @@ chunk (``commit``, when the chunk filled up) or as the tail (``save_tail``).
 Tails only grow within a chunk and are written before they are recorded, so
 the first ``tail.size`` bytes of a stored tail are always the recorded ones.
 
-    local: <data_dir>/tmp/<id>/tail_<index>   (layout.py; received aside, renamed into
-                                               place, dir fsynced)
+    local: <data_dir>/tmp/<id>/tail_<index>   (layout.py; the chunk is written in
+                                               place when its claim is free, else
+                                               aside; a tail is copied or renamed
+                                               to this name, dir fsynced)
     S3:    <prefix><id>.tail                   (PutObject; instances need not
                                                 share a disk)
 """
@@ -22,7 +24,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 from ..errors import UploadError
 from ..models import Upload
 from .base import ChunkWriter, Forget
-from .fileops import READ_PIECE, fsync_dir, listdir, storage_error, unlink_quiet
+from .fileops import (READ_PIECE, create_exclusive, fsync_dir, listdir, storage_error,
+                      unlink_quiet)
+from .layout import FILE_MODE
 from .local import LocalStorage
 from .local_writer import LocalChunkWriter
 
@@ -97,23 +101,41 @@ class LocalTails:
         tail = self.path(upload.upload_id, index)
 
         def save(writer: LocalChunkWriter) -> None:
-            # The chunk's part file (received aside), synced, renamed to the
-            # tail's name.
-            assert writer._part is not None
-            if writer._fd is not None:
-                writer._sync()
             try:
-                os.replace(writer._part, tail)
+                if writer.in_place:
+                    # The bytes sit at the chunk's offset of the data file
+                    # (claimed, never recorded): copied into a file of the
+                    # tail's own, which the next PATCH replays.
+                    part = self.storage.layout.receiving(tail)
+                    fd = create_exclusive(part, FILE_MODE)
+                    try:
+                        writer.copy_written(fd)
+                        if self.storage.fsync:
+                            os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
+                else:  # received aside: the chunk's own synced part file
+                    assert writer._part is not None
+                    if writer._fd is not None:
+                        writer._sync()
+                    part = writer._part
+                os.replace(part, tail)
                 if self.storage.fsync:
                     fsync_dir(tail.parent)
             except OSError as exc:
                 raise storage_error(exc) from exc
             finally:
-                writer._abort()  # lets go of the upload's files
+                writer._abort()  # lets go of the upload's files (and the claim)
 
         async def save_tail(writer: LocalChunkWriter) -> None:
             await self.storage.run(save, writer)
-        return TailWriter(await self.storage.open_chunk(upload, index, aside=True), save_tail)
+        # In place when the chunk's claim is free: a PATCH that fills the
+        # chunk then costs what a chunk PUT costs (nothing copied). Not while
+        # the length is deferred: bytes dropped there (a checksum mismatch)
+        # could lie past the length declared later, in the file a merge links.
+        aside = not upload.size_known
+        return TailWriter(await self.storage.open_chunk(upload, index, aside=aside), save_tail)
+
     async def read(self, upload: Upload, index: int, size: int) -> AsyncIterator[bytes]:
         path = self.path(upload.upload_id, index)
         try:

@@ -88,11 +88,21 @@ class MetadataStore(Protocol):
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
                            error: dict | None = None, event: Event | None = None,
-                           at: datetime | None = None) -> bool:
+                           at: datetime | None = None, verified: str | None = None) -> bool:
         """Publish a merge's outcome only if ``merge_version`` still equals
         ``version``. False means another merger took over: discard the result.
         ``event`` is written in the same transaction, only if it applied;
-        ``at`` (default now) is the new ``updated_at``, the event's time."""
+        ``at`` (default now) is the new ``updated_at``, the event's time;
+        ``verified`` is stored as the upload's (None: the whole file was hashed)."""
+
+    async def record_signed_parts(self, upload_id: str,
+                                  parts: Sequence[tuple[int, str]]) -> None:
+        """Remember the MD5 each (index, md5) part's URL was signed for; a
+        later signing of an index replaces the earlier one. Removed with the
+        upload."""
+
+    async def signed_parts(self, upload_id: str) -> dict[int, str]:
+        """index -> the MD5 its part URL was last signed for."""
 
     async def set_status(self, upload_id: str, status: str,
                          from_statuses: Sequence[str], event: Event | None = None,

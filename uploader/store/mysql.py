@@ -268,13 +268,13 @@ class MySQLStore(SharedQueries, OutboxQueries):
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
                            error: dict | None = None, event: Event | None = None,
-                           at: datetime | None = None) -> bool:
+                           at: datetime | None = None, verified: str | None = None) -> bool:
         return await self._change(
             "UPDATE uploads SET status = %s, md5 = COALESCE(%s, md5), storage_key = %s, "
-            "last_error = %s, updated_at = %s "
+            "last_error = %s, updated_at = %s, verified = %s "
             "WHERE upload_id = %s AND merge_version = %s AND status = 'merging'",
-            (status, md5, storage_key, dump_error(error), at or utcnow(), upload_id, version),
-            event)
+            (status, md5, storage_key, dump_error(error), at or utcnow(), verified, upload_id,
+             version), event)
 
     async def set_status(self, upload_id: str, status: str,
                          from_statuses: Sequence[str], event: Event | None = None,
@@ -294,6 +294,7 @@ class MySQLStore(SharedQueries, OutboxQueries):
             await cur.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
             await cur.execute("DELETE FROM upload_chunks WHERE upload_id = %s", (upload_id,))
             await cur.execute("DELETE FROM upload_metadata WHERE upload_id = %s", (upload_id,))
+            await cur.execute("DELETE FROM signed_parts WHERE upload_id = %s", (upload_id,))
         await self._run(work, transaction=True, idempotent=True)
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],

@@ -13,7 +13,7 @@ def upload_from_row(row: Sequence[Any], parse_ts: Any = None) -> Upload:
     conv = parse_ts or (lambda v: v)
     (upload_id, owner, filename, size, chunk_size, total_chunks, md5, status,
      merge_version, storage_key, last_error, created_at, updated_at, backend_state, tus,
-     metadata) = row
+     metadata, verified) = row
     return Upload(
         upload_id=upload_id, owner=owner, filename=filename, size=int(size),
         chunk_size=int(chunk_size), total_chunks=int(total_chunks), md5=md5,
@@ -23,6 +23,7 @@ def upload_from_row(row: Sequence[Any], parse_ts: Any = None) -> Upload:
         backend_state=json.loads(backend_state) if backend_state else None,
         tus=TusState.from_json(json.loads(tus)) if tus else None,
         metadata=json.loads(metadata) if metadata else {},
+        verified=verified,
     )
 
 
@@ -32,7 +33,7 @@ def upload_params(u: Upload, fmt_ts: Any = None) -> tuple[Any, ...]:
             u.status, u.merge_version, u.storage_key, dump_error(u.error),
             conv(u.created_at), conv(u.updated_at),
             json.dumps(u.backend_state) if u.backend_state else None, dump_tus(u.tus),
-            json.dumps(u.metadata, ensure_ascii=False) if u.metadata else None)
+            json.dumps(u.metadata, ensure_ascii=False) if u.metadata else None, u.verified)
 
 
 def dump_tus(tus: TusState | None) -> str | None:

@@ -179,6 +179,19 @@ MYSQL_STEPS: list[list[str]] = [
         END""",
         *_RECOUNT,
     ],
+    # 9: direct uploads verified by parts (s3.direct_verify: parts). The MD5
+    # each part's URL was signed for (the latest signing of an index wins),
+    # and how a completed upload was verified ('parts': md5 then holds the
+    # client's claim, never checked; NULL: the server hashed the whole file).
+    [
+        "ALTER TABLE uploads ADD COLUMN verified VARCHAR(16) NULL",
+        """CREATE TABLE IF NOT EXISTS signed_parts (
+          upload_id   CHAR(32) NOT NULL,
+          chunk_index INT      NOT NULL,
+          md5         CHAR(32) NOT NULL,
+          PRIMARY KEY (upload_id, chunk_index)
+        ) ENGINE=InnoDB DEFAULT CHARSET=ascii""",
+    ],
 ]
 
 SQLITE_STEPS: list[list[str]] = [
@@ -292,6 +305,16 @@ SQLITE_STEPS: list[list[str]] = [
         END""",
         *_RECOUNT,
     ],
+    # 9: see MySQL's step 9.
+    [
+        "ALTER TABLE uploads ADD COLUMN verified TEXT NULL",
+        """CREATE TABLE IF NOT EXISTS signed_parts (
+          upload_id   TEXT    NOT NULL,
+          chunk_index INTEGER NOT NULL,
+          md5         TEXT    NOT NULL,
+          PRIMARY KEY (upload_id, chunk_index)
+        )""",
+    ],
 ]
 
 # An owner's (active uploads, reserved bytes) from the step 8 counters; a
@@ -304,4 +327,4 @@ ALL_TOTALS = ("SELECT COALESCE(SUM(uploads), 0), COALESCE(SUM(bytes), 0) FROM up
 # Columns in the order every SELECT of an upload row uses.
 UPLOAD_COLUMNS = ("upload_id, owner, filename, total_size, chunk_size, total_chunks, md5, "
                   "status, merge_version, storage_key, last_error, created_at, updated_at, "
-                  "backend_state, tus, metadata")
+                  "backend_state, tus, metadata, verified")

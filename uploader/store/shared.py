@@ -48,6 +48,22 @@ class SharedQueries:
         sql += f" WHERE upload_id = {m} AND status = {m}"
         return await self._write(sql, [*params, upload_id, IN_PROGRESS]) > 0
 
+    async def record_signed_parts(self, upload_id: str,
+                                  parts: Sequence[tuple[int, str]]) -> None:
+        m = self.MARK
+        rows = list(dict(parts).items())  # one row per index: the last one asked wins
+        for start in range(0, len(rows), ID_BATCH):
+            part = rows[start:start + ID_BATCH]
+            # REPLACE: the one upsert both dialects spell alike.
+            await self._write("REPLACE INTO signed_parts (upload_id, chunk_index, md5) VALUES "
+                              + ",".join([f"({m},{m},{m})"] * len(part)),
+                              [v for index, md5 in part for v in (upload_id, index, md5)])
+
+    async def signed_parts(self, upload_id: str) -> dict[int, str]:
+        rows = await self._all(f"SELECT chunk_index, md5 FROM signed_parts WHERE upload_id = "
+                               f"{self.MARK}", [upload_id])
+        return {int(index): str(md5) for index, md5 in rows}
+
     def _list_sql(self, owner: str, status: str | None, filename: str | None,
                   limit: int, metadata: Mapping[str, str] | None = None,
                   before: tuple[datetime, str] | None = None) -> tuple[str, list[Any]]:
@@ -174,7 +190,7 @@ class SharedQueries:
 
         async def work(tx: Tx) -> None:
             # uploads first: the lock order of record_chunk (see delete_upload).
-            for table in ("uploads", "upload_chunks", "upload_metadata"):
+            for table in ("uploads", "upload_chunks", "upload_metadata", "signed_parts"):
                 for start in range(0, len(ids), ID_BATCH):
                     part = ids[start:start + ID_BATCH]
                     await tx.run(f"DELETE FROM {table} WHERE upload_id IN "

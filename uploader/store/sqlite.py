@@ -301,13 +301,13 @@ class SQLiteStore(SharedQueries, OutboxQueries):
     async def finish_merge(self, upload_id: str, version: int, *, status: str,
                            md5: str | None = None, storage_key: str | None = None,
                            error: dict | None = None, event: Event | None = None,
-                           at: datetime | None = None) -> bool:
+                           at: datetime | None = None, verified: str | None = None) -> bool:
         return await self._change(
             "UPDATE uploads SET status = ?, md5 = COALESCE(?, md5), storage_key = ?, "
-            "last_error = ?, updated_at = ? WHERE upload_id = ? AND merge_version = ? "
+            "last_error = ?, updated_at = ?, verified = ? WHERE upload_id = ? AND merge_version = ? "
             "AND status = 'merging'",
-            (status, md5, storage_key, dump_error(error), ts_to_text(at or utcnow()), upload_id,
-             version), event)
+            (status, md5, storage_key, dump_error(error), ts_to_text(at or utcnow()), verified,
+             upload_id, version), event)
 
     async def set_status(self, upload_id: str, status: str,
                          from_statuses: Sequence[str], event: Event | None = None,
@@ -322,6 +322,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         async with self._transaction() as db:
             await db.execute("DELETE FROM upload_chunks WHERE upload_id = ?", (upload_id,))
             await db.execute("DELETE FROM upload_metadata WHERE upload_id = ?", (upload_id,))
+            await db.execute("DELETE FROM signed_parts WHERE upload_id = ?", (upload_id,))
             await db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
 
     async def find_expired(self, cutoff: datetime, statuses: Sequence[str],

@@ -118,7 +118,11 @@ export class Card {
       case "uploading": return progressLine(u, pct);
       case "paused": return t("card.paused", amounts);
       case "merging": return t("card.merging");
-      case "done": return u.md5 ? t("card.done.md5", { message: u.message, md5: u.md5 }) : u.message;
+      case "done":
+        // Verified by parts (direct mode), the server never hashed the whole
+        // file: the card must not say it confirmed the page's MD5.
+        if (u.verified === "parts") return t("card.done.parts", { message: u.message });
+        return u.md5 ? t("card.done.md5", { message: u.message, md5: u.md5 }) : u.message;
       case "failed": return t("card.failed", amounts);
       default: return u.message;
     }

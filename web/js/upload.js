@@ -48,6 +48,7 @@ export class FileUpload {
     this.direct = false;   // chunks go straight to the object store (upload.direct)
     this.location = null;
     this.md5 = null;       // whole-file MD5, once hashed
+    this.verified = null;  // "parts" once completed: checked part by part, not as a whole
     this.resumed = false;
     this.received = new Set();
     this.bytesDone = 0;
@@ -364,6 +365,7 @@ export class FileUpload {
 
   #finish(up) {
     this.location = up.location ?? `/files/${this.uploadId}`;
+    this.verified = up.verified ?? null;   // "parts": the file's MD5 was not checked
     this.bytesDone = this.size;
     this.notice = "";
     this.waiting = false;

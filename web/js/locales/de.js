@@ -60,6 +60,7 @@ export default {
   "card.paused": "Angehalten bei {done} von {total} · {pct}",
   "card.merging": "Die Datei wird auf dem Server zusammengesetzt und geprüft …",
   "card.done.md5": "{message} · MD5 {md5} vom Server bestätigt",
+  "card.done.parts": "{message} · MD5 jedes Teils vom Objektspeicher bestätigt",
   "card.failed": "Angehalten bei {done} von {total} · {pct}",
   "card.waiting": "{done} von {total} · {pct}",
   "card.empty": "Leere Datei",

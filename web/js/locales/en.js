@@ -61,6 +61,7 @@ export default {
   "card.paused": "Paused at {done} of {total} · {pct}",
   "card.merging": "Assembling and verifying the file on the server…",
   "card.done.md5": "{message} · MD5 {md5} verified by the server",
+  "card.done.parts": "{message} · every part's MD5 verified by the object store",
   "card.failed": "Stopped at {done} of {total} · {pct}",
   "card.waiting": "{done} of {total} · {pct}",
   "card.empty": "Empty file",
