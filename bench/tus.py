@@ -32,7 +32,9 @@ def install(tmp: Path, log: "callable") -> Path | None:  # type: ignore[valid-ty
         log("tus peer skipped: node/npm not found")
         return None
     folder = tmp / "tus"
-    folder.mkdir()
+    if (folder / "server.mjs").exists():
+        return folder  # installed earlier in this run (tus_ingest, then peers)
+    folder.mkdir(exist_ok=True)
     try:
         subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", *PACKAGES],
                        cwd=folder, check=True, timeout=180, capture_output=True)
