@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.client import Conn
 from bench.figures import Figure
-from bench.s3_upload import chunk_md5, start_moto, uploader_s3_server, warm
+from bench.s3_upload import chunk_md5, standalone, start_moto, uploader_s3_server, warm
 from bench.server import cpu_seconds
 from bench.tus import _req
 
@@ -192,23 +189,8 @@ def main() -> int:
                     help="another checkout's server, measured in the same runs")
     args = ap.parse_args()
     size = args.part_mib * MiB * args.parts
-    tmp = Path(tempfile.mkdtemp(prefix="uploader-s3concat-bench-", dir="/tmp"))
-    try:
-        data = tmp / "data.bin"
-        with open(data, "wb") as f:  # random: nothing can cheat
-            for _ in range(0, size, 64 * MiB):
-                f.write(os.urandom(min(64 * MiB, size - f.tell())))
-        figs = asyncio.run(s3_concat_figures(tmp, data, args.part_mib * MiB, args.parts,
-                                             args.runs, lambda m: print(f"# {m}", flush=True),
-                                             args.baseline))
-        for fig in figs:
-            print(json.dumps(fig.__dict__), flush=True)
-    finally:
-        for p in sorted(tmp.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
-        tmp.rmdir()
-    return 0
-
+    return standalone("uploader-s3concat-bench-", size, lambda tmp, data, log: s3_concat_figures(
+        tmp, data, args.part_mib * MiB, args.parts, args.runs, log, args.baseline))
 
 if __name__ == "__main__":
     sys.exit(main())

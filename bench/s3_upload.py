@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
@@ -298,15 +298,23 @@ def main() -> int:
                     help="another checkout whose server runs direct mode too (the before)")
     args = ap.parse_args()
     size = args.size_mib * MiB
-    tmp = Path(tempfile.mkdtemp(prefix="uploader-s3-bench-", dir="/tmp"))
+    return standalone("uploader-s3-bench-", size, lambda tmp, data, log: s3_figures(
+        tmp, data, size, args.chunk_mib * MiB, args.parallel, args.runs, log, args.baseline))
+
+
+def standalone(prefix: str, size: int,
+               measure: Callable[[Path, Path, Callable[[str], None]], Awaitable[list[Figure]]]
+               ) -> int:
+    """Run one section on its own (``python -m bench.s3_upload`` and the
+    like): a random data file of ``size`` bytes in a temp folder, the
+    figures printed as JSON lines, the folder removed."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:
         data = tmp / "data.bin"
         with open(data, "wb") as f:  # random: nothing can cheat
             for _ in range(0, size, 64 * MiB):
                 f.write(os.urandom(min(64 * MiB, size - f.tell())))
-        figs = asyncio.run(s3_figures(tmp, data, size, args.chunk_mib * MiB, args.parallel,
-                                      args.runs, lambda m: print(f"# {m}", flush=True),
-                                      args.baseline))
+        figs = asyncio.run(measure(tmp, data, lambda m: print(f"# {m}", flush=True)))
         for fig in figs:
             print(json.dumps(fig.__dict__), flush=True)
     finally:

@@ -48,8 +48,15 @@ def test_plain_upload_lands_as_an_upload_like_any_other(server: ServerProcess, t
 def test_parallel_uploads_concatenate_into_one_file(server: ServerProcess, tus_js_client: Path,
                                                     tmp_path: Path) -> None:
     data = make_file(tmp_path / "parallel.bin", 9 * MiB + 7)
+    uid = upload_in_parallel(server, tus_js_client, data)
+    assert [u["upload_id"] for u in get_json(server, "/uploads")["uploads"]] == [uid]
+
+
+def upload_in_parallel(server: ServerProcess, tus_js_client: Path, data: Path) -> str:
+    """tus-js-client with parallelUploads: 4; checks the final upload's file
+    and that its four partials were consumed by it. Returns the final's id."""
     client = NodeUpload(tus_js_client, endpoint=server.url + "/files/", file=str(data),
-                      parallelUploads=4)
+                        parallelUploads=4)
     outcome = client.finish()
     assert outcome["e"] == "success", client.events
     posts = client.responses("POST")
@@ -58,12 +65,11 @@ def test_parallel_uploads_concatenate_into_one_file(server: ServerProcess, tus_j
     status = get_json(server, f"/upload/{uid}/status")
     assert status["status"] == "completed" and status["md5"] == file_md5(data)
     assert server.download_md5(f"/files/{uid}") == file_md5(data)
-    # The partials were consumed by the final upload.
     partial_urls = {p["url"] for p in client.responses("PATCH")}
     assert len(partial_urls) == 4
     for url in partial_urls:
         assert server.call("HEAD", path_of(url), headers=TUS).code == 404
-    assert [u["upload_id"] for u in get_json(server, "/uploads")["uploads"]] == [uid]
+    return uid
 
 
 @pytest.mark.parametrize("size", [24 * MiB + 7, 9 * MiB + 7], ids=["copied", "short-joined"])
@@ -77,18 +83,7 @@ def test_parallel_uploads_on_s3(start_server: Callable[..., ServerProcess], s3_s
                            **{f"s3.{k}": v for k, v in s3_server.config(
                                s3_bucket, prefix="u/").items()}})
     data = make_file(tmp_path / "parallel.bin", size)
-    client = NodeUpload(tus_js_client, endpoint=server.url + "/files/", file=str(data),
-                        parallelUploads=4)
-    outcome = client.finish()
-    assert outcome["e"] == "success", client.events
-    posts = client.responses("POST")
-    assert len(posts) == 5 and all(p["status"] == 201 for p in posts)  # 4 partials + final
-    uid = upload_id(outcome["url"])
-    status = get_json(server, f"/upload/{uid}/status")
-    assert status["status"] == "completed" and status["md5"] == file_md5(data)
-    assert server.download_md5(f"/files/{uid}") == file_md5(data)
-    for url in {p["url"] for p in client.responses("PATCH")}:
-        assert server.call("HEAD", path_of(url), headers=TUS).code == 404
+    uid = upload_in_parallel(server, tus_js_client, data)
     # Only the final object is left: no partial object, tail or multipart upload.
     assert s3_server.keys(s3_bucket) == [f"u/{uid}_parallel.bin"]
     assert s3_server.open_uploads(s3_bucket) == []
