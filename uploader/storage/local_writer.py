@@ -25,8 +25,10 @@ from typing import Any, Callable, Protocol
 from ..models import Upload
 from .base import Forget
 from .datafile import CLAIMED, STORED, DataFiles, UploadFiles
-from .fileops import StagedWriter, copy_at, pwrite_all, pwritev_all, storage_error, unlink_quiet
+from .fileops import (StagedWriter, copy_at, create_exclusive, fsync_dir, pwrite_all, pwritev_all,
+                      storage_error, unlink_quiet)
 from .incremental import IncrementalMerges, hash_region
+from .layout import FILE_MODE, Layout
 
 
 class Host(Protocol):
@@ -110,11 +112,37 @@ class LocalChunkWriter(StagedWriter):
         assert self._part is not None
         return os.stat(self._part).st_size
 
-    def copy_written(self, dst: int) -> None:
-        """Copy what this in-place writer wrote to the start of ``dst`` (a
-        tus tail taken out of the data file)."""
-        assert self._part is None and self._files is not None
-        copy_at(self._files.data_fd, self._offset, dst, 0, self._written)
+    def keep_as(self, path: Path) -> None:
+        """Publish what this writer received as the file ``path`` (a tus
+        tail), replacing an older one atomically, synced with its folder
+        entry; then let go of the upload's files and the claim."""
+        scratch: Path | None = None
+        try:
+            if self._part is None:
+                # In place (claimed, never recorded): copied out of the data
+                # file into a file of its own, which the next PATCH replays.
+                assert self._files is not None
+                scratch = Layout.receiving(path)
+                fd = create_exclusive(scratch, FILE_MODE)
+                try:
+                    copy_at(self._files.data_fd, self._offset, fd, 0, self._written)
+                    if self._storage.fsync:
+                        os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(scratch, path)
+            else:  # received aside: the chunk's own part file, synced
+                if self._fd is not None:
+                    self._sync()
+                os.replace(self._part, path)
+            if self._storage.fsync:
+                fsync_dir(path.parent)
+        except OSError as exc:
+            if scratch is not None:
+                unlink_quiet(scratch)
+            raise storage_error(exc) from exc
+        finally:
+            self._abort()
 
     def _same_in_place(self, md5: str) -> bool:
         assert self._files is not None

@@ -1,9 +1,10 @@
 """The durable tail of a tus upload: the bytes of one chunk short of its end
 (docs/tus.md, "A PATCH stream cut into our chunks").
 
-A tail is written through a chunk writer of the backend (streamed to the
-chunk's own ``.part`` file, hashed, synced) that can end either way: as the
-chunk (``commit``, when the chunk filled up) or as the tail (``save_tail``).
+A tail is written through a chunk writer of the backend (local: in place, or
+to the chunk's own ``.part`` file; hashed, synced) that can end either way: as
+the chunk (``commit``, when the chunk filled up) or as the tail (``save_tail``;
+local: ``LocalChunkWriter.keep_as``).
 Tails only grow within a chunk and are written before they are recorded, so
 the first ``tail.size`` bytes of a stored tail are always the recorded ones.
 
@@ -24,9 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 from ..errors import UploadError
 from ..models import Upload
 from .base import ChunkWriter, Forget
-from .fileops import (READ_PIECE, create_exclusive, fsync_dir, listdir, storage_error,
-                      unlink_quiet)
-from .layout import FILE_MODE
+from .fileops import (READ_PIECE, listdir, unlink_quiet)
 from .local import LocalStorage
 from .local_writer import LocalChunkWriter
 
@@ -100,35 +99,8 @@ class LocalTails:
     async def open_writer(self, upload: Upload, index: int) -> TailWriter:
         tail = self.path(upload.upload_id, index)
 
-        def save(writer: LocalChunkWriter) -> None:
-            try:
-                if writer.in_place:
-                    # The bytes sit at the chunk's offset of the data file
-                    # (claimed, never recorded): copied into a file of the
-                    # tail's own, which the next PATCH replays.
-                    part = self.storage.layout.receiving(tail)
-                    fd = create_exclusive(part, FILE_MODE)
-                    try:
-                        writer.copy_written(fd)
-                        if self.storage.fsync:
-                            os.fdatasync(fd)
-                    finally:
-                        os.close(fd)
-                else:  # received aside: the chunk's own synced part file
-                    assert writer._part is not None
-                    if writer._fd is not None:
-                        writer._sync()
-                    part = writer._part
-                os.replace(part, tail)
-                if self.storage.fsync:
-                    fsync_dir(tail.parent)
-            except OSError as exc:
-                raise storage_error(exc) from exc
-            finally:
-                writer._abort()  # lets go of the upload's files (and the claim)
-
         async def save_tail(writer: LocalChunkWriter) -> None:
-            await self.storage.run(save, writer)
+            await self.storage.run(writer.keep_as, tail)
         # In place when the chunk's claim is free: a PATCH that fills the
         # chunk then costs what a chunk PUT costs (nothing copied). Not while
         # the length is deferred: bytes dropped there (a checksum mismatch)
