@@ -73,7 +73,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         # transaction of several trips, a statement of another task would
         # join it (and vanish with its rollback). Such a transaction holds
         # this lock from BEGIN to COMMIT; anything else waits until it is
-        # free (``_idle``), then queues without taking it.
+        # free (``_trip``), then queues without taking it.
         self._lock = asyncio.Lock()
 
     @property
@@ -131,28 +131,26 @@ class SQLiteStore(SharedQueries, OutboxQueries):
         rows = await self._all(sql, params)
         return rows[0] if rows else None
 
-    async def _idle(self) -> None:
-        """Return once no transaction of several trips is open on the
-        connection. The caller then queues one trip (a statement, or a
-        function run in aiosqlite's thread) before it awaits anything else:
-        aiosqlite runs its queue in order, so that trip runs before any
-        transaction begun after it, and cannot be split by one. Not holding
-        the lock for it lets many tasks' statements queue at once: under
-        load the thread no longer waits for the event loop between them
-        (each hand-over of the lock took a turn of the loop)."""
-        while self._lock.locked():
-            async with self._lock:
-                pass
+    async def _trip(self, make: Callable[[], Awaitable[T]]) -> T:
+        """One trip to aiosqlite's thread (``make()``: a statement, or a
+        function run there), queued once no transaction of several trips is
+        open on the connection, with nothing awaited in between: aiosqlite
+        runs its queue in order, so the trip runs before any transaction
+        begun after it, and cannot be split by one. Not holding the lock for
+        it lets many tasks' statements queue at once: under load the thread
+        no longer waits for the event loop between them (each hand-over of
+        the lock took a turn of the loop)."""
+        async with _disk_full():
+            while self._lock.locked():
+                async with self._lock:
+                    pass
+            return await make()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with _disk_full():
-            await self._idle()
-            return await _SQLiteTx(self.db).rows(sql, params)
+        return await self._trip(lambda: _SQLiteTx(self.db).rows(sql, params))
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with _disk_full():
-            await self._idle()
-            return await _SQLiteTx(self.db).run(sql, params)
+        return await self._trip(lambda: _SQLiteTx(self.db).run(sql, params))
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -200,9 +198,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        async with _disk_full():
-            await self._idle()  # one trip: the whole transaction runs in the thread
-            await self._in_thread(work)
+        await self._trip(lambda: self._in_thread(work))  # the whole transaction: one trip
 
     async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` on the connection in aiosqlite's own thread, in one trip:
@@ -267,9 +263,7 @@ class SQLiteStore(SharedQueries, OutboxQueries):
             if db.execute(_RECORD_CHUNK, params).rowcount <= 0:
                 return None
             return int(db.execute(_COUNT_CHUNKS, (upload_id,)).fetchone()[0])
-        async with _disk_full():
-            await self._idle()
-            return await self._in_thread(work)
+        return await self._trip(lambda: self._in_thread(work))
 
     async def delete_chunk(self, upload_id: str, index: int) -> None:
         await self._write("DELETE FROM upload_chunks WHERE upload_id = ? AND chunk_index = ?",
