@@ -136,8 +136,9 @@ class ChunkReceiver:
             raise UploadError("checksum_mismatch", "chunk MD5 differs from the one given",
                               expected=self.expected_md5, actual=digest)
 
-    async def _settle(self, check: Callable[[str], None] | None) -> str:
-        """Wait for the last bytes, check them, make them durable; the digest."""
+    async def _settle(self, check: Callable[[str], None] | None, *, sync: bool = True) -> str:
+        """Wait for the last bytes, check them, make them durable (unless the
+        caller's next step does: ``sync`` False); the digest."""
         if self._state != "open":
             raise RuntimeError("chunk already finished")
         # From here the body is complete: a client hanging up now no longer
@@ -150,7 +151,8 @@ class ChunkReceiver:
             digest = self._digest = self._md5.hexdigest()
             if check is not None:
                 check(digest)
-            await self.writer.sync()
+            if sync:
+                await self.writer.sync()
         except BaseException:
             self._state = "aborted"
             await self.writer.abort()
@@ -159,10 +161,12 @@ class ChunkReceiver:
 
     async def finish_partial(self) -> tuple[int, str]:
         """The body stopped short of the chunk's end on purpose (a tus PATCH
-        ends mid-chunk): wait for the queued bytes, make them durable, and
-        return (bytes, their MD5) without checking the size. The writer then
-        belongs to the caller (it publishes the bytes as the upload's tail)."""
-        digest = await self._settle(None)
+        ends mid-chunk): wait for the queued bytes and return (bytes, their
+        MD5) without checking the size. The writer then belongs to the
+        caller, whose ``save_tail`` makes the bytes durable where the tail
+        lives (a synced copy, or the object store): a flush of them here
+        would be a second one."""
+        digest = await self._settle(None, sync=False)
         self._state = "finished"
         return self.received, digest
 

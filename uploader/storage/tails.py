@@ -60,8 +60,8 @@ class TailWriter:
         await self.inner.revert()
 
     async def save_tail(self) -> None:
-        """Publish the synced bytes as the upload's tail for this chunk,
-        replacing an older tail atomically."""
+        """Publish the bytes written as the upload's tail for this chunk,
+        durably, replacing an older tail atomically."""
         await self._save(self.inner)
 
 
@@ -157,7 +157,7 @@ class S3Tails:
         key = tail_key(storage, upload.upload_id)
 
         async def save_tail(writer: Any) -> None:
-            # The synced part file goes up as one object, then away.
+            # The part file goes up as one object (durable once S3 has it), then away.
             run = storage.local.run
             await run(writer._close)
             body = await run(open, writer._part, "rb")
